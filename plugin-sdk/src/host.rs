@@ -1,0 +1,98 @@
+//! [`Host`]: a plugin's handle to the capabilities the host grants it.
+
+use crate::{Connection, Envelope, Failure, Level, Message, NoteValue, Reply, Scope};
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) use crate::testing::HostBackend;
+#[cfg(target_arch = "wasm32")]
+pub(crate) use crate::wasm::HostBackend;
+
+/// The host's capabilities, passed to every hook.
+///
+/// Inside the server each method is one call into the host (a WIT import).
+/// Under `cargo test` on the build machine, the same methods are served by a
+/// [`TestHost`](crate::testing::TestHost), so a plugin is tested unchanged.
+///
+/// Logging, the configuration, the session and the notes are always
+/// available. [`verify_password`](Host::verify_password) needs the
+/// `password` grant and [`send_now`](Host::send_now) the `outbound` grant in
+/// the host configuration: a component that uses them without the grant is
+/// refused at start-up, naming the missing grant.
+pub struct Host {
+    pub(crate) backend: HostBackend,
+}
+
+impl Host {
+    /// Writes a log line through the host, tagged with the plugin's name and
+    /// the session id.
+    pub fn log(&self, level: Level, message: impl AsRef<str>) {
+        self.backend.log(level, message.as_ref());
+    }
+
+    /// Logs at [`Level::Trace`].
+    pub fn trace(&self, message: impl AsRef<str>) {
+        self.log(Level::Trace, message);
+    }
+
+    /// Logs at [`Level::Debug`].
+    pub fn debug(&self, message: impl AsRef<str>) {
+        self.log(Level::Debug, message);
+    }
+
+    /// Logs at [`Level::Info`].
+    pub fn info(&self, message: impl AsRef<str>) {
+        self.log(Level::Info, message);
+    }
+
+    /// Logs at [`Level::Warn`].
+    pub fn warn(&self, message: impl AsRef<str>) {
+        self.log(Level::Warn, message);
+    }
+
+    /// Logs at [`Level::Error`].
+    pub fn error(&self, message: impl AsRef<str>) {
+        self.log(Level::Error, message);
+    }
+
+    /// What the host knows about the connection now (EHLO name and
+    /// authenticated user appear once known).
+    pub fn connection(&self) -> Connection {
+        self.backend.connection()
+    }
+
+    /// The current transaction's envelope; `None` before MAIL FROM.
+    pub fn envelope(&self) -> Option<Envelope> {
+        self.backend.envelope()
+    }
+
+    /// Reads a note. Notes are shared by all plugins of the session.
+    pub fn note(&self, scope: Scope, key: &str) -> Option<NoteValue> {
+        self.backend.note(scope, key)
+    }
+
+    /// Writes a note, replacing any value under this key.
+    pub fn set_note(&self, scope: Scope, key: &str, value: impl Into<NoteValue>) {
+        self.backend.set_note(scope, key, value.into());
+    }
+
+    /// Removes a note.
+    pub fn remove_note(&self, scope: Scope, key: &str) {
+        self.backend.remove_note(scope, key);
+    }
+
+    /// Checks `password` against a stored hash, in the host and in constant
+    /// time: `Ok(true)` on a match, `Ok(false)` on a mismatch, `Err` if the
+    /// hash is malformed or its scheme unknown. Schemes: argon2id/argon2i,
+    /// bcrypt, SHA512-CRYPT, SHA256-CRYPT, each optionally behind a Dovecot
+    /// `{SCHEME}` prefix, and `{PLAIN}`. Needs the `password` grant.
+    pub fn verify_password(&self, password: &str, stored: &str) -> Result<bool, String> {
+        self.backend.verify_password(password, stored)
+    }
+
+    /// Hands the message to the relay named `relay` in the host
+    /// configuration, with the transaction's envelope, and waits for the
+    /// upstream's final reply. Needs the `outbound` grant.
+    pub fn send_now(&self, relay: &str, msg: &Message<'_>) -> Result<Reply, Failure> {
+        self.backend.send_now(relay, &msg.backend)
+    }
+}

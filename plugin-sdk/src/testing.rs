@@ -1,0 +1,585 @@
+//! Testing a plugin without a server.
+//!
+//! On the build machine (any target but `wasm32`) the SDK serves [`Host`]
+//! and [`Message`] from memory instead of calling the host. A
+//! [`TestHost`] holds what the server would: the plugin's configuration
+//! text, the connection, the envelope, the notes, a password verifier and
+//! relays you script with closures. It records what the plugin did (log
+//! lines, password checks, messages sent, notes written) for assertions.
+//!
+//! [`TestHost::instantiate`] creates the plugin exactly as the server's
+//! first hook call does (parsing the TOML into `Plugin::Config`, then
+//! `Plugin::new`), and the hook methods of [`TestPlugin`] return what the
+//! component would answer the host: `None` for a hook the plugin does not
+//! implement, `Some(verdict)` otherwise.
+//!
+//! The test host does not play the SMTP state machine: it returns the
+//! envelope and connection you set, and clears transaction notes only when
+//! told to ([`TestHost::clear_transaction`]).
+//!
+//! ```
+//! use mailferry_plugin_sdk::testing::{TestHost, TestMessage};
+//! use mailferry_plugin_sdk::{Host, Level, Message, Plugin, Verdict};
+//!
+//! struct Tagger { name: String }
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Config { #[serde(default = "default_name")] name: String }
+//! fn default_name() -> String { "X-Tagged".into() }
+//!
+//! impl Plugin for Tagger {
+//!     type Config = Config;
+//!     fn new(config: Config, _host: &Host) -> Result<Self, String> {
+//!         Ok(Tagger { name: config.name })
+//!     }
+//!     fn data(&self, host: &Host, msg: &Message) -> Verdict {
+//!         if let Err(e) = msg.add_header(&self.name, "yes") {
+//!             host.error(format!("cannot tag: {e}"));
+//!             return Verdict::deny_soft(451, "4.3.0", "try again later");
+//!         }
+//!         host.info("tagged");
+//!         Verdict::Continue
+//!     }
+//! }
+//!
+//! let host = TestHost::new().config_toml(r#"name = "X-Seen""#);
+//! let plugin = host.instantiate::<Tagger>().unwrap();
+//! let msg = TestMessage::parse("Subject: hi\r\n\r\nbody\r\n");
+//!
+//! assert_eq!(plugin.data(&msg), Some(Verdict::Continue));
+//! assert_eq!(msg.header("x-seen"), ["yes"]);
+//! host.assert_logged(Level::Info, "tagged");
+//! // Hooks the plugin does not override answer `None`.
+//! assert_eq!(plugin.rcpt("bob@example.org"), None);
+//! ```
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use crate::runtime::{instantiate, observe};
+use crate::{Address, Connection, Envelope, Failure, Host, Level, Message, NoteValue, Plugin, Reply, Scope, Verdict};
+
+type Verifier = Box<dyn Fn(&str, &str) -> Result<bool, String>>;
+type Relay = Box<dyn Fn(&str, &TestMessage) -> Result<Reply, Failure>>;
+
+/// One line the plugin logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    pub level: Level,
+    pub message: String,
+}
+
+/// One call of [`Host::verify_password`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordCheck {
+    pub password: String,
+    pub stored: String,
+}
+
+/// One call of [`Host::send_now`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentMessage {
+    pub relay: String,
+    /// The envelope at the time of the call.
+    pub envelope: Option<Envelope>,
+    /// The message as it would have been sent, header edits included.
+    pub message: Vec<u8>,
+}
+
+struct State {
+    config: RefCell<String>,
+    connection: RefCell<Connection>,
+    envelope: RefCell<Option<Envelope>>,
+    notes: RefCell<BTreeMap<(Scope, String), NoteValue>>,
+    logs: RefCell<Vec<LogRecord>>,
+    verifier: RefCell<Verifier>,
+    password_checks: RefCell<Vec<PasswordCheck>>,
+    relay: RefCell<Relay>,
+    sent: RefCell<Vec<SentMessage>>,
+}
+
+/// An in-memory host for unit tests; see the [module docs](self).
+///
+/// Cloning gives another handle to the same state.
+#[derive(Clone)]
+pub struct TestHost {
+    state: Rc<State>,
+}
+
+impl Default for TestHost {
+    fn default() -> Self {
+        TestHost::new()
+    }
+}
+
+impl TestHost {
+    /// A host with an empty configuration table, the connection of
+    /// [`TestHost::default_connection`], no envelope and no notes. Its
+    /// password verifier knows only `{PLAIN}`; its relays refuse with a
+    /// temporary failure until you script them with [`TestHost::relay`].
+    pub fn new() -> TestHost {
+        TestHost {
+            state: Rc::new(State {
+                config: RefCell::new(String::new()),
+                connection: RefCell::new(TestHost::default_connection()),
+                envelope: RefCell::new(None),
+                notes: RefCell::new(BTreeMap::new()),
+                logs: RefCell::new(Vec::new()),
+                verifier: RefCell::new(Box::new(plain_only_verifier)),
+                password_checks: RefCell::new(Vec::new()),
+                relay: RefCell::new(Box::new(|_, _| {
+                    Err(Failure {
+                        temporary: true,
+                        reply: Reply::new(451, "4.4.0", "TestHost: no relay scripted (use TestHost::relay)"),
+                    })
+                })),
+                sent: RefCell::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// The connection a new test host reports: session `test-session` on
+    /// listener `submission`, from 192.0.2.10:40000 to 192.0.2.1:587, TLS
+    /// active, no EHLO yet, not authenticated, not trusted.
+    pub fn default_connection() -> Connection {
+        Connection {
+            id: "test-session".into(),
+            listener: "submission".into(),
+            remote_ip: "192.0.2.10".into(),
+            remote_port: 40000,
+            local_ip: "192.0.2.1".into(),
+            local_port: 587,
+            tls: true,
+            helo: None,
+            auth_user: None,
+            trusted: false,
+        }
+    }
+
+    // --- Setting the scene (builder style, then by reference) ---
+
+    /// The plugin's configuration table as TOML text, as the host would
+    /// hand it over (`users = "/auth/users"`).
+    pub fn config_toml(self, toml: &str) -> Self {
+        *self.state.config.borrow_mut() = toml.to_string();
+        self
+    }
+
+    /// The connection [`Host::connection`] returns.
+    pub fn connection(self, connection: Connection) -> Self {
+        self.set_connection(connection);
+        self
+    }
+
+    /// The envelope [`Host::envelope`] returns.
+    pub fn envelope<R: Into<Address>>(self, mail_from: impl Into<Address>, rcpt_to: impl IntoIterator<Item = R>) -> Self {
+        self.set_envelope(Some(Envelope {
+            mail_from: mail_from.into(),
+            rcpt_to: rcpt_to.into_iter().map(Into::into).collect(),
+        }));
+        self
+    }
+
+    /// Serves [`Host::verify_password`] with `verify(password, stored)`.
+    pub fn password_verifier(self, verify: impl Fn(&str, &str) -> Result<bool, String> + 'static) -> Self {
+        *self.state.verifier.borrow_mut() = Box::new(verify);
+        self
+    }
+
+    /// Serves [`Host::send_now`] with `send(relay, message)`.
+    pub fn relay(self, send: impl Fn(&str, &TestMessage) -> Result<Reply, Failure> + 'static) -> Self {
+        *self.state.relay.borrow_mut() = Box::new(send);
+        self
+    }
+
+    /// Replaces the connection.
+    pub fn set_connection(&self, connection: Connection) {
+        *self.state.connection.borrow_mut() = connection;
+    }
+
+    /// Changes the connection in place, e.g. after AUTH:
+    /// `host.update_connection(|c| c.auth_user = Some("alice".into()))`.
+    pub fn update_connection(&self, change: impl FnOnce(&mut Connection)) {
+        change(&mut self.state.connection.borrow_mut());
+    }
+
+    /// Replaces the envelope (`None`: no transaction).
+    pub fn set_envelope(&self, envelope: Option<Envelope>) {
+        *self.state.envelope.borrow_mut() = envelope;
+    }
+
+    /// Writes a note, as another plugin or the host would.
+    pub fn set_note(&self, scope: Scope, key: &str, value: impl Into<NoteValue>) {
+        self.state.notes.borrow_mut().insert((scope, key.to_string()), value.into());
+    }
+
+    /// Ends the transaction as RSET or the end of a message does: clears the
+    /// envelope and the transaction notes.
+    pub fn clear_transaction(&self) {
+        self.set_envelope(None);
+        self.state.notes.borrow_mut().retain(|(scope, _), _| *scope != Scope::Transaction);
+    }
+
+    // --- Running the plugin ---
+
+    /// Creates the plugin as the server does on the first hook call:
+    /// parses the configuration into `P::Config` and calls `P::new`.
+    /// `Err` carries the message the server would log before trapping.
+    pub fn instantiate<P: Plugin>(&self) -> Result<TestPlugin<P>, String> {
+        let host = self.host();
+        let plugin = instantiate::<P>(&host)?;
+        Ok(TestPlugin { plugin, host })
+    }
+
+    /// A [`Host`] backed by this test host, for calling plugin code directly.
+    pub fn host(&self) -> Host {
+        Host { backend: HostBackend(self.state.clone()) }
+    }
+
+    // --- Inspecting what happened ---
+
+    /// Every line logged so far, in order.
+    pub fn logs(&self) -> Vec<LogRecord> {
+        self.state.logs.borrow().clone()
+    }
+
+    /// True if a line at `level` containing `needle` was logged.
+    pub fn logged(&self, level: Level, needle: &str) -> bool {
+        self.state.logs.borrow().iter().any(|r| r.level == level && r.message.contains(needle))
+    }
+
+    /// Panics, listing every logged line, unless [`TestHost::logged`].
+    #[track_caller]
+    pub fn assert_logged(&self, level: Level, needle: &str) {
+        if !self.logged(level, needle) {
+            panic!("no {level:?} log line contains {needle:?}; logged:\n{}", self.format_logs());
+        }
+    }
+
+    /// Forgets the log lines so far.
+    pub fn clear_logs(&self) {
+        self.state.logs.borrow_mut().clear();
+    }
+
+    /// The note under `key`, as the plugin left it.
+    pub fn note(&self, scope: Scope, key: &str) -> Option<NoteValue> {
+        self.state.notes.borrow().get(&(scope, key.to_string())).cloned()
+    }
+
+    /// Every note of a scope, sorted by key.
+    pub fn notes(&self, scope: Scope) -> Vec<(String, NoteValue)> {
+        self.state
+            .notes
+            .borrow()
+            .iter()
+            .filter(|((s, _), _)| *s == scope)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Every [`Host::verify_password`] call so far.
+    pub fn password_checks(&self) -> Vec<PasswordCheck> {
+        self.state.password_checks.borrow().clone()
+    }
+
+    /// Every [`Host::send_now`] call so far.
+    pub fn sent(&self) -> Vec<SentMessage> {
+        self.state.sent.borrow().clone()
+    }
+
+    fn format_logs(&self) -> String {
+        let logs = self.state.logs.borrow();
+        if logs.is_empty() {
+            return "  (nothing)".into();
+        }
+        logs.iter().map(|r| format!("  {:?}: {}", r.level, r.message)).collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// What the server's default verifier does for `{PLAIN}`; nothing else.
+fn plain_only_verifier(password: &str, stored: &str) -> Result<bool, String> {
+    match stored.get(..7) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("{PLAIN}") => Ok(&stored[7..] == password),
+        _ => Err("TestHost knows only {PLAIN} hashes; script others with TestHost::password_verifier".into()),
+    }
+}
+
+/// A plugin created by [`TestHost::instantiate`]. Each hook method returns
+/// what the component would answer the host: `None` if the plugin does not
+/// implement the hook.
+pub struct TestPlugin<P> {
+    plugin: P,
+    host: Host,
+}
+
+impl<P: Plugin> TestPlugin<P> {
+    /// The plugin itself, to inspect its state.
+    pub fn plugin(&self) -> &P {
+        &self.plugin
+    }
+
+    pub fn connect(&self) -> Option<Verdict> {
+        observe(|| self.plugin.connect(&self.host))
+    }
+
+    pub fn ehlo(&self, name: &str) -> Option<Verdict> {
+        observe(|| self.plugin.ehlo(&self.host, name))
+    }
+
+    pub fn auth(&self, mechanism: &str, login: &str, password: &str) -> Option<Verdict> {
+        observe(|| self.plugin.auth(&self.host, mechanism, login, password))
+    }
+
+    pub fn mail(&self, sender: impl Into<Address>) -> Option<Verdict> {
+        let sender = sender.into();
+        observe(|| self.plugin.mail(&self.host, &sender))
+    }
+
+    pub fn rcpt(&self, recipient: impl Into<Address>) -> Option<Verdict> {
+        let recipient = recipient.into();
+        observe(|| self.plugin.rcpt(&self.host, &recipient))
+    }
+
+    /// Runs `data`; header edits land in `msg`.
+    pub fn data(&self, msg: &TestMessage) -> Option<Verdict> {
+        let msg = Message { backend: MessageBackend(msg) };
+        observe(|| self.plugin.data(&self.host, &msg))
+    }
+
+    /// Runs `queue`; header edits land in `msg`.
+    pub fn queue(&self, msg: &TestMessage) -> Option<Verdict> {
+        let msg = Message { backend: MessageBackend(msg) };
+        observe(|| self.plugin.queue(&self.host, &msg))
+    }
+
+    pub fn disconnect(&self) {
+        self.plugin.disconnect(&self.host);
+    }
+}
+
+/// A message held in memory, standing in for the host's message resource.
+///
+/// Header edits made through [`Message`] land here and can be inspected.
+#[derive(Debug, Clone)]
+pub struct TestMessage {
+    fields: RefCell<Vec<Field>>,
+    body: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+struct Field {
+    name: String,
+    /// The whole field as sent, `Name: value` with folding, ending in CRLF.
+    raw: Vec<u8>,
+}
+
+impl Field {
+    fn new(name: &str, value: &str) -> Field {
+        Field { name: name.to_string(), raw: format!("{name}: {value}\r\n").into_bytes() }
+    }
+
+    /// Unfolded, without the leading whitespace, as the host presents it.
+    fn value(&self) -> String {
+        let text = String::from_utf8_lossy(&self.raw[self.name.len() + 1..]);
+        text.replace("\r\n", "").trim().to_string()
+    }
+}
+
+impl TestMessage {
+    /// Reads a message: header fields up to the first empty line, then the
+    /// body. Bare LF line ends are turned into CRLF first, so tests may
+    /// write messages with `\n`. A line that is neither a field nor a
+    /// continuation ends the header section, as in the host.
+    pub fn parse(bytes: impl AsRef<[u8]>) -> TestMessage {
+        let bytes = to_crlf(bytes.as_ref());
+        let mut fields: Vec<Field> = Vec::new();
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let rest = &bytes[pos..];
+            if rest.starts_with(b"\r\n") {
+                pos += 2;
+                break;
+            }
+            let end = rest.windows(2).position(|w| w == b"\r\n").map_or(rest.len(), |i| i + 2);
+            let line = &rest[..end];
+            let continuation = matches!(line[0], b' ' | b'\t');
+            match fields.last_mut() {
+                Some(last) if continuation => last.raw.extend_from_slice(line),
+                _ => match field_name_len(line) {
+                    Some(len) if !continuation => {
+                        let name = String::from_utf8_lossy(&line[..len]).into_owned();
+                        fields.push(Field { name, raw: line.to_vec() });
+                    }
+                    _ => break,
+                },
+            }
+            pos += end;
+        }
+        TestMessage { fields: RefCell::new(fields), body: bytes[pos..].to_vec() }
+    }
+
+    /// All header fields in order, as `(name, value)`.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        self.fields.borrow().iter().map(|f| (f.name.clone(), f.value())).collect()
+    }
+
+    /// The values of every field named `name` (any case), in order.
+    pub fn header(&self, name: &str) -> Vec<String> {
+        self.fields.borrow().iter().filter(|f| f.name.eq_ignore_ascii_case(name)).map(Field::value).collect()
+    }
+
+    /// The body, after the empty line.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The whole message as it would be sent now.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let fields = self.fields.borrow();
+        let mut out = Vec::new();
+        for f in fields.iter() {
+            out.extend_from_slice(&f.raw);
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    fn size(&self) -> u64 {
+        let fields = self.fields.borrow();
+        (fields.iter().map(|f| f.raw.len()).sum::<usize>() + 2 + self.body.len()) as u64
+    }
+
+    fn insert(&self, at_start: bool, name: &str, value: &str) -> Result<(), String> {
+        check_field(name, value)?;
+        let mut fields = self.fields.borrow_mut();
+        let field = Field::new(name, value);
+        if at_start {
+            fields.insert(0, field);
+        } else {
+            fields.push(field);
+        }
+        Ok(())
+    }
+}
+
+fn to_crlf(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 32);
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'\n' && (i == 0 || bytes[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// Length of the field name if `line` starts a field: printable ASCII but
+/// colon (RFC 5322 §3.6.8), then a colon.
+fn field_name_len(line: &[u8]) -> Option<usize> {
+    let colon = line.iter().position(|&b| b == b':')?;
+    (colon > 0 && line[..colon].iter().all(|&b| (33..=126).contains(&b))).then_some(colon)
+}
+
+/// The checks the host applies to added fields.
+fn check_field(name: &str, value: &str) -> Result<(), String> {
+    if name.is_empty() || !name.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
+        return Err(format!("invalid header field name {name:?}"));
+    }
+    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err(format!("header field {name} value contains CR, LF or NUL"));
+    }
+    Ok(())
+}
+
+/// [`Host`] served from a [`TestHost`]'s state.
+pub(crate) struct HostBackend(Rc<State>);
+
+impl HostBackend {
+    pub(crate) fn config(&self) -> String {
+        self.0.config.borrow().clone()
+    }
+
+    pub(crate) fn log(&self, level: Level, message: &str) {
+        // Shown by the test harness when a test fails.
+        eprintln!("[plugin {level:?}] {message}");
+        self.0.logs.borrow_mut().push(LogRecord { level, message: message.to_string() });
+    }
+
+    pub(crate) fn connection(&self) -> Connection {
+        self.0.connection.borrow().clone()
+    }
+
+    pub(crate) fn envelope(&self) -> Option<Envelope> {
+        self.0.envelope.borrow().clone()
+    }
+
+    pub(crate) fn note(&self, scope: Scope, key: &str) -> Option<NoteValue> {
+        self.0.notes.borrow().get(&(scope, key.to_string())).cloned()
+    }
+
+    pub(crate) fn set_note(&self, scope: Scope, key: &str, value: NoteValue) {
+        self.0.notes.borrow_mut().insert((scope, key.to_string()), value);
+    }
+
+    pub(crate) fn remove_note(&self, scope: Scope, key: &str) {
+        self.0.notes.borrow_mut().remove(&(scope, key.to_string()));
+    }
+
+    pub(crate) fn verify_password(&self, password: &str, stored: &str) -> Result<bool, String> {
+        self.0
+            .password_checks
+            .borrow_mut()
+            .push(PasswordCheck { password: password.to_string(), stored: stored.to_string() });
+        (self.0.verifier.borrow())(password, stored)
+    }
+
+    pub(crate) fn send_now(&self, relay: &str, msg: &MessageBackend<'_>) -> Result<Reply, Failure> {
+        self.0.sent.borrow_mut().push(SentMessage {
+            relay: relay.to_string(),
+            envelope: self.envelope(),
+            message: msg.0.to_bytes(),
+        });
+        (self.0.relay.borrow())(relay, msg.0)
+    }
+}
+
+/// [`Message`] served from a [`TestMessage`].
+pub(crate) struct MessageBackend<'a>(&'a TestMessage);
+
+impl MessageBackend<'_> {
+    pub(crate) fn headers(&self) -> Vec<(String, String)> {
+        self.0.headers()
+    }
+
+    pub(crate) fn header(&self, name: &str) -> Vec<String> {
+        self.0.header(name)
+    }
+
+    pub(crate) fn add_header(&self, name: &str, value: &str) -> Result<(), String> {
+        self.0.insert(false, name, value)
+    }
+
+    pub(crate) fn prepend_header(&self, name: &str, value: &str) -> Result<(), String> {
+        self.0.insert(true, name, value)
+    }
+
+    pub(crate) fn remove_header(&self, name: &str) -> u32 {
+        let mut fields = self.0.fields.borrow_mut();
+        let before = fields.len();
+        fields.retain(|f| !f.name.eq_ignore_ascii_case(name));
+        (before - fields.len()) as u32
+    }
+
+    pub(crate) fn size(&self) -> u64 {
+        self.0.size()
+    }
+
+    pub(crate) fn read_body(&self, offset: u64, len: u32) -> Vec<u8> {
+        let body = &self.0.body;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(body.len());
+        let end = start.saturating_add(len as usize).min(body.len());
+        body[start..end].to_vec()
+    }
+}

@@ -1,0 +1,182 @@
+//! The values hooks receive and host capabilities return.
+
+use crate::Reply;
+
+/// An ESMTP parameter of MAIL FROM or RCPT TO (`SIZE=1000`, `BODY=8BITMIME`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Param {
+    pub key: String,
+    pub value: Option<String>,
+}
+
+/// An envelope address as the client gave it, without angle brackets, with
+/// its ESMTP parameters. The sender of a bounce is the null address `""`.
+///
+/// The helpers split the address with [`crate::address::split`]:
+///
+/// ```
+/// # use mailferry_plugin_sdk::Address;
+/// let a = Address::new("Alice@Example.ORG");
+/// assert_eq!(a.local_part(), Some("Alice"));
+/// assert_eq!(a.domain_lowercase().as_deref(), Some("example.org"));
+/// assert!(Address::new("").is_null());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Address {
+    pub address: String,
+    pub params: Vec<Param>,
+}
+
+impl Address {
+    /// An address without parameters.
+    pub fn new(address: impl Into<String>) -> Address {
+        Address { address: address.into(), params: Vec::new() }
+    }
+
+    /// Adds an ESMTP parameter (builder style, handy in tests).
+    pub fn with_param(mut self, key: &str, value: Option<&str>) -> Address {
+        self.params.push(Param { key: key.to_string(), value: value.map(str::to_string) });
+        self
+    }
+
+    /// True for the null sender `<>`.
+    pub fn is_null(&self) -> bool {
+        self.address.is_empty()
+    }
+
+    /// The part before the last `@` outside quotes, quotes kept.
+    pub fn local_part(&self) -> Option<&str> {
+        crate::address::split(&self.address).map(|(local, _)| local)
+    }
+
+    /// The part after the last `@` outside quotes, as written.
+    pub fn domain(&self) -> Option<&str> {
+        crate::address::split(&self.address).map(|(_, domain)| domain)
+    }
+
+    /// The domain in lower case (domains compare case-insensitively; local
+    /// parts, strictly, do not).
+    pub fn domain_lowercase(&self) -> Option<String> {
+        self.domain().map(str::to_lowercase)
+    }
+
+    /// The parameter with this key (keys compare case-insensitively).
+    pub fn param(&self, key: &str) -> Option<&Param> {
+        self.params.iter().find(|p| p.key.eq_ignore_ascii_case(key))
+    }
+}
+
+impl From<&str> for Address {
+    fn from(address: &str) -> Address {
+        Address::new(address)
+    }
+}
+
+impl From<String> for Address {
+    fn from(address: String) -> Address {
+        Address::new(address)
+    }
+}
+
+/// What the host knows about the connection.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Connection {
+    /// Unique id of this session, also in every log line of it.
+    pub id: String,
+    /// Name of the listener that accepted it (from the configuration).
+    pub listener: String,
+    pub remote_ip: String,
+    pub remote_port: u16,
+    pub local_ip: String,
+    pub local_port: u16,
+    /// True once TLS is active (implicit TLS or after STARTTLS).
+    pub tls: bool,
+    /// The name given in EHLO/HELO, if any yet.
+    pub helo: Option<String>,
+    /// The authenticated login, if the client authenticated.
+    pub auth_user: Option<String>,
+    /// True if the client address is in the listener's trusted networks.
+    pub trusted: bool,
+}
+
+/// The envelope of the current transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Envelope {
+    pub mail_from: Address,
+    pub rcpt_to: Vec<Address>,
+}
+
+/// A value in the host-owned notes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum NoteValue {
+    Text(String),
+    Integer(i64),
+    Flag(bool),
+    Texts(Vec<String>),
+}
+
+impl From<&str> for NoteValue {
+    fn from(v: &str) -> NoteValue {
+        NoteValue::Text(v.to_string())
+    }
+}
+
+impl From<String> for NoteValue {
+    fn from(v: String) -> NoteValue {
+        NoteValue::Text(v)
+    }
+}
+
+impl From<i64> for NoteValue {
+    fn from(v: i64) -> NoteValue {
+        NoteValue::Integer(v)
+    }
+}
+
+impl From<bool> for NoteValue {
+    fn from(v: bool) -> NoteValue {
+        NoteValue::Flag(v)
+    }
+}
+
+impl From<Vec<String>> for NoteValue {
+    fn from(v: Vec<String>) -> NoteValue {
+        NoteValue::Texts(v)
+    }
+}
+
+/// Which notes: the connection's (kept for the whole session) or the
+/// transaction's (cleared by RSET, a new MAIL FROM and the end of a message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    Connection,
+    Transaction,
+}
+
+/// The severity of a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Why a relay did not take a message ([`crate::Host::send_now`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Failure {
+    /// True for 4xx replies, connection failures and timeouts.
+    pub temporary: bool,
+    /// The upstream's reply, or one the host wrote for a local failure.
+    pub reply: Reply,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.temporary { "temporary" } else { "permanent" };
+        write!(f, "{kind} failure: {}", self.reply)
+    }
+}
+
+impl std::error::Error for Failure {}

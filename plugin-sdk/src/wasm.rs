@@ -1,0 +1,249 @@
+//! The WebAssembly side: the generated WIT bindings, the host backend that
+//! calls the imports, and the export glue [`crate::export_plugin!`] expands to.
+//!
+//! Only functions a plugin actually calls keep their imports after linking,
+//! so a component imports exactly the capabilities it uses, and the host
+//! links only those it was granted.
+
+use std::cell::OnceCell;
+use std::marker::PhantomData;
+
+use crate::runtime::{instantiate, observe};
+use crate::{Address, Connection, Envelope, Failure, Host, Level, NoteValue, Param, Plugin, Reply, Scope, Verdict};
+
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "plugin",
+        pub_export_macro: true,
+        export_macro_name: "__export_hooks",
+    });
+}
+
+use bindings::exports::mailferry::plugin::hooks as wit_hooks;
+use bindings::mailferry::plugin as wit;
+
+/// Calls the WIT imports directly; zero-sized.
+pub(crate) struct HostBackend;
+
+impl HostBackend {
+    pub(crate) fn config(&self) -> String {
+        wit::config::get()
+    }
+
+    pub(crate) fn log(&self, level: Level, message: &str) {
+        let level = match level {
+            Level::Trace => wit::types::Level::Trace,
+            Level::Debug => wit::types::Level::Debug,
+            Level::Info => wit::types::Level::Info,
+            Level::Warn => wit::types::Level::Warn,
+            Level::Error => wit::types::Level::Error,
+        };
+        wit::log::write(level, message);
+    }
+
+    pub(crate) fn connection(&self) -> Connection {
+        let c = wit::session::connection();
+        Connection {
+            id: c.id,
+            listener: c.listener,
+            remote_ip: c.remote_ip,
+            remote_port: c.remote_port,
+            local_ip: c.local_ip,
+            local_port: c.local_port,
+            tls: c.tls,
+            helo: c.helo,
+            auth_user: c.auth_user,
+            trusted: c.trusted,
+        }
+    }
+
+    pub(crate) fn envelope(&self) -> Option<Envelope> {
+        wit::session::envelope().map(|e| Envelope {
+            mail_from: e.mail_from.into(),
+            rcpt_to: e.rcpt_to.into_iter().map(Address::from).collect(),
+        })
+    }
+
+    pub(crate) fn note(&self, scope: Scope, key: &str) -> Option<NoteValue> {
+        wit::notes::get(scope.into(), key).map(|value| match value {
+            wit::types::NoteValue::Text(s) => NoteValue::Text(s),
+            wit::types::NoteValue::Integer(i) => NoteValue::Integer(i),
+            wit::types::NoteValue::Flag(b) => NoteValue::Flag(b),
+            wit::types::NoteValue::Texts(v) => NoteValue::Texts(v),
+        })
+    }
+
+    pub(crate) fn set_note(&self, scope: Scope, key: &str, value: NoteValue) {
+        let value = match value {
+            NoteValue::Text(s) => wit::types::NoteValue::Text(s),
+            NoteValue::Integer(i) => wit::types::NoteValue::Integer(i),
+            NoteValue::Flag(b) => wit::types::NoteValue::Flag(b),
+            NoteValue::Texts(v) => wit::types::NoteValue::Texts(v),
+        };
+        wit::notes::set(scope.into(), key, &value);
+    }
+
+    pub(crate) fn remove_note(&self, scope: Scope, key: &str) {
+        wit::notes::remove(scope.into(), key);
+    }
+
+    pub(crate) fn verify_password(&self, password: &str, stored: &str) -> Result<bool, String> {
+        wit::password::verify(password, stored)
+    }
+
+    pub(crate) fn send_now(&self, relay: &str, msg: &MessageBackend<'_>) -> Result<Reply, Failure> {
+        wit::outbound::send_now(relay, msg.0)
+            .map(Reply::from)
+            .map_err(|f| Failure { temporary: f.temporary, reply: f.reply.into() })
+    }
+}
+
+/// A borrowed handle of the host's message resource.
+pub(crate) struct MessageBackend<'a>(&'a wit::message::Message);
+
+impl MessageBackend<'_> {
+    pub(crate) fn headers(&self) -> Vec<(String, String)> {
+        self.0.headers()
+    }
+
+    pub(crate) fn header(&self, name: &str) -> Vec<String> {
+        self.0.header(name)
+    }
+
+    pub(crate) fn add_header(&self, name: &str, value: &str) -> Result<(), String> {
+        self.0.add_header(name, value)
+    }
+
+    pub(crate) fn prepend_header(&self, name: &str, value: &str) -> Result<(), String> {
+        self.0.prepend_header(name, value)
+    }
+
+    pub(crate) fn remove_header(&self, name: &str) -> u32 {
+        self.0.remove_header(name)
+    }
+
+    pub(crate) fn size(&self) -> u64 {
+        self.0.size()
+    }
+
+    pub(crate) fn read_body(&self, offset: u64, len: u32) -> Vec<u8> {
+        self.0.read_body(offset, len)
+    }
+}
+
+impl From<Scope> for wit::notes::Scope {
+    fn from(scope: Scope) -> Self {
+        match scope {
+            Scope::Connection => wit::notes::Scope::Connection,
+            Scope::Transaction => wit::notes::Scope::Transaction,
+        }
+    }
+}
+
+impl From<wit::types::Address> for Address {
+    fn from(a: wit::types::Address) -> Self {
+        Address {
+            address: a.address,
+            params: a.params.into_iter().map(|p| Param { key: p.key, value: p.value }).collect(),
+        }
+    }
+}
+
+impl From<wit::types::Reply> for Reply {
+    fn from(r: wit::types::Reply) -> Self {
+        Reply { code: r.code, enhanced: r.enhanced, text: r.text }
+    }
+}
+
+impl From<Reply> for wit::types::Reply {
+    fn from(r: Reply) -> Self {
+        wit::types::Reply { code: r.code, enhanced: r.enhanced, text: r.text }
+    }
+}
+
+impl From<Verdict> for wit::types::Verdict {
+    fn from(v: Verdict) -> Self {
+        use wit::types::Verdict as W;
+        match v {
+            Verdict::Continue => W::Continue,
+            Verdict::Accept(r) => W::Accept(r.map(Into::into)),
+            Verdict::Deny(r) => W::Deny(r.map(Into::into)),
+            Verdict::DenySoft(r) => W::DenySoft(r.map(Into::into)),
+            Verdict::DenyDisconnect(r) => W::DenyDisconnect(r.map(Into::into)),
+        }
+    }
+}
+
+/// Implemented by the type [`crate::export_plugin!`] declares in the plugin
+/// crate: it owns the instance slot, because Rust has no generic statics.
+pub trait Exported: 'static {
+    type Plugin: Plugin;
+    fn with_plugin<R>(f: impl FnOnce(&Self::Plugin, &Host) -> R) -> R;
+}
+
+/// Runs `f` on the component instance's plugin, creating it on first use.
+/// The host instantiates a component once per SMTP connection, so the
+/// plugin lives exactly as long as the connection.
+pub fn with_instance<P: Plugin, R>(slot: &OnceCell<P>, f: impl FnOnce(&P, &Host) -> R) -> R {
+    let host = Host { backend: HostBackend };
+    let plugin = slot.get_or_init(|| match instantiate::<P>(&host) {
+        Ok(plugin) => plugin,
+        Err(e) => {
+            // The WIT has no init export: failing to start traps the hook
+            // call, which the host logs and answers with 451 4.3.0. Log
+            // first so the reason reaches the host's log tagged with the
+            // plugin's name, not only WASI stderr.
+            host.error(format!("plugin failed to start: {e}"));
+            panic!("mailferry plugin failed to start: {e}");
+        }
+    });
+    f(plugin, &host)
+}
+
+/// The `hooks` export for the plugin behind `E`.
+pub struct Adapter<E>(PhantomData<E>);
+
+type WitVerdict = wit::types::Verdict;
+
+fn hook<E: Exported>(call: impl FnOnce(&E::Plugin, &Host) -> Verdict) -> Option<WitVerdict> {
+    E::with_plugin(|plugin, host| observe(|| call(plugin, host))).map(Into::into)
+}
+
+impl<E: Exported> wit_hooks::Guest for Adapter<E> {
+    fn connect() -> Option<WitVerdict> {
+        hook::<E>(|p, h| p.connect(h))
+    }
+
+    fn ehlo(name: String) -> Option<WitVerdict> {
+        hook::<E>(|p, h| p.ehlo(h, &name))
+    }
+
+    fn auth(mechanism: String, login: String, password: String) -> Option<WitVerdict> {
+        hook::<E>(|p, h| p.auth(h, &mechanism, &login, &password))
+    }
+
+    fn mail(sender: wit::types::Address) -> Option<WitVerdict> {
+        let sender = Address::from(sender);
+        hook::<E>(|p, h| p.mail(h, &sender))
+    }
+
+    fn rcpt(recipient: wit::types::Address) -> Option<WitVerdict> {
+        let recipient = Address::from(recipient);
+        hook::<E>(|p, h| p.rcpt(h, &recipient))
+    }
+
+    fn data(msg: &wit::message::Message) -> Option<WitVerdict> {
+        let msg = crate::Message { backend: MessageBackend(msg) };
+        hook::<E>(|p, h| p.data(h, &msg))
+    }
+
+    fn queue(msg: &wit::message::Message) -> Option<WitVerdict> {
+        let msg = crate::Message { backend: MessageBackend(msg) };
+        hook::<E>(|p, h| p.queue(h, &msg))
+    }
+
+    fn disconnect() {
+        E::with_plugin(|p, h| p.disconnect(h));
+    }
+}

@@ -1,0 +1,278 @@
+//! `smtp-forward`: relays each message upstream before answering DATA
+//! (synchronous forwarding).
+//!
+//! In the `queue` hook the plugin hands the message to a relay named in the
+//! host configuration and waits for the upstream's answer, so the client's
+//! reply to DATA is the upstream's decision: `250` means the upstream has
+//! the message.
+//!
+//! # Configuration
+//!
+//! | Key | Default | Meaning |
+//! |-----|---------|---------|
+//! | `relay` | `"outbox"` | Name of the relay in the host configuration |
+//!
+//! Needs the `outbound` grant:
+//!
+//! ```toml
+//! [[plugins]]
+//! name = "smtp-forward"
+//! grants = ["outbound"]
+//! config = { relay = "upstream" }
+//! ```
+//!
+//! # Outcomes
+//!
+//! | Upstream | Reply to the client |
+//! |----------|---------------------|
+//! | accepted | `250 2.0.0 queued upstream: <upstream text>` |
+//! | temporary failure (4xx, connection failure, timeout) | `451` with the upstream's `4.x.x` enhanced code (else `4.4.0`) and its code and text |
+//! | permanent failure | the upstream's `5xx` code (else `554`) with its `5.x.x` enhanced code (else `5.0.0`) and its code and text |
+//!
+//! Upstream text is reduced to printable ASCII on one line and shortened, so
+//! whatever the upstream says cannot break the reply. Every outcome is
+//! logged.
+
+use mailferry_plugin_sdk::{export_plugin, Host, Message, Plugin, Reply, Verdict};
+use serde::Deserialize;
+
+/// Longest upstream text passed on to the client; replies stay well under
+/// the 512-octet SMTP line limit.
+const MAX_UPSTREAM_TEXT: usize = 200;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_relay")]
+    pub relay: String,
+}
+
+fn default_relay() -> String {
+    "outbox".into()
+}
+
+pub struct SmtpForward {
+    relay: String,
+}
+
+impl Plugin for SmtpForward {
+    type Config = Config;
+
+    fn new(config: Config, _host: &Host) -> Result<Self, String> {
+        if config.relay.trim().is_empty() {
+            return Err("`relay` must name a relay of the host configuration".into());
+        }
+        Ok(SmtpForward { relay: config.relay })
+    }
+
+    fn queue(&self, host: &Host, msg: &Message) -> Verdict {
+        let relay = &self.relay;
+        match host.send_now(relay, msg) {
+            Ok(upstream) => {
+                host.info(format!("relay {relay:?} accepted the message: {}", describe(&upstream)));
+                Verdict::accept_with(250, "2.0.0", with_upstream_text("queued upstream", &upstream.text))
+            }
+            Err(failure) if failure.temporary => {
+                host.warn(format!("relay {relay:?} failed temporarily: {}", describe(&failure.reply)));
+                let enhanced = enhanced_of_class(&failure.reply, '4').unwrap_or("4.4.0");
+                let text = format!("upstream temporarily failed: {}", upstream_summary(&failure.reply));
+                Verdict::deny_soft(451, enhanced, text)
+            }
+            Err(failure) => {
+                host.warn(format!("relay {relay:?} refused the message: {}", describe(&failure.reply)));
+                let code = if (500..=599).contains(&failure.reply.code) { failure.reply.code } else { 554 };
+                let enhanced = enhanced_of_class(&failure.reply, '5').unwrap_or("5.0.0");
+                let text = format!("upstream refused: {}", upstream_summary(&failure.reply));
+                Verdict::deny(code, enhanced, text)
+            }
+        }
+    }
+}
+
+export_plugin!(SmtpForward);
+
+/// The reply for the log: code, enhanced code, and the text with control
+/// characters escaped (it came from the network).
+fn describe(reply: &Reply) -> String {
+    match &reply.enhanced {
+        Some(enhanced) => format!("{} {} {:?}", reply.code, enhanced.escape_debug(), reply.text),
+        None => format!("{} {:?}", reply.code, reply.text),
+    }
+}
+
+/// `prefix: text`, or just `prefix` when the upstream said nothing.
+fn with_upstream_text(prefix: &str, text: &str) -> String {
+    let text = sanitize(text);
+    if text.is_empty() {
+        prefix.to_string()
+    } else {
+        format!("{prefix}: {text}")
+    }
+}
+
+/// The upstream's code and text, since the client gets our code instead.
+fn upstream_summary(reply: &Reply) -> String {
+    let text = sanitize(&reply.text);
+    if text.is_empty() {
+        reply.code.to_string()
+    } else {
+        format!("{} {text}", reply.code)
+    }
+}
+
+/// The reply's enhanced code if it is well-formed (`c.d{1,3}.d{1,3}`) and
+/// of class `class`.
+fn enhanced_of_class(reply: &Reply, class: char) -> Option<&str> {
+    let enhanced = reply.enhanced.as_deref()?;
+    let number = |p: &str| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit());
+    let parts: Vec<&str> = enhanced.split('.').collect();
+    let well_formed = matches!(parts[..], [c, subject, detail]
+        if c.len() == 1 && c.starts_with(class) && number(subject) && number(detail));
+    well_formed.then_some(enhanced)
+}
+
+/// One line of printable ASCII: whitespace runs become one space, other
+/// characters outside printable ASCII become `?`, and the result is cut to
+/// [`MAX_UPSTREAM_TEXT`].
+fn sanitize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_UPSTREAM_TEXT));
+    let mut pending_space = false;
+    for c in text.chars() {
+        if c.is_whitespace() {
+            pending_space = !out.is_empty();
+            continue;
+        }
+        if pending_space {
+            out.push(' ');
+            pending_space = false;
+        }
+        out.push(if c.is_ascii_graphic() { c } else { '?' });
+        if out.len() > MAX_UPSTREAM_TEXT {
+            out.truncate(MAX_UPSTREAM_TEXT - 3);
+            out.push_str("...");
+            break;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use mailferry_plugin_sdk::testing::{TestHost, TestMessage};
+    use mailferry_plugin_sdk::{Failure, Level};
+
+    use super::*;
+
+    fn message() -> TestMessage {
+        TestMessage::parse("From: a@example.org\r\nSubject: hi\r\n\r\nhello\r\n")
+    }
+
+    fn reply_of(verdict: Option<Verdict>) -> Reply {
+        verdict.expect("queue is implemented").reply().expect("verdict carries a reply").clone()
+    }
+
+    #[test]
+    fn accepted_upstream_accepts_with_its_text() {
+        let host = TestHost::new().envelope("a@example.org", ["b@example.org"]).relay(|_, _| {
+            Ok(Reply::new(250, "2.0.0", "Ok: queued as 4F2A1"))
+        });
+        let p = host.instantiate::<SmtpForward>().unwrap();
+        assert_eq!(p.queue(&message()), Some(Verdict::accept_with(250, "2.0.0", "queued upstream: Ok: queued as 4F2A1")));
+        let sent = host.sent();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].relay, "outbox", "default relay");
+        assert_eq!(sent[0].message, message().to_bytes());
+        host.assert_logged(Level::Info, "relay \"outbox\" accepted the message: 250 2.0.0 \"Ok: queued as 4F2A1\"");
+    }
+
+    #[test]
+    fn configured_relay_is_used() {
+        let host = TestHost::new()
+            .config_toml(r#"relay = "smarthost""#)
+            .relay(|relay, _| if relay == "smarthost" { Ok(Reply::new(250, "", "")) } else { panic!("relay {relay}") });
+        let p = host.instantiate::<SmtpForward>().unwrap();
+        assert_eq!(p.queue(&message()), Some(Verdict::accept_with(250, "2.0.0", "queued upstream")));
+        assert_eq!(host.sent()[0].relay, "smarthost");
+    }
+
+    #[test]
+    fn temporary_failure_is_451_keeping_a_class_4_enhanced_code() {
+        let host = TestHost::new().relay(|_, _| {
+            Err(Failure { temporary: true, reply: Reply::new(452, "4.2.2", "mailbox full") })
+        });
+        let p = host.instantiate::<SmtpForward>().unwrap();
+        assert_eq!(
+            p.queue(&message()),
+            Some(Verdict::deny_soft(451, "4.2.2", "upstream temporarily failed: 452 mailbox full"))
+        );
+        host.assert_logged(Level::Warn, "relay \"outbox\" failed temporarily: 452 4.2.2 \"mailbox full\"");
+    }
+
+    #[test]
+    fn temporary_failure_without_usable_enhanced_code_is_4_4_0() {
+        for (code, enhanced) in [(421, ""), (451, "5.1.1"), (450, "4.x.1"), (450, "4.1"), (450, "4.1.1.1"), (450, "4.1234.1")] {
+            let host = TestHost::new().relay(move |_, _| {
+                Err(Failure { temporary: true, reply: Reply::new(code, enhanced, "connection refused") })
+            });
+            let reply = reply_of(host.instantiate::<SmtpForward>().unwrap().queue(&message()));
+            assert_eq!(reply.code, 451, "{code} {enhanced}");
+            assert_eq!(reply.enhanced.as_deref(), Some("4.4.0"), "{code} {enhanced}");
+            assert_eq!(reply.text, format!("upstream temporarily failed: {code} connection refused"));
+        }
+    }
+
+    #[test]
+    fn permanent_failure_keeps_the_upstream_5xx() {
+        let host = TestHost::new().relay(|_, _| {
+            Err(Failure { temporary: false, reply: Reply::new(550, "5.1.1", "no such user") })
+        });
+        let p = host.instantiate::<SmtpForward>().unwrap();
+        assert_eq!(p.queue(&message()), Some(Verdict::deny(550, "5.1.1", "upstream refused: 550 no such user")));
+        host.assert_logged(Level::Warn, "relay \"outbox\" refused the message: 550 5.1.1 \"no such user\"");
+    }
+
+    #[test]
+    fn permanent_failure_with_a_non_5xx_code_is_554() {
+        let host = TestHost::new().relay(|_, _| {
+            Err(Failure { temporary: false, reply: Reply::new(421, "4.4.2", "weird") })
+        });
+        let reply = reply_of(host.instantiate::<SmtpForward>().unwrap().queue(&message()));
+        assert_eq!(reply, Reply::new(554, "5.0.0", "upstream refused: 421 weird"));
+    }
+
+    #[test]
+    fn upstream_text_is_sanitized_and_shortened() {
+        let long = format!("line one\r\n\tline\x07two ünïcode {}", "x".repeat(500));
+        let host = TestHost::new().relay(move |_, _| Ok(Reply::new(250, "2.0.0", long.clone())));
+        let reply = reply_of(host.instantiate::<SmtpForward>().unwrap().queue(&message()));
+        assert!(reply.text.starts_with("queued upstream: line one line?two ?n?code xxx"), "{}", reply.text);
+        assert!(reply.text.ends_with("..."));
+        assert!(reply.text.len() <= "queued upstream: ".len() + MAX_UPSTREAM_TEXT);
+        assert!(reply.text.bytes().all(|b| (0x20..0x7f).contains(&b)));
+        host.assert_logged(Level::Info, "\\r\\n\\tline\\u{7}two");
+    }
+
+    #[test]
+    fn sanitize_edges() {
+        assert_eq!(sanitize("  \r\n "), "");
+        assert_eq!(sanitize("  a  b  "), "a b");
+        assert_eq!(sanitize(&"y".repeat(MAX_UPSTREAM_TEXT)), "y".repeat(MAX_UPSTREAM_TEXT));
+        assert_eq!(sanitize(&"y".repeat(MAX_UPSTREAM_TEXT + 1)).len(), MAX_UPSTREAM_TEXT);
+    }
+
+    #[test]
+    fn configuration_defaults_and_errors() {
+        let p = TestHost::new().instantiate::<SmtpForward>().unwrap();
+        assert_eq!(p.plugin().relay, "outbox");
+        assert!(TestHost::new().config_toml("relays = \"x\"").instantiate::<SmtpForward>().is_err());
+        assert!(TestHost::new().config_toml("relay = \" \"").instantiate::<SmtpForward>().is_err());
+    }
+
+    #[test]
+    fn only_queue_is_implemented() {
+        let p = TestHost::new().instantiate::<SmtpForward>().unwrap();
+        assert_eq!(p.connect(), None);
+        assert_eq!(p.mail("a@example.org"), None);
+        assert_eq!(p.data(&message()), None);
+    }
+}

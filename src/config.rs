@@ -1,0 +1,669 @@
+//! The configuration: one TOML file (`config/mailferry.toml` by default).
+//!
+//! Loading does all validation up front so `mailferry check` and `serve`
+//! report every mistake with the file, the key and how to fix it, instead of
+//! failing later in a session. Relative paths resolve against the folder of the
+//! config file; `${ENV_VAR}` may stand for any string value (secrets).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// Default location of the main configuration file.
+pub const DEFAULT_PATH: &str = "config/mailferry.toml";
+
+/// A configuration error, already phrased for the operator.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.file.display(), self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was loaded from.
+    pub file: PathBuf,
+    pub server: Server,
+    pub limits: Limits,
+    pub tls: Tls,
+    pub listeners: Vec<Listener>,
+    pub sandbox: Sandbox,
+    pub plugins: Vec<PluginSpec>,
+    pub relays: BTreeMap<String, Relay>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub hostname: String,
+    pub state_dir: PathBuf,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub command_line: usize,
+    pub auth_line: usize,
+    pub text_line: usize,
+    pub message_size: usize,
+    pub recipients: usize,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+    pub max_errors: u32,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub bare_line_endings: BareLineEndings,
+}
+
+/// What to do with a bare CR or LF inside a message (SMTP smuggling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BareLineEndings {
+    /// Refuse the message with 550 5.6.11 (the default).
+    Reject,
+    /// Turn every bare CR or LF into CRLF. Only `<CRLF>.<CRLF>` still ends DATA.
+    Normalize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    None,
+    Starttls,
+    Implicit,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub name: String,
+    pub address: SocketAddr,
+    pub tls: TlsMode,
+    pub require_auth: bool,
+    pub trusted_networks: Vec<IpNet>,
+    pub auth_without_tls: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    pub call_timeout: Duration,
+    pub memory_limit: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    pub name: String,
+    /// `None` for a plugin built into the binary.
+    pub path: Option<PathBuf>,
+    pub grants: Vec<Grant>,
+    /// Host folders preopened read-only, as (host path, guest path).
+    pub read_dirs: Vec<(PathBuf, String)>,
+    /// The plugin's own table, handed to it as TOML text.
+    pub config: toml::Table,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Grant {
+    Password,
+    Outbound,
+}
+
+#[derive(Debug, Clone)]
+pub enum Relay {
+    Smtp(SmtpRelay),
+    Outbox { dir: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpRelay {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub verify_certificate: bool,
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+    pub helo: Option<String>,
+}
+
+// ---------------------------------------------------------------------------
+// The file as written. Kept apart from the types above so defaults and
+// validation live in one place (`Config::from_raw`).
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    tls: RawTls,
+    #[serde(default)]
+    listeners: Vec<RawListener>,
+    #[serde(default)]
+    sandbox: RawSandbox,
+    #[serde(default)]
+    plugins: Vec<RawPlugin>,
+    #[serde(default)]
+    relays: BTreeMap<String, RawRelay>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    hostname: Option<String>,
+    state_dir: Option<String>,
+    shutdown_grace_secs: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    command_line: Option<usize>,
+    auth_line: Option<usize>,
+    text_line: Option<usize>,
+    message_size: Option<usize>,
+    recipients: Option<usize>,
+    command_timeout_secs: Option<u64>,
+    data_timeout_secs: Option<u64>,
+    max_errors: Option<u32>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    bare_line_endings: Option<BareLineEndings>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Option<String>,
+    key: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    name: Option<String>,
+    address: String,
+    tls: Option<TlsMode>,
+    require_auth: Option<bool>,
+    #[serde(default)]
+    trusted_networks: Vec<String>,
+    auth_without_tls: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSandbox {
+    call_timeout_ms: Option<u64>,
+    memory_limit_mb: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    name: String,
+    path: Option<String>,
+    #[serde(default)]
+    grants: Vec<String>,
+    #[serde(default)]
+    read_dirs: Vec<String>,
+    #[serde(default)]
+    config: toml::Table,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelay {
+    kind: Option<String>,
+    dir: Option<String>,
+    host: Option<String>,
+    port: Option<u16>,
+    tls: Option<TlsMode>,
+    user: Option<String>,
+    password: Option<String>,
+    verify_certificate: Option<bool>,
+    ca_file: Option<String>,
+    timeout_secs: Option<u64>,
+    helo: Option<String>,
+}
+
+/// Defaults, in one place so the docs can be checked against them.
+pub mod defaults {
+    pub const HOSTNAME: &str = "localhost";
+    pub const STATE_DIR: &str = "state";
+    pub const SHUTDOWN_GRACE_SECS: u64 = 30;
+    pub const COMMAND_LINE: usize = 512;
+    pub const AUTH_LINE: usize = 12 * 1024;
+    pub const TEXT_LINE: usize = 1000;
+    pub const MESSAGE_SIZE: usize = 25 * 1024 * 1024;
+    pub const RECIPIENTS: usize = 100;
+    pub const COMMAND_TIMEOUT_SECS: u64 = 300;
+    pub const DATA_TIMEOUT_SECS: u64 = 600;
+    pub const MAX_ERRORS: u32 = 10;
+    pub const MAX_CONNECTIONS: usize = 1000;
+    pub const MAX_CONNECTIONS_PER_IP: usize = 20;
+    pub const CALL_TIMEOUT_MS: u64 = 1000;
+    pub const MEMORY_LIMIT_MB: usize = 64;
+    pub const RELAY_TIMEOUT_SECS: u64 = 120;
+}
+
+/// Plugins compiled into the binary, usable by name without a `path`.
+pub const BUILTIN_PLUGINS: &[&str] = &["auth-flat-file", "smtp-forward"];
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let err = |message: String| ConfigError { file: path.to_path_buf(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            err(format!(
+                "cannot read the configuration file: {e} (pass another one with --config PATH)"
+            ))
+        })?;
+        let base = path
+            .parent()
+            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        Self::parse(&text, path, &base)
+    }
+
+    /// Parses configuration text; `base` is the folder relative paths resolve against.
+    pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let mut cx = Resolver { file, base, errors: Vec::new() };
+        let config = Config::from_raw(raw, &mut cx);
+        if cx.errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { file: file.to_path_buf(), message: cx.errors.join("\n") })
+        }
+    }
+
+    fn from_raw(raw: RawConfig, cx: &mut Resolver) -> Config {
+        use defaults::*;
+        let server = Server {
+            hostname: cx.string("server.hostname", raw.server.hostname).unwrap_or_else(|| HOSTNAME.into()),
+            state_dir: cx.path(raw.server.state_dir.as_deref().unwrap_or(STATE_DIR)),
+            shutdown_grace: Duration::from_secs(raw.server.shutdown_grace_secs.unwrap_or(SHUTDOWN_GRACE_SECS)),
+        };
+        if !is_domain_or_literal(&server.hostname) {
+            cx.error(format!(
+                "server.hostname = {:?} is not a valid host name; use the name clients connect to, e.g. \"smtp.example.com\"",
+                server.hostname
+            ));
+        }
+        let l = raw.limits;
+        let limits = Limits {
+            command_line: l.command_line.unwrap_or(COMMAND_LINE),
+            auth_line: l.auth_line.unwrap_or(AUTH_LINE),
+            text_line: l.text_line.unwrap_or(TEXT_LINE),
+            message_size: l.message_size.unwrap_or(MESSAGE_SIZE),
+            recipients: l.recipients.unwrap_or(RECIPIENTS),
+            command_timeout: Duration::from_secs(l.command_timeout_secs.unwrap_or(COMMAND_TIMEOUT_SECS)),
+            data_timeout: Duration::from_secs(l.data_timeout_secs.unwrap_or(DATA_TIMEOUT_SECS)),
+            max_errors: l.max_errors.unwrap_or(MAX_ERRORS),
+            max_connections: l.max_connections.unwrap_or(MAX_CONNECTIONS),
+            max_connections_per_ip: l.max_connections_per_ip.unwrap_or(MAX_CONNECTIONS_PER_IP),
+            bare_line_endings: l.bare_line_endings.unwrap_or(BareLineEndings::Reject),
+        };
+        for (key, value, min) in [
+            ("limits.command_line", limits.command_line, 512),
+            ("limits.auth_line", limits.auth_line, 512),
+            ("limits.text_line", limits.text_line, 1000),
+            ("limits.message_size", limits.message_size, 1024),
+            ("limits.recipients", limits.recipients, 1),
+            ("limits.max_connections", limits.max_connections, 1),
+            ("limits.max_connections_per_ip", limits.max_connections_per_ip, 1),
+        ] {
+            if value < min {
+                cx.error(format!("{key} = {value} is below the minimum of {min} (RFC 5321 §4.5.3.1)"));
+            }
+        }
+        if limits.command_timeout.is_zero() || limits.data_timeout.is_zero() {
+            cx.error("limits.command_timeout_secs and limits.data_timeout_secs must be above 0".into());
+        }
+
+        let tls = Tls {
+            cert: raw.tls.cert.map(|p| cx.path(&p)),
+            key: raw.tls.key.map(|p| cx.path(&p)),
+        };
+        if tls.cert.is_some() != tls.key.is_some() {
+            cx.error("tls.cert and tls.key go together: set both (PEM certificate chain and its private key) or neither".into());
+        }
+
+        let mut listeners = Vec::new();
+        if raw.listeners.is_empty() {
+            cx.error("no [[listeners]]: add at least one, e.g. address = \"127.0.0.1:2525\", tls = \"none\"".into());
+        }
+        for (i, rl) in raw.listeners.into_iter().enumerate() {
+            let name = rl.name.unwrap_or_else(|| format!("listener{}", i + 1));
+            let key = format!("listeners[{i}] ({name})");
+            let address = match rl.address.parse::<SocketAddr>() {
+                Ok(a) => a,
+                Err(_) => {
+                    cx.error(format!("{key}.address = {:?} is not IP:PORT, e.g. \"0.0.0.0:587\" or \"[::]:465\"", rl.address));
+                    continue;
+                }
+            };
+            let tls_mode = rl.tls.unwrap_or(TlsMode::None);
+            let mut trusted = Vec::new();
+            for n in &rl.trusted_networks {
+                match parse_net(n) {
+                    Some(net) => trusted.push(net),
+                    None => cx.error(format!("{key}.trusted_networks: {n:?} is not a CIDR like \"127.0.0.0/8\" or an IP address")),
+                }
+            }
+            let auth_without_tls = rl.auth_without_tls.unwrap_or(false);
+            if auth_without_tls && !address.ip().is_loopback() {
+                cx.error(format!(
+                    "{key}.auth_without_tls = true is only allowed on a loopback address: passwords would cross the network in clear text; use tls = \"starttls\" or \"implicit\""
+                ));
+            }
+            let require_auth = rl.require_auth.unwrap_or(tls_mode != TlsMode::None);
+            if require_auth && tls_mode == TlsMode::None && !auth_without_tls {
+                cx.error(format!(
+                    "{key}: require_auth = true with tls = \"none\" can never succeed, because AUTH is only offered over TLS; use tls = \"starttls\" or set auth_without_tls = true on a loopback address"
+                ));
+            }
+            if listeners.iter().any(|l: &Listener| l.name == name) {
+                cx.error(format!("{key}: the name {name:?} is used twice"));
+            }
+            listeners.push(Listener { name, address, tls: tls_mode, require_auth, trusted_networks: trusted, auth_without_tls });
+        }
+
+        let s = raw.sandbox;
+        let sandbox = Sandbox {
+            call_timeout: Duration::from_millis(s.call_timeout_ms.unwrap_or(CALL_TIMEOUT_MS)),
+            memory_limit: s.memory_limit_mb.unwrap_or(MEMORY_LIMIT_MB) * 1024 * 1024,
+        };
+        if sandbox.call_timeout.is_zero() {
+            cx.error("sandbox.call_timeout_ms must be above 0".into());
+        }
+        if !(1..=4096).contains(&(sandbox.memory_limit / (1024 * 1024))) {
+            cx.error("sandbox.memory_limit_mb must be between 1 and 4096".into());
+        }
+
+        let mut relays = BTreeMap::new();
+        for (name, r) in raw.relays {
+            if let Some(relay) = cx.relay(&name, r) {
+                relays.insert(name, relay);
+            }
+        }
+
+        let mut plugins = Vec::new();
+        for (i, rp) in raw.plugins.into_iter().enumerate() {
+            let key = format!("plugins[{i}] ({})", rp.name);
+            if plugins.iter().any(|p: &PluginSpec| p.name == rp.name) {
+                cx.error(format!("{key}: the name {:?} is used twice; give each plugin entry its own name", rp.name));
+            }
+            let path = rp.path.as_deref().map(|p| cx.path(p));
+            if path.is_none() && !BUILTIN_PLUGINS.contains(&rp.name.as_str()) {
+                cx.error(format!(
+                    "{key}: no path, and {:?} is not a built-in plugin ({}); set path = \"file.wasm\"",
+                    rp.name,
+                    BUILTIN_PLUGINS.join(", ")
+                ));
+            }
+            let mut grants = Vec::new();
+            for g in &rp.grants {
+                match g.as_str() {
+                    "password" => grants.push(Grant::Password),
+                    "outbound" => grants.push(Grant::Outbound),
+                    other => cx.error(format!("{key}.grants: unknown capability {other:?}; known: \"password\", \"outbound\"")),
+                }
+            }
+            let mut read_dirs = Vec::new();
+            for d in &rp.read_dirs {
+                let rel = d.trim_matches('/');
+                if rel.is_empty() || rel.split('/').any(|c| c == ".." || c == "." || c.is_empty()) {
+                    cx.error(format!("{key}.read_dirs: {d:?} must be a plain folder path below the config folder, like \"auth\""));
+                    continue;
+                }
+                read_dirs.push((cx.base.join(rel), format!("/{rel}")));
+            }
+            let cfg = cx.expand_table(&key, rp.config);
+            plugins.push(PluginSpec { name: rp.name, path, grants, read_dirs, config: cfg });
+        }
+
+        Config {
+            file: cx.file.to_path_buf(),
+            server,
+            limits,
+            tls,
+            listeners,
+            sandbox,
+            plugins,
+            relays,
+        }
+    }
+
+    /// The folder where `serve` keeps its own files (self-signed certificate,
+    /// compiled plugin cache).
+    pub fn state_dir(&self) -> &Path {
+        &self.server.state_dir
+    }
+}
+
+struct Resolver<'a> {
+    file: &'a Path,
+    base: &'a Path,
+    errors: Vec<String>,
+}
+
+impl Resolver<'_> {
+    fn error(&mut self, e: String) {
+        self.errors.push(e);
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() { p.to_path_buf() } else { self.base.join(p) }
+    }
+
+    /// Expands `${VAR}` references; an unset variable is an error, never an
+    /// empty secret.
+    fn string(&mut self, key: &str, value: Option<String>) -> Option<String> {
+        let value = value?;
+        match expand_env(&value) {
+            Ok(v) => Some(v),
+            Err(var) => {
+                self.error(format!("{key}: environment variable {var} is not set (referenced as ${{{var}}})"));
+                None
+            }
+        }
+    }
+
+    fn expand_table(&mut self, key: &str, table: toml::Table) -> toml::Table {
+        table
+            .into_iter()
+            .map(|(k, v)| {
+                let v = self.expand_value(&format!("{key}.config.{k}"), v);
+                (k, v)
+            })
+            .collect()
+    }
+
+    fn expand_value(&mut self, key: &str, v: toml::Value) -> toml::Value {
+        match v {
+            toml::Value::String(s) => toml::Value::String(self.string(key, Some(s)).unwrap_or_default()),
+            toml::Value::Array(a) => toml::Value::Array(a.into_iter().map(|v| self.expand_value(key, v)).collect()),
+            toml::Value::Table(t) => toml::Value::Table(self.expand_table(key, t)),
+            other => other,
+        }
+    }
+
+    fn relay(&mut self, name: &str, r: RawRelay) -> Option<Relay> {
+        let key = format!("relays.{name}");
+        match r.kind.as_deref().unwrap_or("smtp") {
+            "outbox" => {
+                let Some(dir) = r.dir else {
+                    self.error(format!("{key}: kind = \"outbox\" needs dir = \"folder\""));
+                    return None;
+                };
+                Some(Relay::Outbox { dir: self.path(&dir) })
+            }
+            "smtp" => {
+                let Some(host) = self.string(&format!("{key}.host"), r.host) else {
+                    self.error(format!("{key}: kind = \"smtp\" needs host = \"smtp.example.com\""));
+                    return None;
+                };
+                let tls = r.tls.unwrap_or(TlsMode::Starttls);
+                let port = r.port.unwrap_or(match tls {
+                    TlsMode::Implicit => 465,
+                    _ => 587,
+                });
+                let user = self.string(&format!("{key}.user"), r.user);
+                let password = self.string(&format!("{key}.password"), r.password);
+                if user.is_some() != password.is_some() {
+                    self.error(format!("{key}: user and password go together"));
+                }
+                if user.is_some() && tls == TlsMode::None && !is_loopback_host(&host) {
+                    self.error(format!(
+                        "{key}: refusing to send the upstream password in clear text to {host}; use tls = \"starttls\" or \"implicit\""
+                    ));
+                }
+                Some(Relay::Smtp(SmtpRelay {
+                    host,
+                    port,
+                    tls,
+                    user,
+                    password,
+                    verify_certificate: r.verify_certificate.unwrap_or(true),
+                    ca_file: r.ca_file.map(|p| self.path(&p)),
+                    timeout: Duration::from_secs(r.timeout_secs.unwrap_or(defaults::RELAY_TIMEOUT_SECS)),
+                    helo: r.helo,
+                }))
+            }
+            other => {
+                self.error(format!("{key}.kind = {other:?}: use \"smtp\" or \"outbox\""));
+                None
+            }
+        }
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host == "localhost" || host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+}
+
+fn parse_net(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>().ok().or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+/// Replaces `${NAME}` with the environment variable's value. Returns the name
+/// of the first unset variable as the error.
+pub fn expand_env(s: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find('}') {
+            Some(end) => {
+                let var = &after[..end];
+                match std::env::var(var) {
+                    Ok(v) => out.push_str(&v),
+                    Err(_) => return Err(var.to_string()),
+                }
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A host name as used in EHLO/greetings: letters, digits, hyphens and dots,
+/// or an address literal.
+pub fn is_domain_or_literal(s: &str) -> bool {
+    if s.starts_with('[') && s.ends_with(']') {
+        return true;
+    }
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"), Path::new("/etc/mf"))
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = parse("[[listeners]]\naddress = \"127.0.0.1:2525\"\n").unwrap();
+        assert_eq!(c.limits.command_line, 512);
+        assert_eq!(c.limits.message_size, 25 * 1024 * 1024);
+        assert_eq!(c.listeners[0].tls, TlsMode::None);
+        assert!(!c.listeners[0].require_auth);
+        assert_eq!(c.server.state_dir, Path::new("/etc/mf/state"));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_fix() {
+        let e = parse(
+            "[[listeners]]\naddress = \"nope\"\n[[listeners]]\naddress = \"0.0.0.0:25\"\nauth_without_tls = true\n",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("listeners[0] (listener1).address"), "{e}");
+        assert!(e.message.contains("only allowed on a loopback"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = parse("[server]\nhostnme = \"x\"\n[[listeners]]\naddress = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(e.message.contains("hostnme"), "{e}");
+    }
+
+    #[test]
+    fn env_expansion() {
+        std::env::set_var("MF_TEST_SECRET", "s3cret");
+        assert_eq!(expand_env("a${MF_TEST_SECRET}b").unwrap(), "as3cretb");
+        assert_eq!(expand_env("${MF_TEST_UNSET_VAR}").unwrap_err(), "MF_TEST_UNSET_VAR");
+    }
+
+    #[test]
+    fn missing_env_in_relay_password_is_an_error() {
+        let e = parse(
+            "[[listeners]]\naddress = \"127.0.0.1:1\"\n[relays.up]\nhost = \"smtp.example.com\"\nuser = \"u\"\npassword = \"${MF_TEST_UNSET_PW}\"\n",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("MF_TEST_UNSET_PW is not set"), "{e}");
+    }
+}

@@ -1,0 +1,240 @@
+//! mailferry: an SMTP submission relay whose policy lives in sandboxed
+//! WebAssembly plugins. This file is the command line; `serve` wires the
+//! configuration, the relays, the plugin pipeline and the listeners together.
+
+mod config;
+mod message;
+mod net;
+mod outbound;
+mod password;
+mod pipeline;
+mod smtp;
+mod users;
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "mailferry", version, about = "SMTP submission relay with sandboxed WebAssembly plugins")]
+struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The main configuration file.
+    #[arg(long, short, default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the relay.
+    Serve(ConfigArg),
+    /// Validate the configuration, certificates and plugins, then exit.
+    Check(ConfigArg),
+    /// Manage the users file of the auth-flat-file plugin.
+    User {
+        #[command(subcommand)]
+        action: UserCmd,
+    },
+    /// Read a password on standard input and print its argon2id hash.
+    HashPassword,
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Add a user.
+    Add {
+        login: String,
+        /// Read the password from standard input instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Change a user's password.
+    Passwd {
+        login: String,
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Remove a user.
+    Remove {
+        login: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List users and their hash schemes.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mailferry: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MAILFERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+    }
+}
+
+fn load_config(path: &std::path::Path) -> Result<config::Config> {
+    Ok(config::Config::load(path)?)
+}
+
+fn run(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Serve(a) => serve(load_config(&a.config)?),
+        Cmd::Check(a) => check(load_config(&a.config)?),
+        Cmd::User { action } => user(action),
+        Cmd::HashPassword => {
+            let password = read_password(true)?;
+            println!("{}", password::hash(&password).map_err(anyhow::Error::msg)?);
+            Ok(())
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn serve(config: config::Config) -> Result<()> {
+    let config = Arc::new(config);
+    std::fs::create_dir_all(config.state_dir())
+        .with_context(|| format!("cannot create the state folder {}", config.state_dir().display()))?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let relays = Arc::new(outbound::Relays::from_config(&config)?);
+        let pipeline = {
+            let config = config.clone();
+            let relays = relays.clone();
+            // Compiling plugins is CPU work; keep it off the async workers.
+            tokio::task::spawn_blocking(move || pipeline::Pipeline::load(&config, relays)).await??
+        };
+        tracing::info!(plugins = ?pipeline.plugin_names(), relays = ?relays.names(), "plugins loaded");
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested: no new connections");
+            let _ = tx.send(true);
+        });
+        net::serve(config.clone(), Arc::new(pipeline), rx).await
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn check(config: config::Config) -> Result<()> {
+    let relays = Arc::new(outbound::Relays::from_config(&config)?);
+    if config.tls.cert.is_some() {
+        net::tls::server_config(&config)?;
+    } else if config.listeners.iter().any(|l| l.tls != config::TlsMode::None) {
+        println!(
+            "warning: no tls.cert/tls.key: serve will use a self-signed certificate, which Gmail and most clients refuse"
+        );
+    }
+    let rt = runtime()?;
+    let pipeline = rt.block_on(async {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || pipeline::Pipeline::load(&config, relays)).await?
+    })?;
+    println!(
+        "{}: OK ({} listeners; plugins: {}; relays: {})",
+        config.file.display(),
+        config.listeners.len(),
+        pipeline.plugin_names().join(", "),
+        config.relays.keys().cloned().collect::<Vec<_>>().join(", ")
+    );
+    Ok(())
+}
+
+/// Reads a password from standard input (one line) or, on a terminal, from
+/// a prompt without echo, asked twice.
+fn read_password(from_stdin: bool) -> Result<String> {
+    let stdin = std::io::stdin();
+    let password = if from_stdin || !stdin.is_terminal() {
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    } else {
+        let a = rpassword::prompt_password("Password: ")?;
+        let b = rpassword::prompt_password("Again: ")?;
+        anyhow::ensure!(a == b, "the passwords differ");
+        a
+    };
+    anyhow::ensure!(!password.is_empty(), "empty password");
+    Ok(password)
+}
+
+fn user(action: UserCmd) -> Result<()> {
+    match action {
+        UserCmd::Add { login, password_stdin, config } => {
+            let path = users::users_file(&load_config(&config.config)?)?;
+            users::validate_login(&login)?;
+            let hash = password::hash(&read_password(password_stdin)?).map_err(anyhow::Error::msg)?;
+            users::set(&path, &login, &hash, false)?;
+            println!("added {login} to {}", path.display());
+        }
+        UserCmd::Passwd { login, password_stdin, config } => {
+            let path = users::users_file(&load_config(&config.config)?)?;
+            let hash = password::hash(&read_password(password_stdin)?).map_err(anyhow::Error::msg)?;
+            users::set(&path, &login, &hash, true)?;
+            println!("changed the password of {login} in {}", path.display());
+        }
+        UserCmd::Remove { login, config } => {
+            let path = users::users_file(&load_config(&config.config)?)?;
+            users::remove(&path, &login)?;
+            println!("removed {login} from {}", path.display());
+        }
+        UserCmd::List { config } => {
+            let path = users::users_file(&load_config(&config.config)?)?;
+            for (login, scheme) in users::list(&path)? {
+                println!("{login}\t{scheme}");
+            }
+        }
+    }
+    Ok(())
+}

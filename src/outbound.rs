@@ -1,0 +1,228 @@
+//! Relays: where the `outbound` capability hands messages.
+//!
+//! `smtp` relays deliver to an upstream server (SES, SendGrid, any
+//! smarthost) with mail-send; `outbox` relays write each message to a file in
+//! a folder, fsynced, so a fresh install shows the whole path working with
+//! nothing else installed. Secrets (upstream passwords) stay here in the host.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use mail_send::smtp::message::{Address, Message as SmtpMessage, Parameter, Parameters};
+use mail_send::SmtpClientBuilder;
+use tokio_rustls::TlsConnector;
+
+use crate::config::{Config, Relay, SmtpRelay, TlsMode};
+use crate::pipeline::wit;
+use crate::smtp::reply::sanitize_text;
+
+/// Why a relay did not take a message.
+#[derive(Debug, Clone)]
+pub struct SendFailure {
+    pub temporary: bool,
+    pub reply: wit::Reply,
+}
+
+fn failure(temporary: bool, code: u16, enhanced: &str, text: String) -> SendFailure {
+    SendFailure { temporary, reply: wit::Reply { code, enhanced: Some(enhanced.into()), text: sanitize_text(&text) } }
+}
+
+enum RelayImpl {
+    Smtp { cfg: SmtpRelay, tls: TlsConnector },
+    Outbox { dir: PathBuf },
+}
+
+pub struct Relays {
+    relays: HashMap<String, RelayImpl>,
+    hostname: String,
+}
+
+impl Relays {
+    pub fn from_config(config: &Config) -> Result<Relays> {
+        let mut relays = HashMap::new();
+        for (name, relay) in &config.relays {
+            let r = match relay {
+                Relay::Outbox { dir } => {
+                    std::fs::create_dir_all(dir).with_context(|| format!("relays.{name}: cannot create {}", dir.display()))?;
+                    RelayImpl::Outbox { dir: dir.clone() }
+                }
+                Relay::Smtp(cfg) => {
+                    let tls = tls_connector(cfg).with_context(|| format!("relays.{name}"))?;
+                    RelayImpl::Smtp { cfg: cfg.clone(), tls }
+                }
+            };
+            relays.insert(name.clone(), r);
+        }
+        Ok(Relays { relays, hostname: config.server.hostname.clone() })
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.relays.keys().map(String::as_str).collect()
+    }
+
+    /// Delivers now and reports the upstream's final answer.
+    pub async fn send_now(&self, relay: &str, envelope: &wit::Envelope, message: Vec<u8>, session: &str) -> Result<wit::Reply, SendFailure> {
+        let Some(r) = self.relays.get(relay) else {
+            tracing::error!(session, relay, "no relay of that name in the configuration ([relays.{relay}])");
+            return Err(failure(true, 451, "4.3.5", format!("relay {relay} is not configured")));
+        };
+        let result = match r {
+            RelayImpl::Outbox { dir } => {
+                let dir = dir.clone();
+                let envelope = envelope.clone();
+                let id = session.to_string();
+                tokio::task::spawn_blocking(move || write_outbox(&dir, &envelope, &message, &id))
+                    .await
+                    .map_err(|e| failure(true, 451, "4.3.0", format!("outbox writer failed: {e}")))
+                    .and_then(|r| r.map_err(|e| failure(true, 451, "4.3.0", format!("cannot write to the outbox: {e}"))))
+            }
+            RelayImpl::Smtp { cfg, tls } => send_smtp(cfg, tls, &self.hostname, envelope, message).await,
+        };
+        match &result {
+            Ok(reply) => tracing::info!(session, relay, code = reply.code, text = %reply.text, "relayed"),
+            Err(f) => tracing::warn!(session, relay, temporary = f.temporary, code = f.reply.code, text = %f.reply.text, "relay refused or failed"),
+        }
+        result
+    }
+}
+
+fn tls_connector(cfg: &SmtpRelay) -> Result<TlsConnector> {
+    if !cfg.verify_certificate {
+        let builder = SmtpClientBuilder::new(cfg.host.as_str(), cfg.port)
+            .map_err(|e| anyhow::anyhow!(e))?
+            .allow_invalid_certs();
+        return Ok(builder.tls_connector);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(ca) = &cfg.ca_file {
+        let pem = std::fs::read(ca).with_context(|| format!("ca_file {}", ca.display()))?;
+        let mut n = 0;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            roots.add(cert.with_context(|| format!("ca_file {}: bad PEM", ca.display()))?)?;
+            n += 1;
+        }
+        if n == 0 {
+            anyhow::bail!("ca_file {} holds no PEM certificate", ca.display());
+        } 
+    } else if let Ok(native) = std::fs::read("/etc/ssl/certs/ca-certificates.crt") {
+        // The system's roots too, where it has them (private CAs installed
+        // by the operator live there).
+        for cert in rustls_pemfile::certs(&mut native.as_slice()).flatten() {
+            let _ = roots.add(cert);
+        }
+    }
+    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+fn smtp_address(a: &wit::Address) -> Address<'static> {
+    let mut params = Parameters::new();
+    for p in &a.params {
+        // Pass through what changes how the upstream must treat the message.
+        if matches!(p.key.as_str(), "BODY" | "SMTPUTF8") {
+            params.add(match &p.value {
+                Some(v) => Parameter::from((p.key.clone(), v.clone())),
+                None => Parameter::from(p.key.clone()),
+            });
+        }
+    }
+    Address::new(a.address.clone(), params)
+}
+
+async fn send_smtp(cfg: &SmtpRelay, tls: &TlsConnector, hostname: &str, envelope: &wit::Envelope, body: Vec<u8>) -> Result<wit::Reply, SendFailure> {
+    let mut builder = SmtpClientBuilder::new_with_tls_connector(cfg.host.as_str(), cfg.port, tls.clone())
+        .implicit_tls(cfg.tls == TlsMode::Implicit)
+        .helo_host(cfg.helo.clone().unwrap_or_else(|| hostname.to_string()))
+        .timeout(cfg.timeout);
+    if let (Some(user), Some(pass)) = (&cfg.user, &cfg.password) {
+        builder = builder.credentials((user.as_str(), pass.as_str()));
+    }
+    let mut msg = SmtpMessage::empty().from(smtp_address(&envelope.mail_from)).body(body);
+    for r in &envelope.rcpt_to {
+        msg = msg.to(smtp_address(r));
+    }
+    let where_ = format!("{}:{}", cfg.host, cfg.port);
+    let result = match cfg.tls {
+        TlsMode::None => match builder.connect_plain().await {
+            Ok(mut c) => {
+                let r = c.send(msg).await;
+                let _ = c.quit().await;
+                r
+            }
+            Err(e) => Err(e),
+        },
+        _ => match builder.connect().await {
+            Ok(mut c) => {
+                let r = c.send(msg).await;
+                let _ = c.quit().await;
+                r
+            }
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(resp) => Ok(wit::Reply {
+            code: resp.code,
+            enhanced: Some(esc(&resp.esc, resp.code)),
+            text: sanitize_text(&resp.message),
+        }),
+        Err(e) => Err(map_error(e, &where_)),
+    }
+}
+
+fn esc(esc: &[u8; 3], code: u16) -> String {
+    if esc[0] == 0 {
+        format!("{}.0.0", code / 100)
+    } else {
+        format!("{}.{}.{}", esc[0], esc[1], esc[2])
+    }
+}
+
+fn map_error(e: mail_send::Error, upstream: &str) -> SendFailure {
+    use mail_send::Error as E;
+    match e {
+        E::UnexpectedReply(r) => {
+            let temporary = r.code < 500;
+            let code = if (400..600).contains(&r.code) { r.code } else { 451 };
+            let enhanced = esc(&r.esc, code);
+            failure(temporary, code, &enhanced, format!("upstream {upstream} said: {}", r.message))
+        }
+        E::AuthenticationFailed(r) => {
+            // Our credentials are wrong: the sender's message is fine, so
+            // this is temporary for them and loud for the operator.
+            tracing::error!(upstream, code = r.code, text = %r.message, "upstream rejected our credentials: check relays.*.user/password");
+            failure(true, 451, "4.7.0", "upstream authentication failed; the relay operator has been notified".into())
+        }
+        E::Timeout => failure(true, 451, "4.4.2", format!("upstream {upstream} timed out")),
+        E::Io(io) => failure(true, 451, "4.4.1", format!("cannot reach upstream {upstream}: {io}")),
+        E::Tls(t) => failure(true, 451, "4.7.5", format!("TLS with upstream {upstream} failed: {t}")),
+        E::MissingStartTls => failure(true, 451, "4.7.4", format!("upstream {upstream} does not offer STARTTLS")),
+        other => failure(true, 451, "4.3.0", format!("upstream {upstream}: {other:?}")),
+    }
+}
+
+/// Writes one message to the outbox: `<time>-<session>.eml`, with the
+/// envelope as `Return-Path:` and `X-Original-To:` fields on top (as a local
+/// delivery agent would), via a temporary file, fsynced, renamed into place,
+/// and the folder fsynced, so an acknowledged message survives a crash.
+fn write_outbox(dir: &Path, envelope: &wit::Envelope, message: &[u8], session: &str) -> std::io::Result<wit::Reply> {
+    use std::io::Write;
+    let now = chrono::Utc::now();
+    let name = format!("{}-{}-{}.eml", now.format("%Y%m%dT%H%M%S%.6fZ"), session, rand::random::<u32>());
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    let mut head = format!("Return-Path: <{}>\r\n", envelope.mail_from.address);
+    for r in &envelope.rcpt_to {
+        head.push_str(&format!("X-Original-To: {}\r\n", r.address));
+    }
+    f.write_all(head.as_bytes())?;
+    f.write_all(message)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, dir.join(&name))?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(wit::Reply { code: 250, enhanced: Some("2.0.0".into()), text: format!("saved to outbox as {name}") })
+}

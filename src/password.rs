@@ -1,0 +1,149 @@
+//! Password hashes: verification for the `password` host capability and
+//! hashing for `mailferry user add` / `hash-password`.
+//!
+//! Verification runs in the host (never in a plugin): argon2 and bcrypt are
+//! deliberately expensive and run at native speed here, on a blocking thread.
+//! Every scheme compares in constant time (the crates below use `subtle` or
+//! equivalent; `{PLAIN}` uses `subtle` directly).
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use subtle::ConstantTimeEq;
+
+/// The schemes we understand, after any Dovecot `{SCHEME}` prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Argon2,
+    Bcrypt,
+    Sha512Crypt,
+    Sha256Crypt,
+    Plain,
+}
+
+/// Works out the scheme of a stored hash and returns the hash without any
+/// Dovecot prefix. A prefix must agree with the hash's own format.
+pub fn identify(stored: &str) -> Result<(Scheme, &str), String> {
+    let (prefix, hash) = match stored.strip_prefix('{').and_then(|s| s.split_once('}')) {
+        Some((p, h)) => (Some(p.to_ascii_uppercase()), h),
+        None => (None, stored),
+    };
+    let by_format = if hash.starts_with("$argon2id$") || hash.starts_with("$argon2i$") {
+        Some(Scheme::Argon2)
+    } else if ["$2a$", "$2b$", "$2y$", "$2x$"].iter().any(|p| hash.starts_with(p)) {
+        Some(Scheme::Bcrypt)
+    } else if hash.starts_with("$6$") {
+        Some(Scheme::Sha512Crypt)
+    } else if hash.starts_with("$5$") {
+        Some(Scheme::Sha256Crypt)
+    } else {
+        None
+    };
+    let scheme = match (prefix.as_deref(), by_format) {
+        (None, Some(s)) => s,
+        (None, None) => {
+            return Err("unknown hash format (expected $argon2id$, $2y$, $6$, $5$ or a {SCHEME} prefix)".into())
+        }
+        (Some("PLAIN" | "CLEARTEXT" | "CLEAR"), _) => Scheme::Plain,
+        (Some("ARGON2ID" | "ARGON2I"), Some(Scheme::Argon2)) => Scheme::Argon2,
+        (Some("BLF-CRYPT" | "BCRYPT"), Some(Scheme::Bcrypt)) => Scheme::Bcrypt,
+        (Some("SHA512-CRYPT"), Some(Scheme::Sha512Crypt)) => Scheme::Sha512Crypt,
+        (Some("SHA256-CRYPT"), Some(Scheme::Sha256Crypt)) => Scheme::Sha256Crypt,
+        // Dovecot's generic {CRYPT} means "whatever crypt(3) understands".
+        (Some("CRYPT"), Some(s)) if s != Scheme::Argon2 => s,
+        (Some(p), _) => return Err(format!("unsupported or mismatched password scheme {{{p}}}")),
+    };
+    Ok((scheme, hash))
+}
+
+/// Checks `password` against `stored`. `Ok(false)` is a wrong password;
+/// `Err` means the stored hash itself is unusable.
+pub fn verify(password: &str, stored: &str) -> Result<bool, String> {
+    let (scheme, hash) = identify(stored)?;
+    match scheme {
+        Scheme::Argon2 => {
+            let parsed = PasswordHash::new(hash).map_err(|e| format!("malformed argon2 hash: {e}"))?;
+            match Argon2::default().verify_password(password.as_bytes(), &parsed) {
+                Ok(()) => Ok(true),
+                Err(argon2::password_hash::Error::Password) => Ok(false),
+                Err(e) => Err(format!("argon2: {e}")),
+            }
+        }
+        Scheme::Bcrypt => {
+            // `$2y$` (PHP, Dovecot) is the same algorithm as `$2b$`.
+            bcrypt::verify(password, hash).map_err(|e| format!("malformed bcrypt hash: {e}"))
+        }
+        Scheme::Sha512Crypt => crypt_result(sha_crypt::sha512_check(password, hash), "SHA512-CRYPT"),
+        Scheme::Sha256Crypt => crypt_result(sha_crypt::sha256_check(password, hash), "SHA256-CRYPT"),
+        Scheme::Plain => Ok(password.as_bytes().ct_eq(hash.as_bytes()).into()),
+    }
+}
+
+/// sha-crypt does not export its error type; its Debug name tells a
+/// mismatch from a malformed hash.
+fn crypt_result<E: std::fmt::Debug>(r: Result<(), E>, scheme: &str) -> Result<bool, String> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) if format!("{e:?}") == "HashMismatch" => Ok(false),
+        Err(e) => Err(format!("malformed {scheme} hash: {e:?}")),
+    }
+}
+
+/// Hashes a new password with argon2id (the default for new entries), with
+/// the crate's default cost parameters (19 MiB, 2 passes), OWASP's minimum.
+pub fn hash(password: &str) -> Result<String, String> {
+    let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| format!("cannot hash password: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argon2_round_trip() {
+        let h = hash("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert_eq!(verify("correct horse", &h), Ok(true));
+        assert_eq!(verify("wrong", &h), Ok(false));
+        assert_eq!(verify("correct horse", &format!("{{ARGON2ID}}{h}")), Ok(true));
+    }
+
+    #[test]
+    fn bcrypt_2y_and_dovecot_prefix() {
+        // Made with PHP's password_hash("secret", PASSWORD_BCRYPT, ["cost" => 4]) style.
+        let h = bcrypt::hash("secret", 4).unwrap().replacen("$2b$", "$2y$", 1);
+        assert_eq!(verify("secret", &h), Ok(true));
+        assert_eq!(verify("nope", &h), Ok(false));
+        assert_eq!(verify("secret", &format!("{{BLF-CRYPT}}{h}")), Ok(true));
+    }
+
+    #[test]
+    fn sha_crypt_known_vectors() {
+        // Drepper's SHA-crypt vectors, as `openssl passwd -6/-5 -salt saltstring` prints them.
+        let sha512 = "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1";
+        let sha256 = "$5$saltstring$5B8vYYiY.CVt1RlTTf8KbXBH3hsxY/GNooZaBBGWEc5";
+        assert_eq!(verify("Hello world!", sha512), Ok(true));
+        assert_eq!(verify("Hello world?", sha512), Ok(false));
+        assert_eq!(verify("Hello world!", &format!("{{SHA512-CRYPT}}{sha512}")), Ok(true));
+        assert_eq!(verify("Hello world!", sha256), Ok(true));
+        assert_eq!(verify("Hello world!", &format!("{{SHA256-CRYPT}}{sha256}")), Ok(true));
+    }
+
+    #[test]
+    fn plain_needs_explicit_prefix() {
+        assert_eq!(verify("pw", "{PLAIN}pw"), Ok(true));
+        assert_eq!(verify("pw", "{PLAIN}px"), Ok(false));
+        assert!(verify("pw", "pw").is_err());
+    }
+
+    #[test]
+    fn mismatched_prefix_is_an_error() {
+        let h = hash("x").unwrap();
+        assert!(verify("x", &format!("{{SHA512-CRYPT}}{h}")).is_err());
+        assert!(verify("x", "{MD5}abc").is_err());
+        assert!(verify("x", "$6$broken").is_err() || verify("x", "$6$broken") == Ok(false));
+    }
+}

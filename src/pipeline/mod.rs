@@ -1,0 +1,347 @@
+//! The plugin pipeline: loading WebAssembly components, instantiating them
+//! per connection, and running a hook through every plugin in order.
+//!
+//! One wasmtime [`Engine`] (pooling allocator, epoch interruption) compiles
+//! each component once (cached on disk by content hash) into an
+//! [`InstancePre`]; each connection then instantiates plugins lazily, in its
+//! own [`Store`] per plugin so a plugin that traps, spins or exhausts its
+//! memory is discarded alone. A fault becomes `451 4.3.0` for that step.
+
+mod cache;
+mod host;
+mod sandbox;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use wasmtime::component::{Linker, Resource};
+use wasmtime::{Engine, Store};
+
+use crate::config::{Config, PluginSpec};
+use crate::outbound::Relays;
+use crate::smtp::reply::Reply;
+
+pub use host::{HostState, MessageHandle, SessionData};
+
+wasmtime::component::bindgen!({
+    path: "plugin-sdk/wit",
+    world: "plugin",
+    imports: {
+        "mailferry:plugin/password.verify": async | trappable,
+        "mailferry:plugin/outbound.send-now": async | trappable,
+        default: trappable,
+    },
+    exports: { default: async },
+    with: { "mailferry:plugin/message.message": MessageHandle },
+});
+
+pub use mailferry::plugin::types as wit;
+
+/// The hooks, in session order. The discriminant indexes per-plugin bit masks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    Connect = 0,
+    Ehlo = 1,
+    Auth = 2,
+    Mail = 3,
+    Rcpt = 4,
+    Data = 5,
+    Queue = 6,
+    Disconnect = 7,
+}
+
+impl Hook {
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Connect => "connect",
+            Hook::Ehlo => "ehlo",
+            Hook::Auth => "auth",
+            Hook::Mail => "mail",
+            Hook::Rcpt => "rcpt",
+            Hook::Data => "data",
+            Hook::Queue => "queue",
+            Hook::Disconnect => "disconnect",
+        }
+    }
+}
+
+/// A hook's arguments.
+pub enum Call<'a> {
+    Connect,
+    Ehlo(&'a str),
+    Auth { mechanism: &'a str, login: &'a str, password: &'a str },
+    Mail(&'a wit::Address),
+    Rcpt(&'a wit::Address),
+    Data,
+    Queue,
+    Disconnect,
+}
+
+impl Call<'_> {
+    fn hook(&self) -> Hook {
+        match self {
+            Call::Connect => Hook::Connect,
+            Call::Ehlo(_) => Hook::Ehlo,
+            Call::Auth { .. } => Hook::Auth,
+            Call::Mail(_) => Hook::Mail,
+            Call::Rcpt(_) => Hook::Rcpt,
+            Call::Data => Hook::Data,
+            Call::Queue => Hook::Queue,
+            Call::Disconnect => Hook::Disconnect,
+        }
+    }
+}
+
+/// The outcome of running a hook through the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every plugin continued.
+    Continue,
+    Accept(Option<Reply>),
+    Deny(Option<Reply>),
+    DenySoft(Option<Reply>),
+    DenyDisconnect(Option<Reply>),
+}
+
+/// A compiled plugin, shared by all connections.
+pub struct LoadedPlugin {
+    pub name: String,
+    pub config_toml: String,
+    pub read_dirs: Vec<(std::path::PathBuf, String)>,
+    pre: PluginPre<HostState>,
+    /// Bit per [`Hook`]: set once the plugin said it does not implement it.
+    unimplemented: AtomicU8,
+}
+
+/// Everything the pipeline needs, built once at start-up.
+pub struct Pipeline {
+    engine: Engine,
+    plugins: Vec<Arc<LoadedPlugin>>,
+    relays: Arc<Relays>,
+    call_timeout: Duration,
+    memory_limit: usize,
+    _ticker: sandbox::Ticker,
+}
+
+/// Built-in plugin components, compiled into the binary by `build.rs`.
+pub fn builtin_component(name: &str) -> Option<&'static [u8]> {
+    match name {
+        "auth-flat-file" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/auth_flat_file.wasm"))),
+        "smtp-forward" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/smtp_forward.wasm"))),
+        _ => None,
+    }
+}
+
+impl Pipeline {
+    /// Compiles (or loads from the cache) every configured plugin and links
+    /// it with exactly the capabilities it was granted.
+    pub fn load(config: &Config, relays: Arc<Relays>) -> Result<Pipeline> {
+        // Sessions hold one instance per plugin at most; leave headroom for
+        // sessions that are closing while new ones start.
+        let slots = (config.limits.max_connections as u32).saturating_mul(2).max(16);
+        let engine = sandbox::engine(config, slots, config.plugins.len().max(1) as u32)?;
+        let cache_dir = config.state_dir().join("plugin-cache");
+        let mut plugins = Vec::new();
+        for spec in &config.plugins {
+            let plugin = load_plugin(&engine, spec, &cache_dir)
+                .with_context(|| format!("plugin {:?}", spec.name))?;
+            plugins.push(Arc::new(plugin));
+        }
+        Ok(Pipeline {
+            _ticker: sandbox::Ticker::start(engine.clone()),
+            engine,
+            plugins,
+            relays,
+            call_timeout: config.sandbox.call_timeout,
+            memory_limit: config.sandbox.memory_limit,
+        })
+    }
+
+    pub fn plugin_names(&self) -> Vec<&str> {
+        self.plugins.iter().map(|p| p.name.as_str()).collect()
+    }
+
+    /// A fresh per-connection view of the pipeline.
+    pub fn session(self: &Arc<Self>, data: Arc<Mutex<SessionData>>) -> SessionPipeline {
+        SessionPipeline {
+            pipeline: self.clone(),
+            slots: (0..self.plugins.len()).map(|_| None).collect(),
+            data,
+        }
+    }
+}
+
+fn load_plugin(engine: &Engine, spec: &PluginSpec, cache_dir: &std::path::Path) -> Result<LoadedPlugin> {
+    let bytes: std::borrow::Cow<[u8]> = match &spec.path {
+        Some(path) => std::fs::read(path)
+            .with_context(|| format!("cannot read {} (check plugins[].path)", path.display()))?
+            .into(),
+        None => builtin_component(&spec.name).context("not a built-in plugin")?.into(),
+    };
+    let component = cache::compile(engine, &bytes, cache_dir)?;
+    let mut linker: Linker<HostState> = Linker::new(engine);
+    host::link(&mut linker, &spec.grants)?;
+    let pre = linker.instantiate_pre(&component).map_err(|e| {
+        anyhow::anyhow!(
+            "{e:#}\n  (a plugin may only import what it is granted: add the capability to its `grants`, e.g. grants = [\"password\"] or [\"outbound\"])"
+        )
+    })?;
+    let pre = PluginPre::new(pre).map_err(anyhow::Error::from).context("the component does not export the mailferry:plugin/hooks interface")?;
+    let config_toml = toml::to_string(&spec.config).context("plugin config")?;
+    for (host_dir, _) in &spec.read_dirs {
+        if !host_dir.is_dir() {
+            anyhow::bail!("read_dirs: {} is not a folder", host_dir.display());
+        }
+    }
+    Ok(LoadedPlugin {
+        name: spec.name.clone(),
+        config_toml,
+        read_dirs: spec.read_dirs.clone(),
+        pre,
+        unimplemented: AtomicU8::new(0),
+    })
+}
+
+struct Slot {
+    store: Store<HostState>,
+    bindings: Plugin,
+}
+
+/// The pipeline as one connection sees it: its plugin instances and the
+/// session data they share.
+pub struct SessionPipeline {
+    pipeline: Arc<Pipeline>,
+    slots: Vec<Option<Slot>>,
+    pub data: Arc<Mutex<SessionData>>,
+}
+
+impl SessionPipeline {
+    /// Runs `call` through every plugin in order; the first verdict other
+    /// than continue wins. A faulty plugin yields `DenySoft(451 4.3.0)`.
+    pub async fn run(&mut self, call: Call<'_>) -> Outcome {
+        let hook = call.hook();
+        for i in 0..self.pipeline.plugins.len() {
+            let plugin = self.pipeline.plugins[i].clone();
+            if plugin.unimplemented.load(Ordering::Relaxed) & (1 << hook as u8) != 0 {
+                continue;
+            }
+            // Nothing to say goodbye to if the plugin never ran here.
+            if hook == Hook::Disconnect && self.slots[i].is_none() {
+                continue;
+            }
+            let started = Instant::now();
+            let result = self.call_one(i, &call).await;
+            tracing::trace!(plugin = %plugin.name, hook = hook.name(), elapsed_us = started.elapsed().as_micros() as u64, "hook");
+            match result {
+                Ok(None) => {
+                    plugin.unimplemented.fetch_or(1 << hook as u8, Ordering::Relaxed);
+                }
+                Ok(Some(wit::Verdict::Continue)) => {}
+                Ok(Some(verdict)) => {
+                    if hook == Hook::Disconnect {
+                        continue;
+                    }
+                    return self.checked(&plugin.name, hook, verdict);
+                }
+                Err(e) => {
+                    // Discard the instance: its state may be corrupt.
+                    let stderr = self.slots[i].take().map(|s| s.store.data().take_stderr()).unwrap_or_default();
+                    tracing::error!(
+                        plugin = %plugin.name,
+                        hook = hook.name(),
+                        error = %sandbox::describe_fault(&e),
+                        stderr = %stderr,
+                        "plugin failed; answering 451 4.3.0 for this step"
+                    );
+                    if hook == Hook::Disconnect {
+                        continue;
+                    }
+                    return Outcome::DenySoft(Some(Reply::new(451, "4.3.0", "temporary local problem, please try again later")));
+                }
+            }
+        }
+        Outcome::Continue
+    }
+
+    async fn call_one(&mut self, i: usize, call: &Call<'_>) -> wasmtime::Result<Option<wit::Verdict>> {
+        if self.slots[i].is_none() {
+            let plugin = self.pipeline.plugins[i].clone();
+            let state = HostState::new(
+                plugin.clone(),
+                self.data.clone(),
+                self.pipeline.relays.clone(),
+                self.pipeline.call_timeout,
+                self.pipeline.memory_limit,
+            )?;
+            let mut store = Store::new(&self.pipeline.engine, state);
+            sandbox::configure_store(&mut store);
+            sandbox::begin_call(&mut store);
+            let bindings = plugin.pre.instantiate_async(&mut store).await?;
+            self.slots[i] = Some(Slot { store, bindings });
+        }
+        let slot = self.slots[i].as_mut().unwrap();
+        let store = &mut slot.store;
+        sandbox::begin_call(store);
+        let hooks = slot.bindings.mailferry_plugin_hooks();
+        let verdict = match call {
+            Call::Connect => hooks.call_connect(&mut *store).await?,
+            Call::Ehlo(name) => hooks.call_ehlo(&mut *store, name).await?,
+            Call::Auth { mechanism, login, password } => {
+                hooks.call_auth(&mut *store, mechanism, login, password).await?
+            }
+            Call::Mail(addr) => hooks.call_mail(&mut *store, addr).await?,
+            Call::Rcpt(addr) => hooks.call_rcpt(&mut *store, addr).await?,
+            Call::Data | Call::Queue => {
+                let handle: Resource<MessageHandle> = store.data_mut().table.push(MessageHandle)?;
+                let rep = handle.rep();
+                let borrowed = Resource::new_borrow(rep);
+                let v = if matches!(call, Call::Data) {
+                    hooks.call_data(&mut *store, borrowed).await
+                } else {
+                    hooks.call_queue(&mut *store, borrowed).await
+                };
+                let _ = store.data_mut().table.delete(handle);
+                v?
+            }
+            Call::Disconnect => {
+                hooks.call_disconnect(&mut *store).await?;
+                Some(wit::Verdict::Continue)
+            }
+        };
+        store.data().flush_stderr();
+        Ok(verdict)
+    }
+
+    /// Converts a plugin's verdict, validating any reply it carries.
+    fn checked(&self, plugin: &str, hook: Hook, verdict: wit::Verdict) -> Outcome {
+        let check = |reply: Option<wit::Reply>, classes: &[u16]| -> Option<Reply> {
+            let reply = reply?;
+            let r = Reply {
+                code: reply.code,
+                enhanced: reply.enhanced,
+                lines: vec![reply.text],
+            };
+            match r.validate(classes) {
+                Ok(()) => Some(r),
+                Err(why) => {
+                    tracing::warn!(plugin, hook = hook.name(), reply = ?r, "invalid reply from plugin ({why}); using the default");
+                    None
+                }
+            }
+        };
+        match verdict {
+            wit::Verdict::Continue => Outcome::Continue,
+            wit::Verdict::Accept(r) => Outcome::Accept(check(r, &[2])),
+            wit::Verdict::Deny(r) => Outcome::Deny(check(r, &[5])),
+            wit::Verdict::DenySoft(r) => Outcome::DenySoft(check(r, &[4])),
+            wit::Verdict::DenyDisconnect(r) => Outcome::DenyDisconnect(check(r, &[4, 5])),
+        }
+    }
+
+    /// Drops every plugin instance (after the disconnect hook).
+    pub fn finish(&mut self) {
+        self.slots.clear();
+    }
+}

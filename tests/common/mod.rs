@@ -1,0 +1,466 @@
+//! Test harness: starts the real `mailferry` binary on ephemeral ports with a
+//! configuration written for the test, and speaks SMTP to it over plain TCP
+//! or TLS. Shared by every end-to-end test file.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mailferry");
+
+/// A running server. Killed when dropped.
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    child: Child,
+    pub logs: Arc<Mutex<Vec<String>>>,
+    pub addrs: std::collections::HashMap<String, SocketAddr>,
+}
+
+/// What a test wants in its configuration.
+pub struct Setup {
+    /// Extra TOML appended to the generated configuration (plugins, relays…).
+    pub extra: String,
+    /// `[limits]` lines.
+    pub limits: String,
+    /// Replace the default plugin list (auth-flat-file + smtp-forward to the outbox).
+    pub plugins: Option<String>,
+    /// Users file content.
+    pub users: String,
+    pub listeners: String,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            extra: String::new(),
+            limits: String::new(),
+            plugins: None,
+            users: String::new(),
+            listeners: DEFAULT_LISTENERS.into(),
+        }
+    }
+}
+
+pub const DEFAULT_LISTENERS: &str = r#"
+[[listeners]]
+name = "local"
+address = "127.0.0.1:0"
+tls = "none"
+trusted_networks = ["127.0.0.0/8"]
+
+[[listeners]]
+name = "open"
+address = "127.0.0.1:0"
+tls = "none"
+require_auth = false
+
+[[listeners]]
+name = "submission"
+address = "127.0.0.1:0"
+tls = "starttls"
+require_auth = true
+
+[[listeners]]
+name = "submissions"
+address = "127.0.0.1:0"
+tls = "implicit"
+require_auth = true
+"#;
+
+pub const DEFAULT_PLUGINS: &str = r#"
+[[plugins]]
+name = "auth-flat-file"
+grants = ["password"]
+read_dirs = ["auth"]
+[plugins.config]
+users = "/auth/users"
+
+[[plugins]]
+name = "smtp-forward"
+grants = ["outbound"]
+[plugins.config]
+relay = "outbox"
+"#;
+
+/// `alice@example.com` / `wonderland` as an argon2id hash, and other schemes.
+pub fn users_with_all_schemes() -> String {
+    let argon = hash_password("wonderland");
+    format!(
+        "# test users\nalice@example.com:{argon}\n\
+         sha512@example.com:{{SHA512-CRYPT}}$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1\n\
+         sha256@example.com:$5$saltstring$5B8vYYiY.CVt1RlTTf8KbXBH3hsxY/GNooZaBBGWEc5\n\
+         plain@example.com:{{PLAIN}}clear text\n\
+         broken@example.com:$6$\n"
+    )
+}
+
+pub fn hash_password(pw: &str) -> String {
+    let mut child = Command::new(BIN)
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{pw}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A shared compiled-plugin cache so each test does not compile the
+/// built-in plugins again.
+fn shared_cache() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+static INSTALL: Once = Once::new();
+
+pub fn install_crypto() {
+    INSTALL.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+impl Server {
+    pub fn start(setup: Setup) -> Server {
+        Self::try_start(setup).unwrap_or_else(|logs| panic!("server did not start:\n{logs}"))
+    }
+
+    pub fn config_text(setup: &Setup) -> String {
+        format!(
+            "[server]\nhostname = \"mx.test.example\"\nstate_dir = \"state\"\nshutdown_grace_secs = 5\n\n[limits]\n{}\n{}\n{}\n\n[relays.outbox]\nkind = \"outbox\"\ndir = \"outbox\"\n{}\n",
+            setup.limits,
+            setup.listeners,
+            setup.plugins.as_deref().unwrap_or(DEFAULT_PLUGINS),
+            setup.extra
+        )
+    }
+
+    /// Starts the server; on failure returns its output.
+    pub fn try_start(setup: Setup) -> Result<Server, String> {
+        install_crypto();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("auth")).unwrap();
+        std::fs::create_dir_all(dir.path().join("state")).unwrap();
+        std::os::unix::fs::symlink(shared_cache(), dir.path().join("state/plugin-cache")).unwrap();
+        std::fs::write(dir.path().join("auth/users"), &setup.users).unwrap();
+        let config = dir.path().join("mailferry.toml");
+        std::fs::write(&config, Self::config_text(&setup)).unwrap();
+        let expected = setup.listeners.matches("[[listeners]]").count();
+        let mut child = Command::new(BIN)
+            .args(["--log-format", "json", "serve", "--config"])
+            .arg(&config)
+            .env("MAILFERRY_LOG", "debug,wasmtime=warn,cranelift=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("\"listening\"") {
+                    let _ = tx.send(line.clone());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut addrs = std::collections::HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while addrs.len() < expected {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) => {
+                    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                    let name = v["listener"].as_str().unwrap().to_string();
+                    let addr = v["address"].as_str().unwrap().parse().unwrap();
+                    addrs.insert(name, addr);
+                }
+                Err(_) => {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        std::thread::sleep(Duration::from_millis(200));
+                        return Err(logs.lock().unwrap().join("\n"));
+                    }
+                    if Instant::now() > deadline {
+                        let _ = child.kill();
+                        return Err(format!("timeout\n{}", logs.lock().unwrap().join("\n")));
+                    }
+                }
+            }
+        }
+        Ok(Server { dir, child, logs, addrs })
+    }
+
+    pub fn addr(&self, listener: &str) -> SocketAddr {
+        self.addrs[listener]
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Messages in the outbox, oldest first.
+    pub fn outbox(&self) -> Vec<String> {
+        let mut files: Vec<_> = match std::fs::read_dir(self.path("outbox")) {
+            Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().map(|x| x == "eml").unwrap_or(false)).collect(),
+            Err(_) => Vec::new(),
+        };
+        files.sort();
+        files.iter().map(|p| String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned()).collect()
+    }
+
+    /// Waits until a log line containing every needle appears.
+    pub fn wait_log(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(l) = self.logs.lock().unwrap().iter().find(|l| needles.iter().all(|n| l.contains(n))) {
+                return l.clone();
+            }
+            assert!(Instant::now() < deadline, "no log line with {needles:?}:\n{}", self.logs.lock().unwrap().join("\n"));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Any stream an SMTP client speaks over.
+pub trait Stream: Read + Write {}
+impl<T: Read + Write> Stream for T {}
+
+/// A minimal scripted SMTP client, for checking exact replies.
+pub struct Client {
+    stream: Option<Box<dyn Stream>>,
+    tcp: TcpStream,
+    buf: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub code: u16,
+    pub lines: Vec<String>,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        self.lines.join("\n")
+    }
+}
+
+impl std::fmt::Display for Resp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.code, self.text())
+    }
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let stream: Box<dyn Stream> = Box::new(tcp.try_clone().unwrap());
+        Client { stream: Some(stream), tcp, buf: Vec::new() }
+    }
+
+    /// Connects with implicit TLS.
+    pub fn connect_tls(addr: SocketAddr) -> Client {
+        let mut c = Client::connect(addr);
+        c.wrap_tls();
+        c
+    }
+
+    fn wrap_tls(&mut self) {
+        install_crypto();
+        let config = rustls::ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify))
+            .with_no_client_auth();
+        let conn = rustls::ClientConnection::new(Arc::new(config), "mx.test.example".try_into().unwrap()).unwrap();
+        let tcp = self.tcp.try_clone().unwrap();
+        self.stream = Some(Box::new(rustls::StreamOwned::new(conn, tcp)));
+        self.buf.clear();
+    }
+
+    pub fn send_raw(&mut self, data: &[u8]) {
+        self.stream.as_mut().unwrap().write_all(data).unwrap();
+        self.stream.as_mut().unwrap().flush().unwrap();
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\r\n").as_bytes());
+    }
+
+    /// Reads one reply (all its lines). Panics on EOF.
+    pub fn read(&mut self) -> Resp {
+        self.try_read().expect("connection closed while waiting for a reply")
+    }
+
+    pub fn try_read(&mut self) -> Option<Resp> {
+        let mut lines = Vec::new();
+        loop {
+            let line = self.read_line()?;
+            let code: u16 = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("bad reply line {line:?}"));
+            let more = line.as_bytes().get(3) == Some(&b'-');
+            lines.push(line.get(4..).unwrap_or("").to_string());
+            if !more {
+                return Some(Resp { code, lines });
+            }
+        }
+    }
+
+    fn read_line(&mut self) -> Option<String> {
+        loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..i]).into_owned();
+                self.buf.drain(..i + 2);
+                return Some(line);
+            }
+            let mut chunk = [0u8; 4096];
+            let n = match self.stream.as_mut().unwrap().read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => n,
+            };
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Sends a command and returns the reply.
+    pub fn cmd(&mut self, line: &str) -> Resp {
+        self.send(line);
+        self.read()
+    }
+
+    /// Sends a command and asserts the reply code.
+    pub fn expect(&mut self, line: &str, code: u16) -> Resp {
+        let r = self.cmd(line);
+        assert_eq!(r.code, code, "{line:?} got {r}");
+        r
+    }
+
+    pub fn greeting(mut self) -> Client {
+        let r = self.read();
+        assert_eq!(r.code, 220, "greeting: {r}");
+        self
+    }
+
+    pub fn starttls(&mut self) {
+        self.expect("STARTTLS", 220);
+        self.wrap_tls();
+    }
+
+    pub fn auth_plain(&mut self, login: &str, password: &str) -> Resp {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{login}\0{password}"));
+        self.cmd(&format!("AUTH PLAIN {token}"))
+    }
+
+    /// Whether the server closed the connection.
+    pub fn is_closed(&mut self) -> bool {
+        self.read_line().is_none()
+    }
+
+    /// MAIL, RCPTs and DATA with a CRLF message body; returns the final reply.
+    pub fn send_mail(&mut self, from: &str, to: &[&str], body: &str) -> Resp {
+        self.expect(&format!("MAIL FROM:<{from}>"), 250);
+        for r in to {
+            self.expect(&format!("RCPT TO:<{r}>"), 250);
+        }
+        self.expect("DATA", 354);
+        let mut data = body.replace("\r\n", "\n").replace('\n', "\r\n");
+        if !data.ends_with("\r\n") {
+            data.push_str("\r\n");
+        }
+        // Dot-stuff as a client must.
+        let stuffed: String = data.split_inclusive("\r\n").map(|l| if l.starts_with('.') { format!(".{l}") } else { l.to_string() }).collect();
+        self.send_raw(stuffed.as_bytes());
+        self.send_raw(b".\r\n");
+        self.read()
+    }
+}
+
+#[derive(Debug)]
+struct NoVerify;
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Path of a test-only plugin built from tests/plugins (built once per run).
+pub fn test_plugin(name: &str) -> PathBuf {
+    static BUILD: Once = Once::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = root.join("target/wasm");
+    BUILD.call_once(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+            .arg(root.join("tests/plugins/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .status()
+            .unwrap();
+        assert!(status.success(), "building tests/plugins failed");
+    });
+    target.join("wasm32-wasip2/release").join(format!("{name}.wasm"))
+}
