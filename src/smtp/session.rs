@@ -128,7 +128,10 @@ impl Session {
     async fn command_loop(&mut self) {
         let mut shutdown = self.shared.shutdown.clone();
         loop {
-            if *shutdown.borrow() && !self.t.has_buffered_input() {
+            // On shutdown an idle session is told to come back later; one in
+            // the middle of a transaction may finish it (within the grace period).
+            let stopping = *shutdown.borrow();
+            if stopping && self.tx.is_none() && !self.t.has_buffered_input() {
                 self.t.reply(&Reply::new(421, "4.3.2", "server shutting down, try again later"));
                 return;
             }
@@ -136,7 +139,7 @@ impl Session {
             let timeout = self.config().limits.command_timeout;
             let line = tokio::select! {
                 line = self.t.read_line(limit, timeout) => line,
-                _ = shutdown.changed() => continue,
+                _ = shutdown.changed(), if !stopping => continue,
             };
             let line = match line {
                 Ok(Line::Ok(line)) => line,

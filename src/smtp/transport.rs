@@ -146,20 +146,14 @@ impl Transport {
             self.rbuf.drain(..self.rpos);
             self.rpos = 0;
         }
-        let start = self.rbuf.len();
-        self.rbuf.resize(start + READ_CHUNK, 0);
-        let n = match tokio::time::timeout(timeout, self.conn.read(&mut self.rbuf[start..])).await {
-            Err(_) => {
-                self.rbuf.truncate(start);
-                return Err(ReadError::Timeout);
-            }
-            Ok(Err(e)) => {
-                self.rbuf.truncate(start);
-                return Err(ReadError::Io(e));
-            }
+        // read_buf appends to the Vec's spare capacity, so a read cancelled
+        // by shutdown or a timeout leaves the buffer as it was.
+        self.rbuf.reserve(READ_CHUNK);
+        let n = match tokio::time::timeout(timeout, self.conn.read_buf(&mut self.rbuf)).await {
+            Err(_) => return Err(ReadError::Timeout),
+            Ok(Err(e)) => return Err(ReadError::Io(e)),
             Ok(Ok(n)) => n,
         };
-        self.rbuf.truncate(start + n);
         if n == 0 {
             return Err(ReadError::Closed);
         }

@@ -464,3 +464,15 @@ pub fn test_plugin(name: &str) -> PathBuf {
     });
     target.join("wasm32-wasip2/release").join(format!("{name}.wasm"))
 }
+
+impl Client {
+    /// Switches to TLS after the 220 reply to STARTTLS was already read.
+    pub fn starttls_after_reply(&mut self) {
+        self.wrap_tls();
+    }
+}
+
+/// Undoes header folding, for assertions on header text.
+pub fn unfold(m: &str) -> String {
+    m.replace("\r\n\t", " ").replace("\r\n ", "  ")
+}

@@ -1,0 +1,73 @@
+//! Never an open relay: without AUTH or a trusted network, no recipient is
+//! accepted, whatever form the address takes. Tried on a listener that does
+//! not require AUTH (the server decides at RCPT) and on one that does (at MAIL).
+
+mod common;
+use common::*;
+
+const FORMS: &[&str] = &[
+    "victim@example.org",
+    "@relay.example:victim@example.org",
+    "@a.example,@b.example:victim@example.org",
+    "victim%example.org@mx.test.example",
+    "victim%example.org@localhost",
+    "\"victim@example.org\"@mx.test.example",
+    "\"victim\"@example.org",
+    "example.org!victim@mx.test.example",
+    "victim@[127.0.0.1]",
+    "victim@[IPv6:::1]",
+    "postmaster@mx.test.example",
+    "victim@localhost",
+    "VICTIM@EXAMPLE.ORG",
+];
+
+#[test]
+fn untrusted_unauthenticated_clients_cannot_relay_any_address_form() {
+    let s = Server::start(Setup::default());
+    let mut c = Client::connect(s.addr("open")).greeting();
+    c.expect("EHLO attacker.example", 250);
+    for (i, form) in FORMS.iter().enumerate() {
+        if i > 0 && i % 5 == 0 {
+            // Stay under the per-session error limit; reconnect.
+            c = Client::connect(s.addr("open")).greeting();
+            c.expect("EHLO attacker.example", 250);
+        }
+        c.expect("RSET", 250);
+        c.expect("MAIL FROM:<attacker@example.net>", 250);
+        let r = c.cmd(&format!("RCPT TO:<{form}>"));
+        assert!(r.code >= 500, "{form} was accepted: {r}");
+    }
+    let mut c = Client::connect(s.addr("open")).greeting();
+    c.expect("EHLO attacker.example", 250);
+    c.expect("MAIL FROM:<attacker@example.net>", 250);
+    let r = c.cmd("RCPT TO:<victim@example.org>");
+    assert_eq!(r.code, 554);
+    assert!(r.text().starts_with("5.7.1"), "{r}");
+    assert_eq!(c.cmd("DATA").code, 554, "no recipients, no DATA");
+    assert!(s.outbox().is_empty());
+}
+
+#[test]
+fn submission_ports_require_auth_before_mail() {
+    let s = Server::start(Setup::default());
+    let mut c = Client::connect(s.addr("submission")).greeting();
+    c.expect("EHLO attacker.example", 250);
+    c.starttls();
+    c.expect("EHLO attacker.example", 250);
+    let r = c.expect("MAIL FROM:<attacker@example.net>", 530);
+    assert!(r.text().starts_with("5.7.0"), "{r}");
+    c.expect("RCPT TO:<victim@example.org>", 503);
+
+    let mut c = Client::connect_tls(s.addr("submissions")).greeting();
+    c.expect("EHLO attacker.example", 250);
+    c.expect("MAIL FROM:<attacker@example.net>", 530);
+}
+
+#[test]
+fn trusted_network_may_relay_without_auth() {
+    let s = Server::start(Setup::default());
+    let mut c = Client::connect(s.addr("local")).greeting();
+    c.expect("EHLO cron.local", 250);
+    let r = c.send_mail("root@localhost", &["admin@example.org"], "Subject: cron\n\nok\n");
+    assert_eq!(r.code, 250, "{r}");
+}
