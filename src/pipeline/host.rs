@@ -91,12 +91,6 @@ impl HostState {
     pub fn take_stderr(&self) -> String {
         String::from_utf8_lossy(&self.stderr.contents()).trim().to_string()
     }
-
-    /// Logs output a plugin wrote to stdout/stderr outside of a fault.
-    pub fn flush_stderr(&self) {
-        // MemoryOutputPipe cannot be drained; output normally appears only
-        // with a panic, which is reported with the fault.
-    }
 }
 
 impl WasiView for HostState {

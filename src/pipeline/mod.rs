@@ -310,7 +310,6 @@ impl SessionPipeline {
                 Some(wit::Verdict::Continue)
             }
         };
-        store.data().flush_stderr();
         Ok(verdict)
     }
 
