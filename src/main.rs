@@ -2,15 +2,6 @@
 //! WebAssembly plugins. This file is the command line; `serve` wires the
 //! configuration, the relays, the plugin pipeline and the listeners together.
 
-mod config;
-mod message;
-mod net;
-mod outbound;
-mod password;
-mod pipeline;
-mod smtp;
-mod users;
-
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use mailferry::{config, net, outbound, password, pipeline, users};
 
 #[derive(Parser)]
 #[command(name = "mailferry", version, about = "SMTP submission relay with sandboxed WebAssembly plugins")]

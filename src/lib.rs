@@ -1,0 +1,23 @@
+//! mailferry: an SMTP submission relay whose policy lives in sandboxed
+//! WebAssembly plugins.
+//!
+//! The binary (`src/main.rs`) is the command line; this library holds the
+//! parts, so benchmarks and tests can drive them directly.
+//!
+//! - [`config`]: the TOML configuration, validated up front.
+//! - [`net`]: listeners, TLS, connection limits, graceful shutdown.
+//! - [`smtp`]: the protocol: commands, replies, the DATA reader, the session.
+//! - [`pipeline`]: the wasmtime engine, plugin instances, hooks and verdicts,
+//!   and the host capabilities plugins import.
+//! - [`outbound`]: relays (upstream SMTP, outbox folder).
+//! - [`message`], [`password`], [`users`]: message headers, password hashes,
+//!   the users file.
+
+pub mod config;
+pub mod message;
+pub mod net;
+pub mod outbound;
+pub mod password;
+pub mod pipeline;
+pub mod smtp;
+pub mod users;
