@@ -78,7 +78,7 @@ impl Relays {
                     .map_err(|e| failure(true, 451, "4.3.0", format!("outbox writer failed: {e}")))
                     .and_then(|r| r.map_err(|e| failure(true, 451, "4.3.0", format!("cannot write to the outbox: {e}"))))
             }
-            RelayImpl::Smtp { cfg, tls } => send_smtp(cfg, tls, &self.hostname, envelope, message).await,
+            RelayImpl::Smtp { cfg, tls } => send_smtp(relay, cfg, tls, &self.hostname, envelope, message).await,
         };
         match &result {
             Ok(reply) => tracing::info!(session, relay, code = reply.code, text = %reply.text, "relayed"),
@@ -132,7 +132,19 @@ fn smtp_address(a: &wit::Address) -> Address<'static> {
     Address::new(a.address.clone(), params)
 }
 
-async fn send_smtp(cfg: &SmtpRelay, tls: &TlsConnector, hostname: &str, envelope: &wit::Envelope, body: Vec<u8>) -> Result<wit::Reply, SendFailure> {
+async fn send_smtp(
+    relay: &str,
+    cfg: &SmtpRelay,
+    tls: &TlsConnector,
+    hostname: &str,
+    envelope: &wit::Envelope,
+    mut body: Vec<u8>,
+) -> Result<wit::Reply, SendFailure> {
+    // mail-send ends the data with CRLF "." CRLF itself; the message's own
+    // final CRLF would otherwise become an extra empty line upstream.
+    if body.ends_with(b"\r\n") {
+        body.truncate(body.len() - 2);
+    }
     let mut builder = SmtpClientBuilder::new_with_tls_connector(cfg.host.as_str(), cfg.port, tls.clone())
         .implicit_tls(cfg.tls == TlsMode::Implicit)
         .helo_host(cfg.helo.clone().unwrap_or_else(|| hostname.to_string()))
@@ -169,7 +181,7 @@ async fn send_smtp(cfg: &SmtpRelay, tls: &TlsConnector, hostname: &str, envelope
             enhanced: Some(esc(&resp.esc, resp.code)),
             text: sanitize_text(&resp.message),
         }),
-        Err(e) => Err(map_error(e, &where_)),
+        Err(e) => Err(map_error(e, relay, &where_)),
     }
 }
 
@@ -181,29 +193,33 @@ fn esc(esc: &[u8; 3], code: u16) -> String {
     }
 }
 
-fn map_error(e: mail_send::Error, upstream: &str) -> SendFailure {
+/// Turns a mail-send error into the reply for the client. The client sees
+/// what went wrong but not where: the upstream's address and our
+/// credentials problems go to the log only.
+fn map_error(e: mail_send::Error, relay: &str, upstream: &str) -> SendFailure {
     use mail_send::Error as E;
-    match e {
+    let f = match e {
         E::UnexpectedReply(r) => {
             let temporary = r.code < 500;
             let code = if (400..600).contains(&r.code) { r.code } else { 451 };
             let enhanced = esc(&r.esc, code);
-            failure(temporary, code, &enhanced, format!("upstream {upstream} said: {}", r.message))
+            failure(temporary, code, &enhanced, format!("upstream said: {}", r.message))
         }
         E::AuthenticationFailed(r) => {
             // Our credentials are wrong: the sender's message is fine, so
             // this is temporary for them and loud for the operator.
-            tracing::error!(upstream, code = r.code, text = %r.message, "upstream rejected our credentials: check relays.*.user/password");
-            failure(true, 451, "4.7.0", "upstream authentication failed; the relay operator has been notified".into())
+            tracing::error!(relay, upstream, code = r.code, text = %r.message, "upstream rejected our credentials: check relays.{relay}.user and password");
+            failure(true, 451, "4.7.0", "the upstream relay refused our credentials; the operator must fix the relay configuration".into())
         }
-        E::Timeout => failure(true, 451, "4.4.2", format!("upstream {upstream} timed out")),
-        E::Io(io) => failure(true, 451, "4.4.1", format!("cannot reach upstream {upstream}: {io}")),
-        E::Tls(t) => failure(true, 451, "4.7.5", format!("TLS with upstream {upstream} failed: {t}")),
-        E::MissingStartTls => failure(true, 451, "4.7.4", format!("upstream {upstream} does not offer STARTTLS")),
-        other => failure(true, 451, "4.3.0", format!("upstream {upstream}: {other:?}")),
-    }
+        E::Timeout => failure(true, 451, "4.4.2", "the upstream relay timed out".into()),
+        E::Io(io) => failure(true, 451, "4.4.1", format!("cannot reach the upstream relay: {}", io.kind())),
+        E::Tls(t) => failure(true, 451, "4.7.5", format!("TLS with the upstream relay failed: {t}")),
+        E::MissingStartTls => failure(true, 451, "4.7.4", "the upstream relay does not offer STARTTLS".into()),
+        other => failure(true, 451, "4.3.0", format!("upstream relay error: {other:?}")),
+    };
+    tracing::debug!(relay, upstream, "upstream delivery failed");
+    f
 }
-
 /// Writes one message to the outbox: `<time>-<session>.eml`, with the
 /// envelope as `Return-Path:` and `X-Original-To:` fields on top (as a local
 /// delivery agent would), via a temporary file, fsynced, renamed into place,

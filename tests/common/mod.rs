@@ -476,3 +476,59 @@ impl Client {
 pub fn unfold(m: &str) -> String {
     m.replace("\r\n\t", " ").replace("\r\n ", "  ")
 }
+
+/// Makes sure an external program a test drives (swaks, curl, python3…) is
+/// installed; panics with `hint` otherwise, so a missing tool is a failure,
+/// never a silent skip. `check` are the arguments of a run that must
+/// succeed, e.g. `["-c", "import aiosmtpd"]`.
+pub fn require_program(program: &str, check: &[&str], hint: &str) {
+    match Command::new(program).args(check).stdin(Stdio::null()).output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!(
+            "`{program} {}` failed ({}): {hint}\n{}{}",
+            check.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => panic!("cannot run {program} ({e}): {hint}"),
+    }
+}
+
+/// Runs a command to completion with its output captured, killing it and
+/// panicking if it takes longer than `timeout`.
+pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let (o, e) = (out.join().unwrap(), err.join().unwrap());
+            panic!(
+                "{cmd:?} did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&o),
+                String::from_utf8_lossy(&e)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::process::Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
+}

@@ -96,7 +96,7 @@ class Handler:
             "mail_options": envelope.mail_options,
             "rcpt_options": envelope.rcpt_options,
             "helo": session.host_name,
-            "login": (session.login_data or b"").decode("utf-8", "replace"),
+            "login": getattr(session.auth_data, "login", b"").decode("utf-8", "replace"),
             "tls": self.tls_mode,
         }
         # Written under a temporary name and renamed, so a reader never sees
@@ -139,7 +139,8 @@ async def main():
     def authenticator(server, session, envelope, mechanism, auth_data):
         ok = isinstance(auth_data, LoginPassword) and auth_data.login == user and auth_data.password == password
         logging.info("AUTH %s as %r: %s", mechanism, getattr(auth_data, "login", None), "ok" if ok else "refused")
-        return AuthResult(success=ok)  # refused -> 535 5.7.8
+        # handled=False: aiosmtpd sends the reply, 535 5.7.8 on refusal.
+        return AuthResult(success=ok, handled=False, auth_data=auth_data)
 
     implicit = args.implicit_tls
     handler = Handler(args.out, "implicit" if implicit else "starttls")

@@ -1,0 +1,539 @@
+//! smtp-forward in synchronous mode against a real upstream: the stand-in
+//! smarthost in tests/support/upstream.py (aiosmtpd), which like SES or
+//! SendGrid requires STARTTLS and AUTH and stores every message it accepts
+//! byte for byte. Each test starts its own upstream and its own mailferry.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The upstream's account, as configured in `[relays.up]`.
+const UP_USER: &str = "relay-user@example.net";
+/// Reaches the server only through `${MF_TEST_UPSTREAM_PW}` in its config.
+const UP_PASSWORD: &str = "Up-s3cret-9f27c1";
+const UP_PASSWORD_VAR: &str = "MF_TEST_UPSTREAM_PW";
+
+const FORWARD_PLUGINS: &str = r#"
+[[plugins]]
+name = "auth-flat-file"
+grants = ["password"]
+read_dirs = ["auth"]
+[plugins.config]
+users = "/auth/users"
+
+[[plugins]]
+name = "smtp-forward"
+grants = ["outbound"]
+[plugins.config]
+relay = "up"
+"#;
+
+/// The server inherits the test process's environment; set the upstream
+/// password there once, before any server starts.
+fn export_upstream_password() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| std::env::set_var(UP_PASSWORD_VAR, UP_PASSWORD));
+}
+
+// ---------------------------------------------------------------------------
+// The stand-in upstream.
+
+/// `tests/support/upstream.py`, running. Killed when dropped.
+struct Upstream {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+    /// The CA certificate that signed the upstream's certificate.
+    ca: PathBuf,
+}
+
+/// One message the upstream accepted.
+struct Stored {
+    eml: Vec<u8>,
+    meta: serde_json::Value,
+}
+
+impl Upstream {
+    fn start() -> Upstream {
+        Self::start_with(&[])
+    }
+
+    fn start_implicit_tls() -> Upstream {
+        Self::start_with(&["--implicit-tls"])
+    }
+
+    fn start_with(extra: &[&str]) -> Upstream {
+        require_program("python3", &["-c", "import aiosmtpd"], "python3 with aiosmtpd is needed: pip install aiosmtpd");
+        require_program("openssl", &["version"], "the openssl CLI is needed to make the upstream's certificate");
+        let dir = tempfile::tempdir().unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/upstream.py");
+        let log = std::fs::File::create(dir.path().join("upstream.log")).unwrap();
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .arg("--out")
+            .arg(dir.path().join("out"))
+            .arg("--certdir")
+            .arg(dir.path().join("cert"))
+            .args(["--user", UP_USER, "--password", UP_PASSWORD])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start python3 tests/support/upstream.py");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let mut ca = None;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let port = loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    if let Some(p) = line.strip_prefix("CA ") {
+                        ca = Some(PathBuf::from(p));
+                    } else if let Some(p) = line.strip_prefix("PORT ") {
+                        break p.trim().parse::<u16>().unwrap();
+                    }
+                }
+                Err(_) => {
+                    let exited = child.try_wait().unwrap();
+                    if exited.is_some() || Instant::now() > deadline {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        let log = std::fs::read_to_string(dir.path().join("upstream.log")).unwrap_or_default();
+                        panic!("upstream.py did not start ({exited:?}):\n{log}");
+                    }
+                }
+            }
+        };
+        let ca = ca.expect("upstream.py printed no CA line");
+        Upstream { child, dir, port, ca }
+    }
+
+    /// Messages stored so far, in the order received.
+    fn messages(&self) -> Vec<Stored> {
+        let out = self.dir.path().join("out");
+        let mut n = 1;
+        let mut stored = Vec::new();
+        while let Ok(eml) = std::fs::read(out.join(format!("{n}.eml"))) {
+            let meta = std::fs::read(out.join(format!("{n}.json"))).unwrap();
+            stored.push(Stored { eml, meta: serde_json::from_slice(&meta).unwrap() });
+            n += 1;
+        }
+        let files = std::fs::read_dir(&out).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(files, 2 * stored.len(), "stray files in the upstream's folder {}", out.display());
+        stored
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("upstream.log")).unwrap_or_default()
+    }
+
+    /// `[relays.up]` pointing here, with `extra` lines added to the table.
+    fn relay(&self, tls: &str, extra: &str) -> String {
+        format!(
+            "\n[relays.up]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"{tls}\"\nuser = \"{UP_USER}\"\n\
+             password = \"${{{UP_PASSWORD_VAR}}}\"\ntimeout_secs = 20\n{extra}\n",
+            self.port
+        )
+    }
+
+    /// The usual relay: STARTTLS, verified against the upstream's CA.
+    fn verified_relay(&self) -> String {
+        self.relay("starttls", &format!("ca_file = {:?}\n", self.ca.to_str().unwrap()))
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers.
+
+fn start_server(relay: String) -> Server {
+    export_upstream_password();
+    Server::start(Setup {
+        plugins: Some(FORWARD_PLUGINS.into()),
+        users: users_with_all_schemes(),
+        extra: relay,
+        ..Default::default()
+    })
+}
+
+/// A client on `submission`, after STARTTLS and AUTH as alice.
+fn submitter(server: &Server) -> Client {
+    let mut c = Client::connect(server.addr("submission")).greeting();
+    c.expect("EHLO client.example", 250);
+    c.starttls();
+    c.expect("EHLO client.example", 250);
+    let r = c.auth_plain("alice@example.com", "wonderland");
+    assert_eq!(r.code, 235, "AUTH: {r}");
+    c
+}
+
+/// One transaction with a raw MAIL command (for parameters) and a raw CRLF
+/// message, dot-stuffed here; returns the reply to the final dot.
+fn transaction(c: &mut Client, mail: &str, rcpts: &[&str], message: &[u8]) -> Resp {
+    c.expect(mail, 250);
+    for r in rcpts {
+        c.expect(&format!("RCPT TO:<{r}>"), 250);
+    }
+    c.expect("DATA", 354);
+    assert!(message.ends_with(b"\r\n"), "test messages end with CRLF");
+    let mut stuffed = Vec::with_capacity(message.len() + 1024);
+    for line in message.split_inclusive(|&b| b == b'\n') {
+        if line.starts_with(b".") {
+            stuffed.push(b'.');
+        }
+        stuffed.extend_from_slice(line);
+    }
+    stuffed.extend_from_slice(b".\r\n");
+    c.send_raw(&stuffed);
+    c.read()
+}
+
+fn send(c: &mut Client, from: &str, rcpts: &[&str], message: &[u8]) -> Resp {
+    transaction(c, &format!("MAIL FROM:<{from}>"), rcpts, message)
+}
+
+/// Header fields (each with its folded continuation lines and CRLF) and the
+/// rest of the message from the blank line on.
+fn split_header(message: &[u8]) -> (Vec<&[u8]>, &[u8]) {
+    let mut fields: Vec<(usize, usize)> = Vec::new();
+    let mut pos = 0;
+    while pos < message.len() && !message[pos..].starts_with(b"\r\n") {
+        let end = message[pos..].windows(2).position(|w| w == b"\r\n").map(|i| pos + i + 2).unwrap_or(message.len());
+        match fields.last_mut() {
+            Some(last) if message[pos] == b' ' || message[pos] == b'\t' => last.1 = end,
+            _ => fields.push((pos, end)),
+        }
+        pos = end;
+    }
+    (fields.iter().map(|&(s, e)| &message[s..e]).collect(), &message[pos..])
+}
+
+fn field_name(field: &[u8]) -> String {
+    let colon = field.iter().position(|&b| b == b':').unwrap_or(0);
+    String::from_utf8_lossy(&field[..colon]).to_ascii_lowercase()
+}
+
+/// Checks what mailferry added to `original` on the way to the upstream and
+/// returns the upstream's copy without it: a `Received:` field on top, and
+/// `Message-ID:`/`Date:` at the end of the header when the original had none.
+fn strip_added(upstream: &[u8], original: &[u8]) -> Vec<u8> {
+    let (orig_fields, _) = split_header(original);
+    let (mut fields, rest) = split_header(upstream);
+    assert!(!fields.is_empty(), "upstream copy has no header:\n{}", String::from_utf8_lossy(upstream));
+    let received = fields.remove(0);
+    assert_eq!(field_name(received), "received", "first field is not mailferry's Received: {}", String::from_utf8_lossy(received));
+    let received = String::from_utf8_lossy(received).split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(received.contains("by mx.test.example (mailferry) with ESMTPSA"), "{received}");
+    for name in ["message-id", "date"] {
+        if orig_fields.iter().any(|f| field_name(f) == name) {
+            continue;
+        }
+        let at: Vec<usize> = fields.iter().enumerate().filter(|(_, f)| field_name(f) == name).map(|(i, _)| i).collect();
+        assert_eq!(at.len(), 1, "expected one added {name} field: {}", String::from_utf8_lossy(upstream));
+        assert!(at[0] >= orig_fields.len(), "added {name} is not at the end of the header");
+        let field = String::from_utf8_lossy(fields.remove(at[0])).into_owned();
+        if name == "message-id" {
+            assert!(field.trim_end().ends_with("@mx.test.example>"), "{field}");
+        }
+    }
+    let mut out: Vec<u8> = fields.concat();
+    out.extend_from_slice(rest);
+    out
+}
+
+/// `assert_eq!` for large byte strings: reports the first difference.
+fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
+    if got == want {
+        return;
+    }
+    let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+    let show = |b: &[u8]| {
+        let from = at.saturating_sub(80);
+        format!("{:?}", String::from_utf8_lossy(&b[from..(at + 80).min(b.len())]))
+    };
+    panic!(
+        "{what}: differs at octet {at} (got {} octets, want {})\n got: …{}\nwant: …{}",
+        got.len(),
+        want.len(),
+        show(got),
+        show(want)
+    );
+}
+
+/// The one message the upstream stored, checked against what was submitted.
+fn assert_relayed(up: &Upstream, original: &[u8], from: &str, rcpts: &[&str]) -> Stored {
+    let mut msgs = up.messages();
+    assert_eq!(msgs.len(), 1, "upstream should hold exactly one message\n{}", up.log());
+    let m = msgs.remove(0);
+    assert_eq!(m.meta["mail_from"], from, "{}", m.meta);
+    assert_eq!(m.meta["rcpt_tos"], serde_json::json!(rcpts), "{}", m.meta);
+    assert_eq!(m.meta["login"], UP_USER, "mailferry did not log in as the configured user: {}", m.meta);
+    assert_eq!(m.meta["helo"], "mx.test.example", "{}", m.meta);
+    let got = strip_added(&m.eml, original);
+    // Named on its own because it hides behind every other comparison: the
+    // DATA terminator written as "\r\n.\r\n" after a message that already
+    // ends in CRLF adds an empty line to the end of every message.
+    assert!(
+        !(got.len() == original.len() + 2 && got.starts_with(original) && got.ends_with(b"\r\n")),
+        "the message reached the upstream intact except for an extra CRLF (an empty line) appended at its end ({} octets instead of {})",
+        got.len(),
+        original.len()
+    );
+    assert_same_bytes(&got, original, "message at the upstream vs. as submitted");
+    m
+}
+
+fn assert_accepted_upstream(r: &Resp, n: usize) {
+    assert_eq!(r.code, 250, "{r}");
+    assert!(r.text().contains(&format!("Ok: queued as {n}")), "the upstream's text should be in the reply: {r}");
+}
+
+fn assert_no_secret_in_logs(server: &Server, secret: &str) {
+    assert!(!server.log_text().contains(secret), "the upstream password appears in the server log");
+}
+
+/// A port on which nothing listens (bound once, then released).
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+const SIMPLE: &[u8] = b"From: Alice <alice@example.com>\r\nTo: bob@example.org\r\n\
+Subject: simple\r\nDate: Mon, 2 Jun 2025 10:00:00 +0000\r\nMessage-ID: <simple.1@client.example>\r\n\r\nhello\r\n";
+
+// ---------------------------------------------------------------------------
+// Delivery.
+
+#[test]
+fn relays_byte_for_byte_over_starttls_with_auth() {
+    let up = Upstream::start();
+    let server = start_server(up.verified_relay());
+    let mut c = submitter(&server);
+    // No Message-ID or Date (mailferry adds them); folding, tabs, trailing
+    // spaces and odd spacing that a rewriting relay would normalise.
+    let original: &[u8] = b"From: \"Alice Liddell\" <alice@example.com>\r\n\
+To: bob@example.org,\r\n\tcarol@example.net\r\n\
+Subject: a folded\r\n  subject   with  spaces \r\n\
+X-Weird:no-space-after-colon\r\n\
+X-Empty:\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/alternative; boundary=\"b1\"\r\n\
+\r\n\
+--b1\r\nContent-Type: text/plain\r\n\r\nline one\r\n\ttabbed line   \r\n\r\n\r\n--b1--\r\n";
+    let r = send(&mut c, "alice@example.com", &["bob@example.org", "carol@example.net"], original);
+    assert_accepted_upstream(&r, 1);
+    let m = assert_relayed(&up, original, "alice@example.com", &["bob@example.org", "carol@example.net"]);
+    assert_eq!(m.meta["tls"], "starttls");
+    assert_eq!(m.meta["mail_options"], serde_json::json!([]), "no parameters were given: {}", m.meta);
+    assert_no_secret_in_logs(&server, UP_PASSWORD);
+    c.expect("QUIT", 221);
+}
+
+#[test]
+fn lines_starting_with_dots_survive_both_hops() {
+    let up = Upstream::start();
+    let server = start_server(up.verified_relay());
+    let mut c = submitter(&server);
+    let original: &[u8] = b"From: alice@example.com\r\nTo: bob@example.org\r\nSubject: dots\r\n\
+Date: Mon, 2 Jun 2025 10:00:00 +0000\r\nMessage-ID: <dots.1@client.example>\r\n\r\n\
+.\r\n..\r\n...\r\n.leading dot\r\n..two leading dots\r\n .space then dot\r\nmiddle . dot\r\n\r\n.\r\n";
+    let r = send(&mut c, "alice@example.com", &["bob@example.org"], original);
+    assert_accepted_upstream(&r, 1);
+    assert_relayed(&up, original, "alice@example.com", &["bob@example.org"]);
+}
+
+#[test]
+fn two_megabyte_message_arrives_intact() {
+    let up = Upstream::start();
+    let server = start_server(up.verified_relay());
+    let mut c = submitter(&server);
+    let mut original = b"From: alice@example.com\r\nTo: bob@example.org\r\nSubject: big\r\n\
+Date: Mon, 2 Jun 2025 10:00:00 +0000\r\nMessage-ID: <big.1@client.example>\r\n\r\n"
+        .to_vec();
+    let mut i: u64 = 0;
+    while original.len() < 2 * 1024 * 1024 {
+        // Varied lines (every 7th starts with a dot) so that a lost, repeated
+        // or reordered chunk cannot go unnoticed.
+        let lead = if i % 7 == 0 { "." } else { "" };
+        let line = format!("{lead}{i:08} {}\r\n", format!("{:x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).repeat(4));
+        original.extend_from_slice(line.as_bytes());
+        i += 1;
+    }
+    let r = send(&mut c, "alice@example.com", &["bob@example.org"], &original);
+    assert_accepted_upstream(&r, 1);
+    assert_relayed(&up, &original, "alice@example.com", &["bob@example.org"]);
+}
+
+#[test]
+fn eight_bit_body_with_body_8bitmime() {
+    let up = Upstream::start();
+    let server = start_server(up.verified_relay());
+    let mut c = submitter(&server);
+    let original = "From: alice@example.com\r\nTo: bob@example.org\r\nSubject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=\r\n\
+Date: Mon, 2 Jun 2025 10:00:00 +0000\r\nMessage-ID: <8bit.1@client.example>\r\nMIME-Version: 1.0\r\n\
+Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
+Grüße aus Köln — 日本語のテキスト — 🚀\r\nÿ\u{a0}non-breaking\r\n";
+    let r = transaction(&mut c, "MAIL FROM:<alice@example.com> BODY=8BITMIME", &["bob@example.org"], original.as_bytes());
+    assert_accepted_upstream(&r, 1);
+    let m = assert_relayed(&up, original.as_bytes(), "alice@example.com", &["bob@example.org"]);
+    assert_eq!(m.meta["mail_options"], serde_json::json!(["BODY=8BITMIME"]), "BODY=8BITMIME must be passed upstream: {}", m.meta);
+}
+
+#[test]
+fn smtputf8_addresses_are_relayed() {
+    let up = Upstream::start();
+    let server = start_server(up.verified_relay());
+    let mut c = submitter(&server);
+    let original = "From: Jösé <jösé@exämple.com>\r\nTo: üsér@exämple.org\r\nSubject: ünïcödé\r\n\
+Date: Mon, 2 Jun 2025 10:00:00 +0000\r\nMessage-ID: <utf8.1@client.example>\r\nMIME-Version: 1.0\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\r\nñ\r\n";
+    let r = transaction(&mut c, "MAIL FROM:<jösé@exämple.com> SMTPUTF8", &["üsér@exämple.org"], original.as_bytes());
+    assert_accepted_upstream(&r, 1);
+    let m = assert_relayed(&up, original.as_bytes(), "jösé@exämple.com", &["üsér@exämple.org"]);
+    assert_eq!(m.meta["mail_options"], serde_json::json!(["SMTPUTF8"]), "SMTPUTF8 must be passed upstream: {}", m.meta);
+}
+
+// ---------------------------------------------------------------------------
+// Upstream refusals.
+
+#[test]
+fn upstream_rcpt_tempfail_is_451_and_nothing_is_delivered() {
+    let up = Upstream::start();
+    let server = start_server(up.verified_relay());
+    let mut c = submitter(&server);
+    // One good and one failing recipient: delivering to bob and answering
+    // 451 would make the client retry and bob get the message twice.
+    let r = send(&mut c, "alice@example.com", &["bob@example.org", "tempfail@example.org"], SIMPLE);
+    assert_eq!(r.code, 451, "{r}");
+    assert!(r.text().starts_with("4.3.0 "), "upstream's enhanced code kept: {r}");
+    assert!(r.text().contains("try later"), "upstream's text passed on: {r}");
+    assert!(up.messages().is_empty(), "upstream stored something after a RCPT failure");
+    // The session goes on and the next message is delivered.
+    let r = send(&mut c, "alice@example.com", &["bob@example.org"], SIMPLE);
+    assert_accepted_upstream(&r, 1);
+    assert_relayed(&up, SIMPLE, "alice@example.com", &["bob@example.org"]);
+}
+
+#[test]
+fn upstream_rcpt_permfail_is_550_with_the_upstream_text() {
+    let up = Upstream::start();
+    let server = start_server(up.verified_relay());
+    let mut c = submitter(&server);
+    let r = send(&mut c, "alice@example.com", &["permfail@example.org"], SIMPLE);
+    assert_eq!(r.code, 550, "{r}");
+    assert!(r.text().starts_with("5.1.1 "), "{r}");
+    assert!(r.text().contains("no such user"), "{r}");
+    assert!(up.messages().is_empty());
+}
+
+#[test]
+fn upstream_data_tempfail_is_451_and_permfail_is_554() {
+    let up = Upstream::start();
+    let server = start_server(up.verified_relay());
+    let mut c = submitter(&server);
+    let r = send(&mut c, "alice@example.com", &["datatemp@example.org"], SIMPLE);
+    assert_eq!(r.code, 451, "{r}");
+    assert!(r.text().starts_with("4.3.1 "), "{r}");
+    assert!(r.text().contains("452") && r.text().contains("insufficient system storage"), "upstream code and text passed on: {r}");
+    let r = send(&mut c, "alice@example.com", &["dataperm@example.org"], SIMPLE);
+    assert_eq!(r.code, 554, "{r}");
+    assert!(r.text().starts_with("5.6.0 "), "{r}");
+    assert!(r.text().contains("message content rejected"), "{r}");
+    assert!(up.messages().is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// Connection, credentials and TLS problems.
+
+#[test]
+fn upstream_down_is_451_4_4_1_quickly() {
+    export_upstream_password();
+    let relay = format!(
+        "\n[relays.up]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"starttls\"\nuser = \"{UP_USER}\"\npassword = \"${{{UP_PASSWORD_VAR}}}\"\ntimeout_secs = 20\n",
+        closed_port()
+    );
+    let server = start_server(relay);
+    let mut c = submitter(&server);
+    let started = Instant::now();
+    let r = send(&mut c, "alice@example.com", &["bob@example.org"], SIMPLE);
+    let took = started.elapsed();
+    assert_eq!(r.code, 451, "{r}");
+    assert!(r.text().starts_with("4.4.1 "), "{r}");
+    assert!(took < Duration::from_secs(5), "a refused connection took {took:?} to report");
+}
+
+#[test]
+fn wrong_upstream_password_is_temporary_and_loud() {
+    let up = Upstream::start();
+    let wrong = "Wrong-pw-0d41e7";
+    let relay = format!(
+        "\n[relays.up]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"starttls\"\nuser = \"{UP_USER}\"\npassword = \"{wrong}\"\nca_file = {:?}\n",
+        up.port,
+        up.ca.to_str().unwrap()
+    );
+    let server = start_server(relay);
+    let mut c = submitter(&server);
+    let r = send(&mut c, "alice@example.com", &["bob@example.org"], SIMPLE);
+    // The sender's message is fine; the operator's configuration is not.
+    assert_eq!(r.code, 451, "{r}");
+    assert!(up.log().contains("refused"), "the upstream should have seen a failed AUTH:\n{}", up.log());
+    let line = server.wait_log(&["\"level\":\"ERROR\"", "credentials"]);
+    assert!(line.contains("relays"), "the log line should say where to fix it: {line}");
+    assert!(up.messages().is_empty());
+    assert_no_secret_in_logs(&server, wrong);
+}
+
+#[test]
+fn unverifiable_upstream_certificate_is_451_and_nothing_is_delivered() {
+    let up = Upstream::start();
+    // No ca_file: the upstream's private CA is not trusted.
+    let server = start_server(up.relay("starttls", ""));
+    let mut c = submitter(&server);
+    let r = send(&mut c, "alice@example.com", &["bob@example.org"], SIMPLE);
+    assert_eq!(r.code, 451, "{r}");
+    assert!(r.text().starts_with("4.7.5 "), "a TLS failure (RFC 3463: 4.7.5 cryptographic failure): {r}");
+    assert!(up.messages().is_empty());
+    let log = server.wait_log(&["relay refused or failed"]);
+    assert!(log.to_lowercase().contains("certificate"), "the log should name the certificate problem: {log}");
+    assert!(!up.log().contains(">> b'AUTH"), "credentials must not be sent over an unverified connection:\n{}", up.log());
+}
+
+#[test]
+fn verify_certificate_false_delivers_to_an_unverifiable_upstream() {
+    let up = Upstream::start();
+    let server = start_server(up.relay("starttls", "verify_certificate = false\n"));
+    let mut c = submitter(&server);
+    let r = send(&mut c, "alice@example.com", &["bob@example.org"], SIMPLE);
+    assert_accepted_upstream(&r, 1);
+    assert_relayed(&up, SIMPLE, "alice@example.com", &["bob@example.org"]);
+}
+
+#[test]
+fn implicit_tls_upstream() {
+    let up = Upstream::start_implicit_tls();
+    let server = start_server(up.relay("implicit", &format!("ca_file = {:?}\n", up.ca.to_str().unwrap())));
+    let mut c = submitter(&server);
+    let r = send(&mut c, "alice@example.com", &["bob@example.org"], SIMPLE);
+    assert_accepted_upstream(&r, 1);
+    let m = assert_relayed(&up, SIMPLE, "alice@example.com", &["bob@example.org"]);
+    assert_eq!(m.meta["tls"], "implicit");
+}
