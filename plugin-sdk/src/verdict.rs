@@ -106,9 +106,10 @@ impl Verdict {
     pub fn reply(&self) -> Option<&Reply> {
         match self {
             Verdict::Continue => None,
-            Verdict::Accept(r) | Verdict::Deny(r) | Verdict::DenySoft(r) | Verdict::DenyDisconnect(r) => {
-                r.as_ref()
-            }
+            Verdict::Accept(r)
+            | Verdict::Deny(r)
+            | Verdict::DenySoft(r)
+            | Verdict::DenyDisconnect(r) => r.as_ref(),
         }
     }
 }

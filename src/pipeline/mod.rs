@@ -37,7 +37,7 @@ wasmtime::component::bindgen!({
     with: { "mailferry:plugin/message.message": MessageHandle },
 });
 
-pub use mailferry::plugin::types as wit;
+pub use self::mailferry::plugin::types as wit;
 
 /// The hooks, in session order. The discriminant indexes per-plugin bit masks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
