@@ -59,6 +59,11 @@ fn pipeline(plugins: usize, wasm: &Path, state: &Path) -> Arc<Pipeline> {
     Arc::new(Pipeline::load(&config, relays).expect("pipeline"))
 }
 
+async fn checked(p: Arc<Pipeline>) -> Arc<Pipeline> {
+    p.init_plugins().await.expect("plugins start");
+    p
+}
+
 fn session_data() -> Arc<Mutex<SessionData>> {
     let data = SessionData {
         connection: Some(wit::Connection {
@@ -155,6 +160,8 @@ fn main() {
     let none = pipeline(0, &wasm, state.path());
     let four = pipeline(4, &wasm, state.path());
     rt.block_on(async {
+        let none = checked(none).await;
+        let four = checked(four).await;
         // Warm up: compile caches, page in code, fill the instance pool.
         per_connection(&four).await;
         per_message(&four).await;

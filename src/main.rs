@@ -138,6 +138,7 @@ fn serve(config: config::Config) -> Result<()> {
             // Compiling plugins is CPU work; keep it off the async workers.
             tokio::task::spawn_blocking(move || pipeline::Pipeline::load(&config, relays)).await??
         };
+        pipeline.init_plugins().await?;
         tracing::info!(plugins = ?pipeline.plugin_names(), relays = ?relays.names(), "plugins loaded");
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -171,7 +172,9 @@ fn check(config: config::Config) -> Result<()> {
     let rt = runtime()?;
     let pipeline = rt.block_on(async {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || pipeline::Pipeline::load(&config, relays)).await?
+        let pipeline = tokio::task::spawn_blocking(move || pipeline::Pipeline::load(&config, relays)).await??;
+        pipeline.init_plugins().await?;
+        anyhow::Ok(pipeline)
     })?;
     println!(
         "{}: OK ({} listeners; plugins: {}; relays: {})",

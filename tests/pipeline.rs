@@ -204,3 +204,16 @@ fn check_command_validates_the_configuration() {
     assert!(err.contains("require_auth = true with tls = \"none\""), "{err}");
     assert!(err.contains("not a built-in plugin"), "{err}");
 }
+
+#[test]
+fn bad_plugin_config_stops_the_start_with_the_reason() {
+    let err = Server::try_start(Setup {
+        plugins: Some(
+            "[[plugins]]\nname = \"smtp-forward\"\ngrants = [\"outbound\"]\n[plugins.config]\nrelya = \"outbox\"\n".into(),
+        ),
+        ..Default::default()
+    })
+    .err()
+    .expect("server started with a misspelt plugin setting");
+    assert!(err.contains("smtp-forward") && err.contains("relya"), "{err}");
+}

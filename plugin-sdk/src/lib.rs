@@ -79,13 +79,19 @@
 //!
 //! # Lifecycle
 //!
-//! The server instantiates a plugin's component once per SMTP connection.
-//! The first hook call parses the plugin's configuration table (TOML, into
-//! [`Plugin::Config`]) and calls [`Plugin::new`]; the value then lives until
-//! the connection ends, so per-connection state can sit in `Cell`s and
-//! `RefCell`s. If the configuration does not parse or `new` fails, the hook
-//! call traps: the host logs the reason under the plugin's name and answers
-//! that step with `451 4.3.0`. A panic, an endless loop or a memory blow-up
+//! At start-up (and in `mailferry check`) the server creates one probe
+//! instance of each plugin and asks it to parse its configuration table
+//! (TOML, into [`Plugin::Config`]) and run [`Plugin::new`]: an error there
+//! stops the server with the reason, so a typo in the configuration is found
+//! before any mail arrives.
+//!
+//! Then the server instantiates a plugin's component once per SMTP
+//! connection. The first hook call parses the configuration and calls
+//! [`Plugin::new`] again; the value lives until the connection ends, so
+//! per-connection state can sit in `Cell`s and `RefCell`s. If `new` fails
+//! now (say, it reads a file that has changed), the hook call traps: the host
+//! logs the reason under the plugin's name and answers that step with
+//! `451 4.3.0`. A panic, an endless loop or a memory blow-up
 //! in any hook ends the same way, for that connection only.
 //!
 //! # Capabilities and grants
@@ -220,17 +226,22 @@ macro_rules! export_plugin {
         const _: () = {
             struct __MailferryExport;
 
+            // One instance per component instance; wasm32-wasip2 has one
+            // thread, so this is a plain static in disguise.
+            ::std::thread_local! {
+                static INSTANCE: ::core::cell::OnceCell<$plugin> =
+                    const { ::core::cell::OnceCell::new() };
+            }
+
             impl $crate::__private::Exported for __MailferryExport {
                 type Plugin = $plugin;
 
                 fn with_plugin<R>(f: impl FnOnce(&$plugin, &$crate::Host) -> R) -> R {
-                    // One instance per component instance; wasm32-wasip2 has
-                    // one thread, so this is a plain static in disguise.
-                    ::std::thread_local! {
-                        static INSTANCE: ::core::cell::OnceCell<$plugin> =
-                            const { ::core::cell::OnceCell::new() };
-                    }
                     INSTANCE.with(|slot| $crate::__private::with_instance(slot, f))
+                }
+
+                fn init() -> ::core::result::Result<(), ::std::string::String> {
+                    INSTANCE.with(|slot| $crate::__private::try_init(slot))
                 }
             }
 
@@ -252,5 +263,5 @@ macro_rules! export_plugin {
 #[doc(hidden)]
 pub mod __private {
     #[cfg(target_arch = "wasm32")]
-    pub use crate::wasm::{bindings, with_instance, Adapter, Exported};
+    pub use crate::wasm::{bindings, try_init, with_instance, Adapter, Exported};
 }

@@ -201,6 +201,21 @@ impl From<Verdict> for wit::types::Verdict {
 pub trait Exported: 'static {
     type Plugin: Plugin;
     fn with_plugin<R>(f: impl FnOnce(&Self::Plugin, &Host) -> R) -> R;
+    fn init() -> Result<(), String>;
+}
+
+/// Creates the instance's plugin now, reporting a failure instead of
+/// trapping (the `init` export).
+pub fn try_init<P: Plugin>(slot: &OnceCell<P>) -> Result<(), String> {
+    if slot.get().is_some() {
+        return Ok(());
+    }
+    let host = Host {
+        backend: HostBackend,
+    };
+    let plugin = instantiate::<P>(&host)?;
+    let _ = slot.set(plugin);
+    Ok(())
 }
 
 /// Runs `f` on the component instance's plugin, creating it on first use.
@@ -213,8 +228,10 @@ pub fn with_instance<P: Plugin, R>(slot: &OnceCell<P>, f: impl FnOnce(&P, &Host)
     let plugin = slot.get_or_init(|| match instantiate::<P>(&host) {
         Ok(plugin) => plugin,
         Err(e) => {
-            // The WIT has no init export: failing to start traps the hook
-            // call, which the host logs and answers with 451 4.3.0. Log
+            // The host's start-up `init` call already checked this config,
+            // so this is rare (e.g. `new` depends on a file that changed).
+            // Failing to start traps the hook call, which the host logs and
+            // answers with 451 4.3.0. Log
             // first so the reason reaches the host's log tagged with the
             // plugin's name, not only WASI stderr.
             host.error(format!("plugin failed to start: {e}"));
@@ -234,6 +251,10 @@ fn hook<E: Exported>(call: impl FnOnce(&E::Plugin, &Host) -> Verdict) -> Option<
 }
 
 impl<E: Exported> wit_hooks::Guest for Adapter<E> {
+    fn init() -> Result<(), String> {
+        E::init()
+    }
+
     fn connect() -> Option<WitVerdict> {
         hook::<E>(|p, h| p.connect(h))
     }

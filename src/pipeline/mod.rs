@@ -159,6 +159,50 @@ impl Pipeline {
         })
     }
 
+    /// Calls every plugin's `init` once on a probe instance, so a plugin
+    /// whose configuration it cannot use stops the start with its reason.
+    pub async fn init_plugins(&self) -> Result<()> {
+        for plugin in &self.plugins {
+            let data = Arc::new(Mutex::new(SessionData {
+                connection: Some(wit::Connection {
+                    id: "startup".into(),
+                    listener: String::new(),
+                    remote_ip: "0.0.0.0".into(),
+                    remote_port: 0,
+                    local_ip: "0.0.0.0".into(),
+                    local_port: 0,
+                    tls: false,
+                    helo: None,
+                    auth_user: None,
+                    trusted: false,
+                }),
+                ..Default::default()
+            }));
+            let state = HostState::new(plugin.clone(), data, self.relays.clone(), self.call_timeout, self.memory_limit)?;
+            let mut store = Store::new(&self.engine, state);
+            sandbox::configure_store(&mut store);
+            sandbox::begin_call(&mut store);
+            let result = match plugin.pre.instantiate_async(&mut store).await {
+                Ok(bindings) => {
+                    sandbox::begin_call(&mut store);
+                    bindings.mailferry_plugin_hooks().call_init(&mut store).await
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(message)) => anyhow::bail!("plugin {:?} cannot start: {message} (check its [plugins.config])", plugin.name),
+                Err(e) => anyhow::bail!(
+                    "plugin {:?} failed while starting: {} {}",
+                    plugin.name,
+                    sandbox::describe_fault(&e),
+                    store.data().take_stderr()
+                ),
+            }
+        }
+        Ok(())
+    }
+
     pub fn plugin_names(&self) -> Vec<&str> {
         self.plugins.iter().map(|p| p.name.as_str()).collect()
     }
