@@ -19,20 +19,6 @@ const UP_USER: &str = "relay-user@example.net";
 const UP_PASSWORD: &str = "Up-s3cret-9f27c1";
 const UP_PASSWORD_VAR: &str = "MF_TEST_UPSTREAM_PW";
 
-const FORWARD_PLUGINS: &str = r#"
-[[plugins]]
-name = "auth-flat-file"
-grants = ["password"]
-read_dirs = ["auth"]
-[plugins.config]
-users = "/auth/users"
-
-[[plugins]]
-name = "smtp-forward"
-grants = ["outbound"]
-[plugins.config]
-relay = "up"
-"#;
 
 /// The server inherits the test process's environment; set the upstream
 /// password there once, before any server starts.
@@ -168,7 +154,8 @@ impl Drop for Upstream {
 fn start_server(relay: String) -> Server {
     export_upstream_password();
     Server::start(Setup {
-        plugins: Some(FORWARD_PLUGINS.into()),
+        // The default pipeline, with smtp-forward pointed at the stand-in.
+        plugins: Some(DEFAULT_PLUGINS.replace("relay = \"outbox\"", "relay = \"up\"")),
         users: users_with_all_schemes(),
         extra: relay,
         ..Default::default()

@@ -158,9 +158,7 @@ fn queue_with_no_taker_is_451() {
         ..Default::default()
     });
     let mut c = local(&s);
-    c.expect("MAIL FROM:<a@example.com>", 250);
-    c.expect("RCPT TO:<b@example.org>", 250);
-    c.expect("DATA", 354);
+    c.begin_data("a@example.com", "b@example.org");
     c.send_raw(b"Subject: x\r\n\r\ny\r\n.\r\n");
     let r = c.read();
     assert_eq!(r.code, 451, "{r}");

@@ -226,24 +226,18 @@ fn long_command_line_is_refused_and_session_continues() {
 fn long_text_line_nul_and_bare_lf_in_message() {
     let s = Server::start(Setup::default());
     let mut c = local(&s);
-    c.expect("MAIL FROM:<a@example.com>", 250);
-    c.expect("RCPT TO:<b@example.org>", 250);
-    c.expect("DATA", 354);
+    c.begin_data("a@example.com", "b@example.org");
     c.send(&"y".repeat(999));
     c.send(".");
     let r = c.read();
     assert_eq!(r.code, 550, "999 octets + CRLF is over 1000: {r}");
 
-    c.expect("MAIL FROM:<a@example.com>", 250);
-    c.expect("RCPT TO:<b@example.org>", 250);
-    c.expect("DATA", 354);
+    c.begin_data("a@example.com", "b@example.org");
     c.send(&"y".repeat(998));
     c.send(".");
     assert_eq!(c.read().code, 250, "998 octets + CRLF is allowed");
 
-    c.expect("MAIL FROM:<a@example.com>", 250);
-    c.expect("RCPT TO:<b@example.org>", 250);
-    c.expect("DATA", 354);
+    c.begin_data("a@example.com", "b@example.org");
     c.send_raw(b"Subject: nul\r\n\r\na\x00b\r\n.\r\n");
     let r = c.read();
     assert_eq!(r.code, 550, "{r}");

@@ -19,12 +19,19 @@ const CASES: &[(&str, &[u8])] = &[
 
 const SMUGGLED: &[u8] = b"MAIL FROM:<ceo@bank.example>\r\nRCPT TO:<victim@example.org>\r\nDATA\r\nSubject: smuggled\r\n\r\nsend money\r\n";
 
+/// Sends `text`, then `seq`, the smuggled transaction and a real end of data.
+fn send_smuggling(c: &mut Client, text: &[u8], seq: &[u8]) {
+    let mut data = text.to_vec();
+    data.extend_from_slice(seq);
+    data.extend_from_slice(SMUGGLED);
+    data.extend_from_slice(b"\r\n.\r\n");
+    c.send_raw(&data);
+}
+
 fn session(s: &Server) -> Client {
     let mut c = Client::connect(s.addr("local")).greeting();
     c.expect("EHLO client.test", 250);
-    c.expect("MAIL FROM:<a@example.com>", 250);
-    c.expect("RCPT TO:<b@example.org>", 250);
-    c.expect("DATA", 354);
+    c.begin_data("a@example.com", "b@example.org");
     c
 }
 
@@ -33,11 +40,7 @@ fn reject_mode_refuses_and_closes_for_every_sequence() {
     let s = Server::start(Setup::default());
     for (name, seq) in CASES {
         let mut c = session(&s);
-        let mut data = b"Subject: first\r\n\r\nhello".to_vec();
-        data.extend_from_slice(seq);
-        data.extend_from_slice(SMUGGLED);
-        data.extend_from_slice(b"\r\n.\r\n");
-        c.send_raw(&data);
+        send_smuggling(&mut c, b"Subject: first\r\n\r\nhello", seq);
         let r = c.read();
         assert_eq!(r.code, 550, "{name}: {r}");
         assert!(r.text().starts_with("5.6.0") && r.text().contains("bare CR or LF"), "{name}: {r}");
@@ -50,10 +53,7 @@ fn reject_mode_refuses_and_closes_for_every_sequence() {
 fn nul_before_the_dot_is_not_an_end_and_is_refused() {
     let s = Server::start(Setup::default());
     let mut c = session(&s);
-    let mut data = b"Subject: first\r\n\r\nhello\r\n\x00.\r\n".to_vec();
-    data.extend_from_slice(SMUGGLED);
-    data.extend_from_slice(b"\r\n.\r\n");
-    c.send_raw(&data);
+    send_smuggling(&mut c, b"Subject: first\r\n\r\nhello", b"\r\n\x00.\r\n");
     let r = c.read();
     assert_eq!(r.code, 550, "{r}");
     // Exactly one reply for the whole thing: the smuggled MAIL/RCPT/DATA were data.
@@ -66,11 +66,7 @@ fn normalize_mode_keeps_smuggled_text_inside_one_message() {
     let s = Server::start(Setup { limits: "bare_line_endings = \"normalize\"".into(), ..Default::default() });
     for (name, seq) in CASES {
         let mut c = session(&s);
-        let mut data = format!("Subject: {name}\r\n\r\nhello").into_bytes();
-        data.extend_from_slice(seq);
-        data.extend_from_slice(SMUGGLED);
-        data.extend_from_slice(b"\r\n.\r\n");
-        c.send_raw(&data);
+        send_smuggling(&mut c, format!("Subject: {name}\r\n\r\nhello").as_bytes(), seq);
         let r = c.read();
         assert_eq!(r.code, 250, "{name}: {r}");
         // The smuggled commands did not run as commands: the next reply is ours.

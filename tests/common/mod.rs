@@ -532,3 +532,12 @@ pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> std::process::Output
     };
     std::process::Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
 }
+
+impl Client {
+    /// MAIL FROM, one RCPT TO and DATA, each expected to succeed.
+    pub fn begin_data(&mut self, from: &str, to: &str) {
+        self.expect(&format!("MAIL FROM:<{from}>"), 250);
+        self.expect(&format!("RCPT TO:<{to}>"), 250);
+        self.expect("DATA", 354);
+    }
+}
