@@ -173,3 +173,19 @@ fn edits_to_the_users_file_apply_without_restart() {
     let mut c = tls_session(&s);
     assert_eq!(c.auth_plain("new@example.com", "fresh-pass").code, 535);
 }
+
+#[test]
+fn loopback_listener_may_opt_into_auth_without_tls() {
+    let s = Server::start(Setup {
+        users: users_with_all_schemes(),
+        listeners: "[[listeners]]\nname = \"lo\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\nrequire_auth = true\nauth_without_tls = true\n".into(),
+        ..Default::default()
+    });
+    let mut c = Client::connect(s.addr("lo")).greeting();
+    let r = c.expect("EHLO client.test", 250);
+    assert!(r.lines.iter().any(|l| l == "AUTH PLAIN LOGIN"), "{r}");
+    c.expect("MAIL FROM:<alice@example.com>", 530);
+    assert_eq!(c.auth_plain("alice@example.com", "wonderland").code, 235);
+    let r = c.send_mail("alice@example.com", &["bob@example.org"], "Subject: lo\n\nx\n");
+    assert_eq!(r.code, 250, "{r}");
+}

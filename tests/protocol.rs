@@ -290,6 +290,17 @@ fn connection_limits_per_ip_and_total() {
 }
 
 #[test]
+fn total_connection_limit() {
+    let s = Server::start(Setup { limits: "max_connections = 2".into(), ..Default::default() });
+    let _a = Client::connect(s.addr("local")).greeting();
+    let _b = Client::connect(s.addr("open")).greeting();
+    let mut c = Client::connect(s.addr("submission"));
+    let r = c.read();
+    assert_eq!(r.code, 421, "{r}");
+    assert!(r.text().contains("too many connections"), "{r}");
+}
+
+#[test]
 fn smtputf8_addresses_need_the_parameter() {
     let s = Server::start(Setup::default());
     let mut c = local(&s);

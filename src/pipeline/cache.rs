@@ -42,3 +42,26 @@ fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compiles_once_then_loads_and_survives_a_corrupt_entry() {
+        let engine = Engine::default();
+        let dir = tempfile::tempdir().unwrap();
+        // The smallest component: no imports, no exports.
+        let wasm = b"\0asm\x0d\0\x01\0";
+        compile(&engine, wasm, dir.path()).unwrap();
+        let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(entries.len(), 1, "one cache file: {entries:?}");
+        let modified = std::fs::metadata(&entries[0]).unwrap().modified().unwrap();
+        compile(&engine, wasm, dir.path()).unwrap();
+        assert_eq!(std::fs::metadata(&entries[0]).unwrap().modified().unwrap(), modified, "loaded, not rewritten");
+        std::fs::write(&entries[0], b"garbage").unwrap();
+        compile(&engine, wasm, dir.path()).unwrap();
+        assert_ne!(std::fs::read(&entries[0]).unwrap(), b"garbage", "a corrupt entry is replaced");
+        assert!(compile(&engine, b"not wasm", dir.path()).is_err());
+    }
+}
