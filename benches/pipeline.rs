@@ -27,13 +27,7 @@ fn build_scripted() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let target = root.join("target/wasm");
     let status = std::process::Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--manifest-path",
-        ])
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
         .arg(root.join("tests/plugins/Cargo.toml"))
         .arg("--target-dir")
         .arg(&target)
@@ -44,15 +38,9 @@ fn build_scripted() -> PathBuf {
 }
 
 fn pipeline(plugins: usize, wasm: &Path, state: &Path) -> Arc<Pipeline> {
-    let mut text = format!(
-        "[server]\nstate_dir = \"{}\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n",
-        state.display()
-    );
+    let mut text = format!("[server]\nstate_dir = \"{}\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n", state.display());
     for i in 0..plugins {
-        text.push_str(&format!(
-            "[[plugins]]\nname = \"p{i}\"\npath = \"{}\"\n",
-            wasm.display()
-        ));
+        text.push_str(&format!("[[plugins]]\nname = \"p{i}\"\npath = \"{}\"\n", wasm.display()));
     }
     let config = Config::parse(&text, Path::new("bench.toml"), state).expect("config");
     let relays = Arc::new(Relays::from_config(&config).unwrap());
@@ -114,25 +102,15 @@ async fn per_message(p: &Arc<Pipeline>) -> Stats {
     let data = session_data();
     let mut s = p.session(data.clone());
     s.run(Call::Connect).await;
-    let sender = wit::Address {
-        address: "alice@example.com".into(),
-        params: vec![],
-    };
-    let rcpt = wit::Address {
-        address: "bob@example.org".into(),
-        params: vec![],
-    };
-    let body = b"From: alice@example.com\r\nTo: bob@example.org\r\nSubject: bench\r\n\r\nhello\r\n"
-        .to_vec();
+    let sender = wit::Address { address: "alice@example.com".into(), params: vec![] };
+    let rcpt = wit::Address { address: "bob@example.org".into(), params: vec![] };
+    let body = b"From: alice@example.com\r\nTo: bob@example.org\r\nSubject: bench\r\n\r\nhello\r\n".to_vec();
     let mut samples = Vec::with_capacity(MESSAGES);
     for _ in 0..MESSAGES {
         let started = Instant::now();
         {
             let mut d = data.lock().unwrap();
-            d.envelope = Some(wit::Envelope {
-                mail_from: sender.clone(),
-                rcpt_to: vec![],
-            });
+            d.envelope = Some(wit::Envelope { mail_from: sender.clone(), rcpt_to: vec![] });
         }
         s.run(Call::Mail(&sender)).await;
         s.run(Call::Rcpt(&rcpt)).await;
@@ -152,11 +130,7 @@ fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let wasm = build_scripted();
     let state = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let none = pipeline(0, &wasm, state.path());
     let four = pipeline(4, &wasm, state.path());
     rt.block_on(async {
@@ -170,23 +144,14 @@ fn main() {
         let mut m0 = per_message(&none).await;
         let mut m4 = per_message(&four).await;
         println!("pipeline overhead ({CONNECTIONS} connections, {MESSAGES} messages)");
-        println!(
-            "{:<34} {:>10} {:>10} {:>10}",
-            "", "mean µs", "p50 µs", "p99 µs"
-        );
+        println!("{:<34} {:>10} {:>10} {:>10}", "", "mean µs", "p50 µs", "p99 µs");
         for (name, s) in [
             ("connection, no plugins", &mut c0),
             ("connection, 4 plugins", &mut c4),
             ("message, no plugins", &mut m0),
             ("message, 4 plugins", &mut m4),
         ] {
-            println!(
-                "{:<34} {:>10.1} {:>10.1} {:>10.1}",
-                name,
-                s.mean_us(),
-                s.pct_us(0.5),
-                s.pct_us(0.99)
-            );
+            println!("{:<34} {:>10.1} {:>10.1} {:>10.1}", name, s.mean_us(), s.pct_us(0.5), s.pct_us(0.99));
         }
         let conn = c4.mean_us() - c0.mean_us();
         let msg = m4.mean_us() - m0.mean_us();

@@ -275,9 +275,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let err = |message: String| ConfigError { file: path.to_path_buf(), message };
         let text = std::fs::read_to_string(path).map_err(|e| {
-            err(format!(
-                "cannot read the configuration file: {e} (pass another one with --config PATH)"
-            ))
+            err(format!("cannot read the configuration file: {e} (pass another one with --config PATH)"))
         })?;
         let base = path
             .parent()
@@ -289,10 +287,8 @@ impl Config {
 
     /// Parses configuration text; `base` is the folder relative paths resolve against.
     pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
-            file: file.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| ConfigError { file: file.to_path_buf(), message: e.to_string().trim_end().to_string() })?;
         let mut cx = Resolver { file, base, errors: Vec::new() };
         let config = Config::from_raw(raw, &mut cx);
         if cx.errors.is_empty() {
@@ -346,12 +342,12 @@ impl Config {
             cx.error("limits.command_timeout_secs and limits.data_timeout_secs must be above 0".into());
         }
 
-        let tls = Tls {
-            cert: raw.tls.cert.map(|p| cx.path(&p)),
-            key: raw.tls.key.map(|p| cx.path(&p)),
-        };
+        let tls = Tls { cert: raw.tls.cert.map(|p| cx.path(&p)), key: raw.tls.key.map(|p| cx.path(&p)) };
         if tls.cert.is_some() != tls.key.is_some() {
-            cx.error("tls.cert and tls.key go together: set both (PEM certificate chain and its private key) or neither".into());
+            cx.error(
+                "tls.cert and tls.key go together: set both (PEM certificate chain and its private key) or neither"
+                    .into(),
+            );
         }
 
         let mut listeners = Vec::new();
@@ -364,7 +360,10 @@ impl Config {
             let address = match rl.address.parse::<SocketAddr>() {
                 Ok(a) => a,
                 Err(_) => {
-                    cx.error(format!("{key}.address = {:?} is not IP:PORT, e.g. \"0.0.0.0:587\" or \"[::]:465\"", rl.address));
+                    cx.error(format!(
+                        "{key}.address = {:?} is not IP:PORT, e.g. \"0.0.0.0:587\" or \"[::]:465\"",
+                        rl.address
+                    ));
                     continue;
                 }
             };
@@ -373,7 +372,9 @@ impl Config {
             for n in &rl.trusted_networks {
                 match parse_net(n) {
                     Some(net) => trusted.push(net),
-                    None => cx.error(format!("{key}.trusted_networks: {n:?} is not a CIDR like \"127.0.0.0/8\" or an IP address")),
+                    None => cx.error(format!(
+                        "{key}.trusted_networks: {n:?} is not a CIDR like \"127.0.0.0/8\" or an IP address"
+                    )),
                 }
             }
             let auth_without_tls = rl.auth_without_tls.unwrap_or(false);
@@ -391,7 +392,14 @@ impl Config {
             if listeners.iter().any(|l: &Listener| l.name == name) {
                 cx.error(format!("{key}: the name {name:?} is used twice"));
             }
-            listeners.push(Listener { name, address, tls: tls_mode, require_auth, trusted_networks: trusted, auth_without_tls });
+            listeners.push(Listener {
+                name,
+                address,
+                tls: tls_mode,
+                require_auth,
+                trusted_networks: trusted,
+                auth_without_tls,
+            });
         }
 
         let s = raw.sandbox;
@@ -432,14 +440,18 @@ impl Config {
                 match g.as_str() {
                     "password" => grants.push(Grant::Password),
                     "outbound" => grants.push(Grant::Outbound),
-                    other => cx.error(format!("{key}.grants: unknown capability {other:?}; known: \"password\", \"outbound\"")),
+                    other => cx.error(format!(
+                        "{key}.grants: unknown capability {other:?}; known: \"password\", \"outbound\""
+                    )),
                 }
             }
             let mut read_dirs = Vec::new();
             for d in &rp.read_dirs {
                 let rel = d.trim_matches('/');
                 if rel.is_empty() || rel.split('/').any(|c| c == ".." || c == "." || c.is_empty()) {
-                    cx.error(format!("{key}.read_dirs: {d:?} must be a plain folder path below the config folder, like \"auth\""));
+                    cx.error(format!(
+                        "{key}.read_dirs: {d:?} must be a plain folder path below the config folder, like \"auth\""
+                    ));
                     continue;
                 }
                 read_dirs.push((cx.base.join(rel), format!("/{rel}")));
@@ -448,16 +460,7 @@ impl Config {
             plugins.push(PluginSpec { name: rp.name, path, grants, read_dirs, config: cfg });
         }
 
-        Config {
-            file: cx.file.to_path_buf(),
-            server,
-            limits,
-            tls,
-            listeners,
-            sandbox,
-            plugins,
-            relays,
-        }
+        Config { file: cx.file.to_path_buf(), server, limits, tls, listeners, sandbox, plugins, relays }
     }
 
     /// The folder where `serve` keeps its own files (self-signed certificate,
@@ -480,7 +483,11 @@ impl Resolver<'_> {
 
     fn path(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
-        if p.is_absolute() { p.to_path_buf() } else { self.base.join(p) }
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
     }
 
     /// Expands `${VAR}` references; an unset variable is an error, never an

@@ -45,7 +45,8 @@ impl Relays {
         for (name, relay) in &config.relays {
             let r = match relay {
                 Relay::Outbox { dir } => {
-                    std::fs::create_dir_all(dir).with_context(|| format!("relays.{name}: cannot create {}", dir.display()))?;
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("relays.{name}: cannot create {}", dir.display()))?;
                     RelayImpl::Outbox { dir: dir.clone() }
                 }
                 Relay::Smtp(cfg) => {
@@ -63,7 +64,13 @@ impl Relays {
     }
 
     /// Delivers now and reports the upstream's final answer.
-    pub async fn send_now(&self, relay: &str, envelope: &wit::Envelope, message: Vec<u8>, session: &str) -> Result<wit::Reply, SendFailure> {
+    pub async fn send_now(
+        &self,
+        relay: &str,
+        envelope: &wit::Envelope,
+        message: Vec<u8>,
+        session: &str,
+    ) -> Result<wit::Reply, SendFailure> {
         let Some(r) = self.relays.get(relay) else {
             tracing::error!(session, relay, "no relay of that name in the configuration ([relays.{relay}])");
             return Err(failure(true, 451, "4.3.5", format!("relay {relay} is not configured")));
@@ -76,13 +83,17 @@ impl Relays {
                 tokio::task::spawn_blocking(move || write_outbox(&dir, &envelope, &message, &id))
                     .await
                     .map_err(|e| failure(true, 451, "4.3.0", format!("outbox writer failed: {e}")))
-                    .and_then(|r| r.map_err(|e| failure(true, 451, "4.3.0", format!("cannot write to the outbox: {e}"))))
+                    .and_then(|r| {
+                        r.map_err(|e| failure(true, 451, "4.3.0", format!("cannot write to the outbox: {e}")))
+                    })
             }
             RelayImpl::Smtp { cfg, tls } => send_smtp(relay, cfg, tls, &self.hostname, envelope, message).await,
         };
         match &result {
             Ok(reply) => tracing::info!(session, relay, code = reply.code, text = %reply.text, "relayed"),
-            Err(f) => tracing::warn!(session, relay, temporary = f.temporary, code = f.reply.code, text = %f.reply.text, "relay refused or failed"),
+            Err(f) => {
+                tracing::warn!(session, relay, temporary = f.temporary, code = f.reply.code, text = %f.reply.text, "relay refused or failed")
+            }
         }
         result
     }
@@ -90,9 +101,8 @@ impl Relays {
 
 fn tls_connector(cfg: &SmtpRelay) -> Result<TlsConnector> {
     if !cfg.verify_certificate {
-        let builder = SmtpClientBuilder::new(cfg.host.as_str(), cfg.port)
-            .map_err(|e| anyhow::anyhow!(e))?
-            .allow_invalid_certs();
+        let builder =
+            SmtpClientBuilder::new(cfg.host.as_str(), cfg.port).map_err(|e| anyhow::anyhow!(e))?.allow_invalid_certs();
         return Ok(builder.tls_connector);
     }
     let mut roots = rustls::RootCertStore::empty();
@@ -106,7 +116,7 @@ fn tls_connector(cfg: &SmtpRelay) -> Result<TlsConnector> {
         }
         if n == 0 {
             anyhow::bail!("ca_file {} holds no PEM certificate", ca.display());
-        } 
+        }
     } else if let Ok(native) = std::fs::read("/etc/ssl/certs/ca-certificates.crt") {
         // The system's roots too, where it has them (private CAs installed
         // by the operator live there).
@@ -209,7 +219,12 @@ fn map_error(e: mail_send::Error, relay: &str, upstream: &str) -> SendFailure {
             // Our credentials are wrong: the sender's message is fine, so
             // this is temporary for them and loud for the operator.
             tracing::error!(relay, upstream, code = r.code, text = %r.message, "upstream rejected our credentials: check relays.{relay}.user and password");
-            failure(true, 451, "4.7.0", "the upstream relay refused our credentials; the operator must fix the relay configuration".into())
+            failure(
+                true,
+                451,
+                "4.7.0",
+                "the upstream relay refused our credentials; the operator must fix the relay configuration".into(),
+            )
         }
         E::Timeout => failure(true, 451, "4.4.2", "the upstream relay timed out".into()),
         E::Io(io) => failure(true, 451, "4.4.1", format!("cannot reach the upstream relay: {}", io.kind())),

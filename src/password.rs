@@ -123,7 +123,8 @@ mod tests {
     #[test]
     fn sha_crypt_known_vectors() {
         // Drepper's SHA-crypt vectors, as `openssl passwd -6/-5 -salt saltstring` prints them.
-        let sha512 = "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1";
+        let sha512 =
+            "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1";
         let sha256 = "$5$saltstring$5B8vYYiY.CVt1RlTTf8KbXBH3hsxY/GNooZaBBGWEc5";
         assert_eq!(verify("Hello world!", sha512), Ok(true));
         assert_eq!(verify("Hello world?", sha512), Ok(false));

@@ -82,7 +82,8 @@ pub fn set(path: &Path, login: &str, hash: &str, must_exist: bool) -> Result<()>
         (Some(i), true) => {
             // Keep any extra fields after the hash.
             let extra: Vec<&str> = lines[i].trim().splitn(3, ':').skip(2).collect();
-            lines[i] = if extra.is_empty() { format!("{login}:{hash}") } else { format!("{login}:{hash}:{}", extra[0]) };
+            lines[i] =
+                if extra.is_empty() { format!("{login}:{hash}") } else { format!("{login}:{hash}:{}", extra[0]) };
         }
         (None, false) => {
             if lines.is_empty() {

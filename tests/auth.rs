@@ -168,7 +168,11 @@ fn edits_to_the_users_file_apply_without_restart() {
     let list = String::from_utf8_lossy(&out.stdout);
     assert!(list.contains("new@example.com\targon2"), "{list}");
 
-    let st = std::process::Command::new(BIN).args(["user", "remove", "new@example.com", "--config"]).arg(&conf).status().unwrap();
+    let st = std::process::Command::new(BIN)
+        .args(["user", "remove", "new@example.com", "--config"])
+        .arg(&conf)
+        .status()
+        .unwrap();
     assert!(st.success());
     let mut c = tls_session(&s);
     assert_eq!(c.auth_plain("new@example.com", "fresh-pass").code, 535);

@@ -24,7 +24,12 @@ fn port(server: &Server, listener: &str) -> u16 {
 }
 
 fn transcript(out: &Output) -> String {
-    format!("{}\nstdout:\n{}\nstderr:\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 fn assert_success(out: &Output, what: &str) {
@@ -89,7 +94,8 @@ fn delivered(server: &Server, from: &str, rcpts: &[&str], helo: &str, proto: &st
     for r in rcpts {
         envelope.push_str(&format!("X-Original-To: {r}\r\n"));
     }
-    let message = file.strip_prefix(&envelope).unwrap_or_else(|| panic!("outbox file does not start with {envelope:?}:\n{file}"));
+    let message =
+        file.strip_prefix(&envelope).unwrap_or_else(|| panic!("outbox file does not start with {envelope:?}:\n{file}"));
     let (fields, body) = split_header(message);
     assert!(!fields.is_empty(), "no header:\n{file}");
     assert_eq!(name_of(fields[0]), "received", "Received: should be the first field:\n{file}");
@@ -133,9 +139,18 @@ fn swaks_to_the_trusted_local_listener_without_auth() {
     let server = start();
     let server_arg = format!("127.0.0.1:{}", port(&server, "local"));
     let out = swaks(&[
-        "--server", &server_arg, "--ehlo", "swaks.client.example",
-        "--from", "cron@example.com", "--to", "bob@example.org",
-        "--header", "Subject: from cron", "--body", SWAKS_BODY,
+        "--server",
+        &server_arg,
+        "--ehlo",
+        "swaks.client.example",
+        "--from",
+        "cron@example.com",
+        "--to",
+        "bob@example.org",
+        "--header",
+        "Subject: from cron",
+        "--body",
+        SWAKS_BODY,
     ]);
     assert_success(&out, "swaks");
     let d = delivered(&server, "cron@example.com", &["bob@example.org"], "swaks.client.example", "ESMTP");
@@ -148,10 +163,25 @@ fn swaks_submission(user: &str, password: &str, mechanism: &str, implicit: bool)
     let server_arg = format!("127.0.0.1:{}", port(&server, listener));
     let subject = format!("swaks {mechanism} {tls}");
     let out = swaks(&[
-        "--server", &server_arg, tls, "--ehlo", "swaks.client.example",
-        "--auth", mechanism, "--auth-user", user, "--auth-password", password,
-        "--from", user, "--to", "bob@example.org",
-        "--header", &format!("Subject: {subject}"), "--body", SWAKS_BODY,
+        "--server",
+        &server_arg,
+        tls,
+        "--ehlo",
+        "swaks.client.example",
+        "--auth",
+        mechanism,
+        "--auth-user",
+        user,
+        "--auth-password",
+        password,
+        "--from",
+        user,
+        "--to",
+        "bob@example.org",
+        "--header",
+        &format!("Subject: {subject}"),
+        "--body",
+        SWAKS_BODY,
     ]);
     (server, out)
 }
@@ -220,7 +250,11 @@ fn check_curl_message(server: &Server) {
     let (sent_fields, sent_body) = split_header(CURL_MESSAGE);
     let n = sent_fields.len();
     assert_eq!(d.fields[..n].to_vec(), sent_fields, "the client's header fields changed");
-    assert_eq!(d.fields[n..].iter().map(|f| name_of(f)).collect::<Vec<_>>(), ["message-id", "date"], "added at the end of the header");
+    assert_eq!(
+        d.fields[n..].iter().map(|f| name_of(f)).collect::<Vec<_>>(),
+        ["message-id", "date"],
+        "added at the end of the header"
+    );
     assert!(d.value("Message-ID").ends_with("@mx.test.example>"), "{:?}", d.fields);
     assert_eq!(d.body, sent_body, "body changed on the way");
 }
@@ -290,10 +324,8 @@ s.quit()
 
 fn smtplib(mode: &str, port: u16, user: &str, password: &str) -> String {
     require_program("python3", &["-c", "import smtplib, ssl"], "python3 is needed for this test");
-    let out = run_bounded(
-        Command::new("python3").args(["-c", SMTPLIB, mode, &port.to_string(), user, password]),
-        TIMEOUT,
-    );
+    let out =
+        run_bounded(Command::new("python3").args(["-c", SMTPLIB, mode, &port.to_string(), user, password]), TIMEOUT);
     assert_success(&out, "python3 smtplib");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }

@@ -19,7 +19,6 @@ const UP_USER: &str = "relay-user@example.net";
 const UP_PASSWORD: &str = "Up-s3cret-9f27c1";
 const UP_PASSWORD_VAR: &str = "MF_TEST_UPSTREAM_PW";
 
-
 /// The server inherits the test process's environment; set the upstream
 /// password there once, before any server starts.
 fn export_upstream_password() {
@@ -227,7 +226,12 @@ fn strip_added(upstream: &[u8], original: &[u8]) -> Vec<u8> {
     let (mut fields, rest) = split_header(upstream);
     assert!(!fields.is_empty(), "upstream copy has no header:\n{}", String::from_utf8_lossy(upstream));
     let received = fields.remove(0);
-    assert_eq!(field_name(received), "received", "first field is not mailferry's Received: {}", String::from_utf8_lossy(received));
+    assert_eq!(
+        field_name(received),
+        "received",
+        "first field is not mailferry's Received: {}",
+        String::from_utf8_lossy(received)
+    );
     let received = String::from_utf8_lossy(received).split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(received.contains("by mx.test.example (mailferry) with ESMTPSA"), "{received}");
     for name in ["message-id", "date"] {
@@ -360,7 +364,7 @@ Date: Mon, 2 Jun 2025 10:00:00 +0000\r\nMessage-ID: <big.1@client.example>\r\n\r
     while original.len() < 2 * 1024 * 1024 {
         // Varied lines (every 7th starts with a dot) so that a lost, repeated
         // or reordered chunk cannot go unnoticed.
-        let lead = if i % 7 == 0 { "." } else { "" };
+        let lead = if i.is_multiple_of(7) { "." } else { "" };
         let line = format!("{lead}{i:08} {}\r\n", format!("{:x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).repeat(4));
         original.extend_from_slice(line.as_bytes());
         i += 1;
@@ -379,10 +383,16 @@ fn eight_bit_body_with_body_8bitmime() {
 Date: Mon, 2 Jun 2025 10:00:00 +0000\r\nMessage-ID: <8bit.1@client.example>\r\nMIME-Version: 1.0\r\n\
 Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
 Grüße aus Köln — 日本語のテキスト — 🚀\r\nÿ\u{a0}non-breaking\r\n";
-    let r = transaction(&mut c, "MAIL FROM:<alice@example.com> BODY=8BITMIME", &["bob@example.org"], original.as_bytes());
+    let r =
+        transaction(&mut c, "MAIL FROM:<alice@example.com> BODY=8BITMIME", &["bob@example.org"], original.as_bytes());
     assert_accepted_upstream(&r, 1);
     let m = assert_relayed(&up, original.as_bytes(), "alice@example.com", &["bob@example.org"]);
-    assert_eq!(m.meta["mail_options"], serde_json::json!(["BODY=8BITMIME"]), "BODY=8BITMIME must be passed upstream: {}", m.meta);
+    assert_eq!(
+        m.meta["mail_options"],
+        serde_json::json!(["BODY=8BITMIME"]),
+        "BODY=8BITMIME must be passed upstream: {}",
+        m.meta
+    );
 }
 
 #[test]
@@ -440,7 +450,10 @@ fn upstream_data_tempfail_is_451_and_permfail_is_554() {
     let r = send(&mut c, "alice@example.com", &["datatemp@example.org"], SIMPLE);
     assert_eq!(r.code, 451, "{r}");
     assert!(r.text().starts_with("4.3.1 "), "{r}");
-    assert!(r.text().contains("452") && r.text().contains("insufficient system storage"), "upstream code and text passed on: {r}");
+    assert!(
+        r.text().contains("452") && r.text().contains("insufficient system storage"),
+        "upstream code and text passed on: {r}"
+    );
     let r = send(&mut c, "alice@example.com", &["dataperm@example.org"], SIMPLE);
     assert_eq!(r.code, 554, "{r}");
     assert!(r.text().starts_with("5.6.0 "), "{r}");
@@ -501,7 +514,11 @@ fn unverifiable_upstream_certificate_is_451_and_nothing_is_delivered() {
     assert!(up.messages().is_empty());
     let log = server.wait_log(&["relay refused or failed"]);
     assert!(log.to_lowercase().contains("certificate"), "the log should name the certificate problem: {log}");
-    assert!(!up.log().contains(">> b'AUTH"), "credentials must not be sent over an unverified connection:\n{}", up.log());
+    assert!(
+        !up.log().contains(">> b'AUTH"),
+        "credentials must not be sent over an unverified connection:\n{}",
+        up.log()
+    );
 }
 
 #[test]

@@ -6,10 +6,7 @@ mod common;
 use common::*;
 
 fn plugin(name: &str, path_of: &str, extra: &str) -> String {
-    format!(
-        "\n[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n{extra}\n",
-        test_plugin(path_of).display()
-    )
+    format!("\n[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n{extra}\n", test_plugin(path_of).display())
 }
 
 fn with_plugins(first: &str) -> Setup {
@@ -82,10 +79,7 @@ fn first_verdict_other_than_continue_wins_and_replies_are_checked() {
         "[plugins.config]\nwhen_rcpt_contains = \"blocked\"\nrcpt = { verdict = \"deny\", code = 550, enhanced = \"5.1.1\", text = \"no such user here\" }",
     );
     let second = plugin("accept-all", "scripted", "[plugins.config]\nrcpt = { verdict = \"accept\" }");
-    let s = Server::start(Setup {
-        plugins: Some(format!("{first}{second}{DEFAULT_PLUGINS}")),
-        ..Default::default()
-    });
+    let s = Server::start(Setup { plugins: Some(format!("{first}{second}{DEFAULT_PLUGINS}")), ..Default::default() });
     // On the untrusted listener the second plugin's accept lets a recipient
     // through (explicit plugin policy), but the first plugin's deny wins.
     let mut c = Client::connect(s.addr("open")).greeting();
@@ -104,7 +98,8 @@ fn invalid_plugin_replies_are_replaced_by_defaults() {
         // Enhanced code of another class.
         ("{ verdict = \"deny-soft\", code = 451, enhanced = \"5.1.1\", text = \"x\" }", 451),
     ] {
-        let s = Server::start(with_plugins(&plugin("bad-reply", "scripted", &format!("[plugins.config]\nmail = {step}"))));
+        let s =
+            Server::start(with_plugins(&plugin("bad-reply", "scripted", &format!("[plugins.config]\nmail = {step}"))));
         let mut c = local(&s);
         let r = c.cmd("MAIL FROM:<a@example.com>");
         assert_eq!(r.code, expect, "{step}: {r}");
@@ -153,10 +148,7 @@ fn data_hook_edits_headers_and_notes_flow_between_hooks() {
 
 #[test]
 fn queue_with_no_taker_is_451() {
-    let s = Server::start(Setup {
-        plugins: Some(plugin("only", "scripted", "")),
-        ..Default::default()
-    });
+    let s = Server::start(Setup { plugins: Some(plugin("only", "scripted", "")), ..Default::default() });
     let mut c = local(&s);
     c.begin_data("a@example.com", "b@example.org");
     c.send_raw(b"Subject: x\r\n\r\ny\r\n.\r\n");
@@ -189,12 +181,17 @@ fn ungranted_capability_fails_at_start_with_a_clear_error() {
 #[test]
 fn check_command_validates_the_configuration() {
     let s = Server::start(Setup::default());
-    let out = std::process::Command::new(BIN).args(["check", "--config"]).arg(s.path("mailferry.toml")).output().unwrap();
+    let out =
+        std::process::Command::new(BIN).args(["check", "--config"]).arg(s.path("mailferry.toml")).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
 
     let bad = s.path("bad.toml");
-    std::fs::write(&bad, "[[listeners]]\naddress = \"0.0.0.0:25\"\ntls = \"none\"\nrequire_auth = true\n[[plugins]]\nname = \"nope\"\n").unwrap();
+    std::fs::write(
+        &bad,
+        "[[listeners]]\naddress = \"0.0.0.0:25\"\ntls = \"none\"\nrequire_auth = true\n[[plugins]]\nname = \"nope\"\n",
+    )
+    .unwrap();
     let out = std::process::Command::new(BIN).args(["check", "--config"]).arg(&bad).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -207,7 +204,8 @@ fn check_command_validates_the_configuration() {
 fn bad_plugin_config_stops_the_start_with_the_reason() {
     let err = Server::try_start(Setup {
         plugins: Some(
-            "[[plugins]]\nname = \"smtp-forward\"\ngrants = [\"outbound\"]\n[plugins.config]\nrelya = \"outbox\"\n".into(),
+            "[[plugins]]\nname = \"smtp-forward\"\ngrants = [\"outbound\"]\n[plugins.config]\nrelya = \"outbox\"\n"
+                .into(),
         ),
         ..Default::default()
     })

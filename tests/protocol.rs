@@ -54,7 +54,7 @@ fn unknown_out_of_order_and_bad_syntax() {
     c.expect("MAIL FROM:<a@example.com>", 250);
     c.expect("MAIL FROM:<a@example.com>", 503);
     c.expect("DATA", 554); // no recipients
-    // A fresh session: the error limit (10) would end this one.
+                           // A fresh session: the error limit (10) would end this one.
     let mut c = Client::connect(s.addr("local")).greeting();
     c.expect("EHLO client.test", 250);
     c.expect("MAIL FROM:<a@example.com>", 250);
@@ -123,7 +123,9 @@ fn existing_message_id_and_date_are_kept() {
 fn pipelining_gets_every_reply_in_order() {
     let s = Server::start(Setup::default());
     let mut c = Client::connect(s.addr("local")).greeting();
-    c.send_raw(b"EHLO client.test\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nRCPT TO:<bad>\r\nDATA\r\n");
+    c.send_raw(
+        b"EHLO client.test\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nRCPT TO:<bad>\r\nDATA\r\n",
+    );
     assert_eq!(c.read().code, 250);
     assert_eq!(c.read().code, 250);
     assert_eq!(c.read().code, 250);

@@ -17,7 +17,8 @@ const CASES: &[(&str, &[u8])] = &[
     ("CRLF.LF", b"\r\n.\n"),
 ];
 
-const SMUGGLED: &[u8] = b"MAIL FROM:<ceo@bank.example>\r\nRCPT TO:<victim@example.org>\r\nDATA\r\nSubject: smuggled\r\n\r\nsend money\r\n";
+const SMUGGLED: &[u8] =
+    b"MAIL FROM:<ceo@bank.example>\r\nRCPT TO:<victim@example.org>\r\nDATA\r\nSubject: smuggled\r\n\r\nsend money\r\n";
 
 /// Sends `text`, then `seq`, the smuggled transaction and a real end of data.
 fn send_smuggling(c: &mut Client, text: &[u8], seq: &[u8]) {

@@ -18,21 +18,12 @@ use std::fmt;
 /// assert_eq!(first(&headers, "From"), None);
 /// ```
 pub fn first<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 /// Every value of the field `name`, in order.
-pub fn all<'a>(
-    headers: &'a [(String, String)],
-    name: &'a str,
-) -> impl Iterator<Item = &'a str> + 'a {
-    headers
-        .iter()
-        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+pub fn all<'a>(headers: &'a [(String, String)], name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 /// One mailbox of an address list: `"Alice Example" <alice@example.org>`.
@@ -81,10 +72,7 @@ pub fn parse_mailboxes(value: &str) -> Result<Vec<Mailbox>, AddressError> {
 /// assert!(addr_specs("not an address").is_err());
 /// ```
 pub fn addr_specs(value: &str) -> Result<Vec<String>, AddressError> {
-    Ok(parse_mailboxes(value)?
-        .into_iter()
-        .map(|m| m.address)
-        .collect())
+    Ok(parse_mailboxes(value)?.into_iter().map(|m| m.address).collect())
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -261,10 +249,7 @@ impl Parser {
             Some(Token::Special('<')) => {
                 self.pos += 1;
                 let address = self.angle_addr()?;
-                Ok(Mailbox {
-                    name: display_name(&phrase),
-                    address,
-                })
+                Ok(Mailbox { name: display_name(&phrase), address })
             }
             Some(Token::Special('@')) => {
                 let [local] = &phrase[..] else {
@@ -272,10 +257,7 @@ impl Parser {
                 };
                 self.pos += 1;
                 let address = format!("{}@{}", local_part(local)?, self.domain()?);
-                Ok(Mailbox {
-                    name: None,
-                    address,
-                })
+                Ok(Mailbox { name: None, address })
             }
             Some(other) => err(format!("unexpected {}", describe(other))),
             None if phrase.is_empty() => err("missing address"),
@@ -377,9 +359,7 @@ fn local_part(token: &Token) -> Result<String, AddressError> {
 /// RFC 5322 dot-atom (with RFC 6532 UTF-8): atext runs joined by single
 /// dots (`a.b`, not `.a`, `a.` or `a..b`).
 fn valid_dot_atom(s: &str) -> bool {
-    !s.is_empty()
-        && s.split('.')
-            .all(|part| !part.is_empty() && part.chars().all(is_atext))
+    !s.is_empty() && s.split('.').all(|part| !part.is_empty() && part.chars().all(is_atext))
 }
 
 fn is_atext(c: char) -> bool {
@@ -398,13 +378,7 @@ mod tests {
 
     #[test]
     fn bare_and_angle_forms() {
-        assert_eq!(
-            one("alice@example.org"),
-            Mailbox {
-                name: None,
-                address: "alice@example.org".into()
-            }
-        );
+        assert_eq!(one("alice@example.org"), Mailbox { name: None, address: "alice@example.org".into() });
         assert_eq!(one("<alice@example.org>").address, "alice@example.org");
         let m = one("Alice Example <alice@example.org>");
         assert_eq!(m.name.as_deref(), Some("Alice Example"));
@@ -414,60 +388,31 @@ mod tests {
     #[test]
     fn comments_are_dropped_even_nested_and_with_specials() {
         let m = one("alice@example.org (Alice (the <boss>), really)");
-        assert_eq!(
-            m,
-            Mailbox {
-                name: None,
-                address: "alice@example.org".into()
-            }
-        );
-        assert_eq!(
-            one("(c) Alice (x) <(y) alice (z) @ (w) example.org (v)>").address,
-            "alice@example.org"
-        );
+        assert_eq!(m, Mailbox { name: None, address: "alice@example.org".into() });
+        assert_eq!(one("(c) Alice (x) <(y) alice (z) @ (w) example.org (v)>").address, "alice@example.org");
     }
 
     #[test]
     fn quoted_display_names_and_local_parts() {
         let m = one(r#""Doe, \"JD\" John" <jd@example.org>"#);
         assert_eq!(m.name.as_deref(), Some(r#"Doe, "JD" John"#));
-        assert_eq!(
-            one(r#""john doe"@example.org"#).address,
-            r#""john doe"@example.org"#
-        );
+        assert_eq!(one(r#""john doe"@example.org"#).address, r#""john doe"@example.org"#);
         // A quoted local part that needs no quotes is written without them.
-        assert_eq!(
-            one(r#""john.doe"@example.org"#).address,
-            "john.doe@example.org"
-        );
-        assert_eq!(
-            one(r#"<"a\"b"@example.org>"#).address,
-            r#""a\"b"@example.org"#
-        );
+        assert_eq!(one(r#""john.doe"@example.org"#).address, "john.doe@example.org");
+        assert_eq!(one(r#"<"a\"b"@example.org>"#).address, r#""a\"b"@example.org"#);
         // The @ inside quotes is not the separator.
-        assert_eq!(
-            one(r#""evil@attacker.example"@example.org"#).address,
-            r#""evil@attacker.example"@example.org"#
-        );
+        assert_eq!(one(r#""evil@attacker.example"@example.org"#).address, r#""evil@attacker.example"@example.org"#);
     }
 
     #[test]
     fn groups_lists_literals_routes_and_null() {
-        let list =
-            parse_mailboxes("a@x.org, Team: b@y.org, C <c@z.org>;, undisclosed-recipients:;")
-                .unwrap();
+        let list = parse_mailboxes("a@x.org, Team: b@y.org, C <c@z.org>;, undisclosed-recipients:;").unwrap();
         let addrs: Vec<_> = list.iter().map(|m| m.address.as_str()).collect();
         assert_eq!(addrs, ["a@x.org", "b@y.org", "c@z.org"]);
         assert_eq!(one("user@[192.0.2.1]").address, "user@[192.0.2.1]");
-        assert_eq!(
-            one("<@relay.example,@other.example:user@example.org>").address,
-            "user@example.org"
-        );
+        assert_eq!(one("<@relay.example,@other.example:user@example.org>").address, "user@example.org");
         assert_eq!(one("<>").address, "");
-        assert_eq!(
-            one("Jörg <jörg@bücher.example>").address,
-            "jörg@bücher.example"
-        );
+        assert_eq!(one("Jörg <jörg@bücher.example>").address, "jörg@bücher.example");
     }
 
     #[test]

@@ -66,11 +66,7 @@ impl Message<'_> {
     /// The body in chunks of up to [`BODY_CHUNK`] octets, read as the
     /// iterator advances.
     pub fn body_chunks(&self) -> BodyChunks<'_, '_> {
-        BodyChunks {
-            msg: self,
-            offset: 0,
-            done: false,
-        }
+        BodyChunks { msg: self, offset: 0, done: false }
     }
 }
 

@@ -53,8 +53,7 @@ pub fn parse_config<C: DeserializeOwned>(toml_text: &str) -> Result<C, String> {
             let empty = toml::from_str::<toml::Table>(toml_text).is_ok_and(|t| t.is_empty());
             if empty {
                 if let Ok(config) =
-                    C::deserialize(().into_deserializer()
-                        as serde::de::value::UnitDeserializer<toml::de::Error>)
+                    C::deserialize(().into_deserializer() as serde::de::value::UnitDeserializer<toml::de::Error>)
                 {
                     return Ok(config);
                 }

@@ -58,10 +58,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use crate::runtime::{instantiate, observe};
-use crate::{
-    Address, Connection, Envelope, Failure, Host, Level, Message, NoteValue, Plugin, Reply, Scope,
-    Verdict,
-};
+use crate::{Address, Connection, Envelope, Failure, Host, Level, Message, NoteValue, Plugin, Reply, Scope, Verdict};
 
 type Verifier = Box<dyn Fn(&str, &str) -> Result<bool, String>>;
 type Relay = Box<dyn Fn(&str, &TestMessage) -> Result<Reply, Failure>>;
@@ -134,11 +131,7 @@ impl TestHost {
                 relay: RefCell::new(Box::new(|_, _| {
                     Err(Failure {
                         temporary: true,
-                        reply: Reply::new(
-                            451,
-                            "4.4.0",
-                            "TestHost: no relay scripted (use TestHost::relay)",
-                        ),
+                        reply: Reply::new(451, "4.4.0", "TestHost: no relay scripted (use TestHost::relay)"),
                     })
                 })),
                 sent: RefCell::new(Vec::new()),
@@ -193,19 +186,13 @@ impl TestHost {
     }
 
     /// Serves [`Host::verify_password`] with `verify(password, stored)`.
-    pub fn password_verifier(
-        self,
-        verify: impl Fn(&str, &str) -> Result<bool, String> + 'static,
-    ) -> Self {
+    pub fn password_verifier(self, verify: impl Fn(&str, &str) -> Result<bool, String> + 'static) -> Self {
         *self.state.verifier.borrow_mut() = Box::new(verify);
         self
     }
 
     /// Serves [`Host::send_now`] with `send(relay, message)`.
-    pub fn relay(
-        self,
-        send: impl Fn(&str, &TestMessage) -> Result<Reply, Failure> + 'static,
-    ) -> Self {
+    pub fn relay(self, send: impl Fn(&str, &TestMessage) -> Result<Reply, Failure> + 'static) -> Self {
         *self.state.relay.borrow_mut() = Box::new(send);
         self
     }
@@ -228,20 +215,14 @@ impl TestHost {
 
     /// Writes a note, as another plugin or the host would.
     pub fn set_note(&self, scope: Scope, key: &str, value: impl Into<NoteValue>) {
-        self.state
-            .notes
-            .borrow_mut()
-            .insert((scope, key.to_string()), value.into());
+        self.state.notes.borrow_mut().insert((scope, key.to_string()), value.into());
     }
 
     /// Ends the transaction as RSET or the end of a message does: clears the
     /// envelope and the transaction notes.
     pub fn clear_transaction(&self) {
         self.set_envelope(None);
-        self.state
-            .notes
-            .borrow_mut()
-            .retain(|(scope, _), _| *scope != Scope::Transaction);
+        self.state.notes.borrow_mut().retain(|(scope, _), _| *scope != Scope::Transaction);
     }
 
     // --- Running the plugin ---
@@ -257,9 +238,7 @@ impl TestHost {
 
     /// A [`Host`] backed by this test host, for calling plugin code directly.
     pub fn host(&self) -> Host {
-        Host {
-            backend: HostBackend(self.state.clone()),
-        }
+        Host { backend: HostBackend(self.state.clone()) }
     }
 
     // --- Inspecting what happened ---
@@ -271,21 +250,14 @@ impl TestHost {
 
     /// True if a line at `level` containing `needle` was logged.
     pub fn logged(&self, level: Level, needle: &str) -> bool {
-        self.state
-            .logs
-            .borrow()
-            .iter()
-            .any(|r| r.level == level && r.message.contains(needle))
+        self.state.logs.borrow().iter().any(|r| r.level == level && r.message.contains(needle))
     }
 
     /// Panics, listing every logged line, unless [`TestHost::logged`].
     #[track_caller]
     pub fn assert_logged(&self, level: Level, needle: &str) {
         if !self.logged(level, needle) {
-            panic!(
-                "no {level:?} log line contains {needle:?}; logged:\n{}",
-                self.format_logs()
-            );
+            panic!("no {level:?} log line contains {needle:?}; logged:\n{}", self.format_logs());
         }
     }
 
@@ -296,11 +268,7 @@ impl TestHost {
 
     /// The note under `key`, as the plugin left it.
     pub fn note(&self, scope: Scope, key: &str) -> Option<NoteValue> {
-        self.state
-            .notes
-            .borrow()
-            .get(&(scope, key.to_string()))
-            .cloned()
+        self.state.notes.borrow().get(&(scope, key.to_string())).cloned()
     }
 
     /// Every note of a scope, sorted by key.
@@ -329,10 +297,7 @@ impl TestHost {
         if logs.is_empty() {
             return "  (nothing)".into();
         }
-        logs.iter()
-            .map(|r| format!("  {:?}: {}", r.level, r.message))
-            .collect::<Vec<_>>()
-            .join("\n")
+        logs.iter().map(|r| format!("  {:?}: {}", r.level, r.message)).collect::<Vec<_>>().join("\n")
     }
 }
 
@@ -340,10 +305,7 @@ impl TestHost {
 fn plain_only_verifier(password: &str, stored: &str) -> Result<bool, String> {
     match stored.get(..7) {
         Some(prefix) if prefix.eq_ignore_ascii_case("{PLAIN}") => Ok(&stored[7..] == password),
-        _ => Err(
-            "TestHost knows only {PLAIN} hashes; script others with TestHost::password_verifier"
-                .into(),
-        ),
+        _ => Err("TestHost knows only {PLAIN} hashes; script others with TestHost::password_verifier".into()),
     }
 }
 
@@ -385,17 +347,13 @@ impl<P: Plugin> TestPlugin<P> {
 
     /// Runs `data`; header edits land in `msg`.
     pub fn data(&self, msg: &TestMessage) -> Option<Verdict> {
-        let msg = Message {
-            backend: MessageBackend(msg),
-        };
+        let msg = Message { backend: MessageBackend(msg) };
         observe(|| self.plugin.data(&self.host, &msg))
     }
 
     /// Runs `queue`; header edits land in `msg`.
     pub fn queue(&self, msg: &TestMessage) -> Option<Verdict> {
-        let msg = Message {
-            backend: MessageBackend(msg),
-        };
+        let msg = Message { backend: MessageBackend(msg) };
         observe(|| self.plugin.queue(&self.host, &msg))
     }
 
@@ -422,10 +380,7 @@ struct Field {
 
 impl Field {
     fn new(name: &str, value: &str) -> Field {
-        Field {
-            name: name.to_string(),
-            raw: format!("{name}: {value}\r\n").into_bytes(),
-        }
+        Field { name: name.to_string(), raw: format!("{name}: {value}\r\n").into_bytes() }
     }
 
     /// Unfolded, without the leading whitespace, as the host presents it.
@@ -450,10 +405,7 @@ impl TestMessage {
                 pos += 2;
                 break;
             }
-            let end = rest
-                .windows(2)
-                .position(|w| w == b"\r\n")
-                .map_or(rest.len(), |i| i + 2);
+            let end = rest.windows(2).position(|w| w == b"\r\n").map_or(rest.len(), |i| i + 2);
             let line = &rest[..end];
             let continuation = matches!(line[0], b' ' | b'\t');
             match fields.last_mut() {
@@ -461,39 +413,24 @@ impl TestMessage {
                 _ => match field_name_len(line) {
                     Some(len) if !continuation => {
                         let name = String::from_utf8_lossy(&line[..len]).into_owned();
-                        fields.push(Field {
-                            name,
-                            raw: line.to_vec(),
-                        });
+                        fields.push(Field { name, raw: line.to_vec() });
                     }
                     _ => break,
                 },
             }
             pos += end;
         }
-        TestMessage {
-            fields: RefCell::new(fields),
-            body: bytes[pos..].to_vec(),
-        }
+        TestMessage { fields: RefCell::new(fields), body: bytes[pos..].to_vec() }
     }
 
     /// All header fields in order, as `(name, value)`.
     pub fn headers(&self) -> Vec<(String, String)> {
-        self.fields
-            .borrow()
-            .iter()
-            .map(|f| (f.name.clone(), f.value()))
-            .collect()
+        self.fields.borrow().iter().map(|f| (f.name.clone(), f.value())).collect()
     }
 
     /// The values of every field named `name` (any case), in order.
     pub fn header(&self, name: &str) -> Vec<String> {
-        self.fields
-            .borrow()
-            .iter()
-            .filter(|f| f.name.eq_ignore_ascii_case(name))
-            .map(Field::value)
-            .collect()
+        self.fields.borrow().iter().filter(|f| f.name.eq_ignore_ascii_case(name)).map(Field::value).collect()
     }
 
     /// The body, after the empty line.
@@ -571,10 +508,7 @@ impl HostBackend {
     pub(crate) fn log(&self, level: Level, message: &str) {
         // Shown by the test harness when a test fails.
         eprintln!("[plugin {level:?}] {message}");
-        self.0.logs.borrow_mut().push(LogRecord {
-            level,
-            message: message.to_string(),
-        });
+        self.0.logs.borrow_mut().push(LogRecord { level, message: message.to_string() });
     }
 
     pub(crate) fn connection(&self) -> Connection {
@@ -586,18 +520,11 @@ impl HostBackend {
     }
 
     pub(crate) fn note(&self, scope: Scope, key: &str) -> Option<NoteValue> {
-        self.0
-            .notes
-            .borrow()
-            .get(&(scope, key.to_string()))
-            .cloned()
+        self.0.notes.borrow().get(&(scope, key.to_string())).cloned()
     }
 
     pub(crate) fn set_note(&self, scope: Scope, key: &str, value: NoteValue) {
-        self.0
-            .notes
-            .borrow_mut()
-            .insert((scope, key.to_string()), value);
+        self.0.notes.borrow_mut().insert((scope, key.to_string()), value);
     }
 
     pub(crate) fn remove_note(&self, scope: Scope, key: &str) {
@@ -605,10 +532,10 @@ impl HostBackend {
     }
 
     pub(crate) fn verify_password(&self, password: &str, stored: &str) -> Result<bool, String> {
-        self.0.password_checks.borrow_mut().push(PasswordCheck {
-            password: password.to_string(),
-            stored: stored.to_string(),
-        });
+        self.0
+            .password_checks
+            .borrow_mut()
+            .push(PasswordCheck { password: password.to_string(), stored: stored.to_string() });
         (self.0.verifier.borrow())(password, stored)
     }
 
@@ -655,9 +582,7 @@ impl MessageBackend<'_> {
 
     pub(crate) fn read_body(&self, offset: u64, len: u32) -> Vec<u8> {
         let body = &self.0.body;
-        let start = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(body.len());
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(body.len());
         let end = start.saturating_add(len as usize).min(body.len());
         body[start..end].to_vec()
     }

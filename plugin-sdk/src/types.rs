@@ -30,18 +30,12 @@ pub struct Address {
 impl Address {
     /// An address without parameters.
     pub fn new(address: impl Into<String>) -> Address {
-        Address {
-            address: address.into(),
-            params: Vec::new(),
-        }
+        Address { address: address.into(), params: Vec::new() }
     }
 
     /// Adds an ESMTP parameter (builder style, handy in tests).
     pub fn with_param(mut self, key: &str, value: Option<&str>) -> Address {
-        self.params.push(Param {
-            key: key.to_string(),
-            value: value.map(str::to_string),
-        });
+        self.params.push(Param { key: key.to_string(), value: value.map(str::to_string) });
         self
     }
 
@@ -180,11 +174,7 @@ pub struct Failure {
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = if self.temporary {
-            "temporary"
-        } else {
-            "permanent"
-        };
+        let kind = if self.temporary { "temporary" } else { "permanent" };
         write!(f, "{kind} failure: {}", self.reply)
     }
 }

@@ -27,11 +27,7 @@ impl Reply {
     /// assert_eq!(Reply::new(250, "", "ok").enhanced, None);
     /// ```
     pub fn new(code: u16, enhanced: &str, text: impl Into<String>) -> Reply {
-        Reply {
-            code,
-            enhanced: (!enhanced.is_empty()).then(|| enhanced.to_string()),
-            text: text.into(),
-        }
+        Reply { code, enhanced: (!enhanced.is_empty()).then(|| enhanced.to_string()), text: text.into() }
     }
 }
 
@@ -106,10 +102,7 @@ impl Verdict {
     pub fn reply(&self) -> Option<&Reply> {
         match self {
             Verdict::Continue => None,
-            Verdict::Accept(r)
-            | Verdict::Deny(r)
-            | Verdict::DenySoft(r)
-            | Verdict::DenyDisconnect(r) => r.as_ref(),
+            Verdict::Accept(r) | Verdict::Deny(r) | Verdict::DenySoft(r) | Verdict::DenyDisconnect(r) => r.as_ref(),
         }
     }
 }

@@ -9,10 +9,7 @@ use std::cell::OnceCell;
 use std::marker::PhantomData;
 
 use crate::runtime::{instantiate, observe};
-use crate::{
-    Address, Connection, Envelope, Failure, Host, Level, NoteValue, Param, Plugin, Reply, Scope,
-    Verdict,
-};
+use crate::{Address, Connection, Envelope, Failure, Host, Level, NoteValue, Param, Plugin, Reply, Scope, Verdict};
 
 pub mod bindings {
     wit_bindgen::generate!({
@@ -98,10 +95,7 @@ impl HostBackend {
     pub(crate) fn send_now(&self, relay: &str, msg: &MessageBackend<'_>) -> Result<Reply, Failure> {
         wit::outbound::send_now(relay, msg.0)
             .map(Reply::from)
-            .map_err(|f| Failure {
-                temporary: f.temporary,
-                reply: f.reply.into(),
-            })
+            .map_err(|f| Failure { temporary: f.temporary, reply: f.reply.into() })
     }
 }
 
@@ -151,35 +145,20 @@ impl From<wit::types::Address> for Address {
     fn from(a: wit::types::Address) -> Self {
         Address {
             address: a.address,
-            params: a
-                .params
-                .into_iter()
-                .map(|p| Param {
-                    key: p.key,
-                    value: p.value,
-                })
-                .collect(),
+            params: a.params.into_iter().map(|p| Param { key: p.key, value: p.value }).collect(),
         }
     }
 }
 
 impl From<wit::types::Reply> for Reply {
     fn from(r: wit::types::Reply) -> Self {
-        Reply {
-            code: r.code,
-            enhanced: r.enhanced,
-            text: r.text,
-        }
+        Reply { code: r.code, enhanced: r.enhanced, text: r.text }
     }
 }
 
 impl From<Reply> for wit::types::Reply {
     fn from(r: Reply) -> Self {
-        wit::types::Reply {
-            code: r.code,
-            enhanced: r.enhanced,
-            text: r.text,
-        }
+        wit::types::Reply { code: r.code, enhanced: r.enhanced, text: r.text }
     }
 }
 
@@ -210,9 +189,7 @@ pub fn try_init<P: Plugin>(slot: &OnceCell<P>) -> Result<(), String> {
     if slot.get().is_some() {
         return Ok(());
     }
-    let host = Host {
-        backend: HostBackend,
-    };
+    let host = Host { backend: HostBackend };
     let plugin = instantiate::<P>(&host)?;
     let _ = slot.set(plugin);
     Ok(())
@@ -222,9 +199,7 @@ pub fn try_init<P: Plugin>(slot: &OnceCell<P>) -> Result<(), String> {
 /// The host instantiates a component once per SMTP connection, so the
 /// plugin lives exactly as long as the connection.
 pub fn with_instance<P: Plugin, R>(slot: &OnceCell<P>, f: impl FnOnce(&P, &Host) -> R) -> R {
-    let host = Host {
-        backend: HostBackend,
-    };
+    let host = Host { backend: HostBackend };
     let plugin = slot.get_or_init(|| match instantiate::<P>(&host) {
         Ok(plugin) => plugin,
         Err(e) => {
@@ -278,16 +253,12 @@ impl<E: Exported> wit_hooks::Guest for Adapter<E> {
     }
 
     fn data(msg: &wit::message::Message) -> Option<WitVerdict> {
-        let msg = crate::Message {
-            backend: MessageBackend(msg),
-        };
+        let msg = crate::Message { backend: MessageBackend(msg) };
         hook::<E>(|p, h| p.data(h, &msg))
     }
 
     fn queue(msg: &wit::message::Message) -> Option<WitVerdict> {
-        let msg = crate::Message {
-            backend: MessageBackend(msg),
-        };
+        let msg = crate::Message { backend: MessageBackend(msg) };
         hook::<E>(|p, h| p.queue(h, &msg))
     }
 

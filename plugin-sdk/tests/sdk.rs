@@ -4,8 +4,8 @@ use std::cell::Cell;
 
 use mailferry_plugin_sdk::testing::{PasswordCheck, TestHost, TestMessage};
 use mailferry_plugin_sdk::{
-    export_plugin, parse_config, Address, Failure, Host, Level, Message, NoteValue, Plugin, Reply,
-    Scope, Verdict, BODY_CHUNK,
+    export_plugin, parse_config, Address, Failure, Host, Level, Message, NoteValue, Plugin, Reply, Scope, Verdict,
+    BODY_CHUNK,
 };
 use serde::Deserialize;
 
@@ -36,10 +36,7 @@ impl Plugin for Partial {
             return Err("told to fail".into());
         }
         host.debug("starting");
-        Ok(Partial {
-            greeting: config.greeting,
-            calls: Cell::new(0),
-        })
+        Ok(Partial { greeting: config.greeting, calls: Cell::new(0) })
     }
 
     fn ehlo(&self, host: &Host, name: &str) -> Verdict {
@@ -49,11 +46,7 @@ impl Plugin for Partial {
     }
 
     fn mail(&self, host: &Host, sender: &Address) -> Verdict {
-        host.set_note(
-            Scope::Transaction,
-            "sender-domain",
-            sender.domain_lowercase().unwrap_or_default(),
-        );
+        host.set_note(Scope::Transaction, "sender-domain", sender.domain_lowercase().unwrap_or_default());
         host.set_note(Scope::Connection, "mails", self.calls.get() as i64);
         if sender.is_null() {
             return Verdict::deny(550, "5.7.1", "no bounces here");
@@ -72,12 +65,7 @@ impl Plugin for Partial {
             host.warn(e);
         }
         let body: Vec<u8> = msg.body_chunks().flatten().collect();
-        host.info(format!(
-            "size={} body={} chunks={}",
-            msg.size(),
-            body.len(),
-            msg.body_chunks().count()
-        ));
+        host.info(format!("size={} body={} chunks={}", msg.size(), body.len(), msg.body_chunks().count()));
         Verdict::Continue
     }
 
@@ -114,26 +102,11 @@ fn config_is_parsed_and_errors_are_reported() {
     host.instantiate::<Partial>().unwrap().ehlo("x");
     host.assert_logged(Level::Info, "hi x");
 
-    let err = TestHost::new()
-        .config_toml("greting = 1")
-        .instantiate::<Partial>()
-        .err()
-        .unwrap();
-    assert!(
-        err.contains("invalid configuration") && err.contains("greting"),
-        "{err}"
-    );
-    let err = TestHost::new()
-        .config_toml("greeting = ")
-        .instantiate::<Partial>()
-        .err()
-        .unwrap();
+    let err = TestHost::new().config_toml("greting = 1").instantiate::<Partial>().err().unwrap();
+    assert!(err.contains("invalid configuration") && err.contains("greting"), "{err}");
+    let err = TestHost::new().config_toml("greeting = ").instantiate::<Partial>().err().unwrap();
     assert!(err.contains("invalid configuration"), "{err}");
-    let err = TestHost::new()
-        .config_toml("fail = true")
-        .instantiate::<Partial>()
-        .err()
-        .unwrap();
+    let err = TestHost::new().config_toml("fail = true").instantiate::<Partial>().err().unwrap();
     assert_eq!(err, "told to fail");
 }
 
@@ -160,31 +133,15 @@ fn notes_envelope_and_verdict_replies() {
     let p = host.instantiate::<Partial>().unwrap();
     assert_eq!(
         p.mail(""),
-        Some(Verdict::Deny(Some(Reply {
-            code: 550,
-            enhanced: Some("5.7.1".into()),
-            text: "no bounces here".into()
-        })))
+        Some(Verdict::Deny(Some(Reply { code: 550, enhanced: Some("5.7.1".into()), text: "no bounces here".into() })))
     );
-    assert_eq!(
-        p.mail(Address::new("a@Example.ORG").with_param("SIZE", Some("10"))),
-        Some(Verdict::Accept(None))
-    );
-    assert_eq!(
-        host.note(Scope::Transaction, "sender-domain"),
-        Some(NoteValue::Text("example.org".into()))
-    );
-    assert_eq!(
-        host.note(Scope::Connection, "mails"),
-        Some(NoteValue::Integer(0))
-    );
+    assert_eq!(p.mail(Address::new("a@Example.ORG").with_param("SIZE", Some("10"))), Some(Verdict::Accept(None)));
+    assert_eq!(host.note(Scope::Transaction, "sender-domain"), Some(NoteValue::Text("example.org".into())));
+    assert_eq!(host.note(Scope::Connection, "mails"), Some(NoteValue::Integer(0)));
     assert_eq!(host.notes(Scope::Connection).len(), 2);
     host.clear_transaction();
     assert_eq!(host.note(Scope::Transaction, "sender-domain"), None);
-    assert_eq!(
-        host.note(Scope::Connection, "preset"),
-        Some(NoteValue::Flag(true))
-    );
+    assert_eq!(host.note(Scope::Connection, "preset"), Some(NoteValue::Flag(true)));
     assert_eq!(host.host().envelope(), None);
 }
 
@@ -193,8 +150,7 @@ fn message_edits_are_validated_and_visible() {
     let host = TestHost::new();
     let p = host.instantiate::<Partial>().unwrap();
     let body = vec![b'x'; BODY_CHUNK as usize * 2 + 10];
-    let mut raw =
-        b"From: a@example.org\nX-Secret: 1\nSubject: folded\n  line\nx-secret: 2\n\n".to_vec();
+    let mut raw = b"From: a@example.org\nX-Secret: 1\nSubject: folded\n  line\nx-secret: 2\n\n".to_vec();
     raw.extend_from_slice(&body);
     let msg = TestMessage::parse(&raw);
     assert_eq!(msg.header("subject"), ["folded  line"]);
@@ -202,20 +158,12 @@ fn message_edits_are_validated_and_visible() {
     let names: Vec<String> = msg.headers().into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["Received", "From", "Subject", "X-Removed"]);
     assert_eq!(msg.header("X-Removed"), ["2"]);
-    assert!(
-        msg.header("X-Inject").is_empty(),
-        "CR/LF in a value must be refused"
-    );
+    assert!(msg.header("X-Inject").is_empty(), "CR/LF in a value must be refused");
     host.assert_logged(Level::Warn, "invalid header field name");
     host.assert_logged(Level::Warn, "CR, LF or NUL");
     let size = msg.to_bytes().len();
-    host.assert_logged(
-        Level::Info,
-        &format!("size={size} body={} chunks=3", body.len()),
-    );
-    assert!(msg
-        .to_bytes()
-        .starts_with(b"Received: by test\r\nFrom: a@example.org\r\n"));
+    host.assert_logged(Level::Info, &format!("size={size} body={} chunks=3", body.len()));
+    assert!(msg.to_bytes().starts_with(b"Received: by test\r\nFrom: a@example.org\r\n"));
     assert_eq!(msg.body(), &body[..]);
 }
 
@@ -232,43 +180,23 @@ fn message_without_body_or_separator() {
 
 #[test]
 fn send_now_is_scripted_and_recorded() {
-    let host = TestHost::new()
-        .envelope("a@example.org", ["b@example.org"])
-        .relay(|relay, msg| {
-            assert_eq!(relay, "upstream");
-            match msg.header("Subject").first().map(String::as_str) {
-                Some("ok") => Ok(Reply::new(250, "2.0.0", "queued as 42")),
-                Some("later") => Err(Failure {
-                    temporary: true,
-                    reply: Reply::new(451, "4.4.1", "busy"),
-                }),
-                _ => Err(Failure {
-                    temporary: false,
-                    reply: Reply::new(554, "5.6.0", "no"),
-                }),
-            }
-        });
+    let host = TestHost::new().envelope("a@example.org", ["b@example.org"]).relay(|relay, msg| {
+        assert_eq!(relay, "upstream");
+        match msg.header("Subject").first().map(String::as_str) {
+            Some("ok") => Ok(Reply::new(250, "2.0.0", "queued as 42")),
+            Some("later") => Err(Failure { temporary: true, reply: Reply::new(451, "4.4.1", "busy") }),
+            _ => Err(Failure { temporary: false, reply: Reply::new(554, "5.6.0", "no") }),
+        }
+    });
     let p = host.instantiate::<Partial>().unwrap();
     let ok = TestMessage::parse("Subject: ok\r\n\r\nhi\r\n");
-    assert_eq!(
-        p.queue(&ok),
-        Some(Verdict::accept_with(250, "2.0.0", "queued as 42"))
-    );
-    assert_eq!(
-        p.queue(&TestMessage::parse("Subject: later\r\n\r\n")),
-        Some(Verdict::deny_soft(451, "4.4.1", "busy"))
-    );
-    assert_eq!(
-        p.queue(&TestMessage::parse("Subject: other\r\n\r\n")),
-        Some(Verdict::deny(554, "5.6.0", "no"))
-    );
+    assert_eq!(p.queue(&ok), Some(Verdict::accept_with(250, "2.0.0", "queued as 42")));
+    assert_eq!(p.queue(&TestMessage::parse("Subject: later\r\n\r\n")), Some(Verdict::deny_soft(451, "4.4.1", "busy")));
+    assert_eq!(p.queue(&TestMessage::parse("Subject: other\r\n\r\n")), Some(Verdict::deny(554, "5.6.0", "no")));
     let sent = host.sent();
     assert_eq!(sent.len(), 3);
     assert_eq!(sent[0].message, b"Subject: ok\r\n\r\nhi\r\n");
-    assert_eq!(
-        sent[0].envelope.as_ref().unwrap().rcpt_to[0].address,
-        "b@example.org"
-    );
+    assert_eq!(sent[0].envelope.as_ref().unwrap().rcpt_to[0].address, "b@example.org");
 }
 
 #[test]
@@ -276,10 +204,7 @@ fn unscripted_relay_fails_temporarily() {
     let host = TestHost::new();
     let p = host.instantiate::<Partial>().unwrap();
     let verdict = p.queue(&TestMessage::parse("\r\n")).unwrap();
-    assert!(
-        matches!(verdict, Verdict::DenySoft(Some(Reply { code: 451, .. }))),
-        "{verdict:?}"
-    );
+    assert!(matches!(verdict, Verdict::DenySoft(Some(Reply { code: 451, .. }))), "{verdict:?}");
 }
 
 #[test]
@@ -289,13 +214,7 @@ fn password_verifier_default_and_scripted() {
     assert_eq!(h.verify_password("pw", "{PLAIN}pw"), Ok(true));
     assert_eq!(h.verify_password("pw", "{plain}other"), Ok(false));
     assert!(h.verify_password("pw", "$6$salt$hash").is_err());
-    assert_eq!(
-        host.password_checks()[0],
-        PasswordCheck {
-            password: "pw".into(),
-            stored: "{PLAIN}pw".into()
-        }
-    );
+    assert_eq!(host.password_checks()[0], PasswordCheck { password: "pw".into(), stored: "{PLAIN}pw".into() });
     let host = TestHost::new().password_verifier(|pw, stored| Ok(stored == format!("hash:{pw}")));
     assert_eq!(host.host().verify_password("x", "hash:x"), Ok(true));
 }
@@ -315,9 +234,6 @@ fn verdict_helpers_and_display() {
     let v = Verdict::deny_disconnect(421, "4.7.0", "bye");
     assert_eq!(v.reply().unwrap().to_string(), "421 4.7.0 bye");
     assert_eq!(Reply::new(250, "", "ok").to_string(), "250 ok");
-    let f = Failure {
-        temporary: true,
-        reply: Reply::new(451, "4.4.1", "no answer"),
-    };
+    let f = Failure { temporary: true, reply: Reply::new(451, "4.4.1", "no answer") };
     assert_eq!(f.to_string(), "temporary failure: 451 4.4.1 no answer");
 }

@@ -49,11 +49,19 @@ impl Drop for ConnectionPermit {
 fn admit(counts: &Arc<Mutex<ConnectionCounts>>, ip: IpAddr, config: &Config) -> Result<ConnectionPermit, Reply> {
     let mut c = counts.lock().unwrap();
     if c.total >= config.limits.max_connections {
-        return Err(Reply::new(421, "4.7.0", format!("{} too many connections, try again later", config.server.hostname)));
+        return Err(Reply::new(
+            421,
+            "4.7.0",
+            format!("{} too many connections, try again later", config.server.hostname),
+        ));
     }
     let mine = c.per_ip.get(&ip).copied().unwrap_or(0);
     if mine >= config.limits.max_connections_per_ip {
-        return Err(Reply::new(421, "4.7.0", format!("{} too many connections from your address, try again later", config.server.hostname)));
+        return Err(Reply::new(
+            421,
+            "4.7.0",
+            format!("{} too many connections from your address, try again later", config.server.hostname),
+        ));
     }
     c.total += 1;
     *c.per_ip.entry(ip).or_default() += 1;
@@ -119,10 +127,9 @@ pub async fn serve(config: Arc<Config>, pipeline: Arc<Pipeline>, mut shutdown: w
     let open = sessions.len();
     if open > 0 {
         tracing::info!(open, grace = ?config.server.shutdown_grace, "shutting down: waiting for open sessions");
-        let drained = tokio::time::timeout(config.server.shutdown_grace, async {
-            while sessions.join_next().await.is_some() {}
-        })
-        .await;
+        let drained =
+            tokio::time::timeout(config.server.shutdown_grace, async { while sessions.join_next().await.is_some() {} })
+                .await;
         if drained.is_err() {
             tracing::warn!(left = sessions.len(), "grace period over: closing remaining sessions");
             sessions.abort_all();

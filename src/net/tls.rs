@@ -39,7 +39,9 @@ fn load_pem(cert: &Path, key: &Path) -> Result<(Vec<CertificateDer<'static>>, Pr
     let key_pem = std::fs::read(key).with_context(|| format!("tls.key: cannot read {}", key.display()))?;
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .with_context(|| format!("tls.key: {} is not a PEM private key", key.display()))?
-        .with_context(|| format!("tls.key: {} holds no private key (with Let's Encrypt use privkey.pem)", key.display()))?;
+        .with_context(|| {
+            format!("tls.key: {} holds no private key (with Let's Encrypt use privkey.pem)", key.display())
+        })?;
     Ok((certs, key))
 }
 

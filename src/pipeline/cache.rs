@@ -22,11 +22,14 @@ pub fn compile(engine: &Engine, wasm: &[u8], dir: &Path) -> Result<Component> {
         // for this engine configuration) and wasmtime checks its header.
         match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(c) => return Ok(c),
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compiled plugin cache entry"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compiled plugin cache entry")
+            }
         }
     }
     let started = std::time::Instant::now();
-    let compiled = engine.precompile_component(wasm).map_err(anyhow::Error::from).context("not a valid WebAssembly component")?;
+    let compiled =
+        engine.precompile_component(wasm).map_err(anyhow::Error::from).context("not a valid WebAssembly component")?;
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "compiled plugin");
     // A cache we cannot write is only slower, never fatal.
     if let Err(e) = write_atomic(dir, &path, &compiled) {

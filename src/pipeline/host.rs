@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wasmtime::{bail, format_err, Result};
 use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
+use wasmtime::{bail, format_err, Result};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -68,7 +68,11 @@ impl HostState {
         Ok(HostState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new().memory_size(memory_limit).trap_on_grow_failure(true).instances(64).build(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory_limit)
+                .trap_on_grow_failure(true)
+                .instances(64)
+                .build(),
             plugin,
             session,
             relays,
@@ -188,7 +192,8 @@ impl notes::Host for HostState {
 impl HostState {
     fn with_message<R>(&self, f: impl FnOnce(&mut Message) -> R) -> Result<R> {
         let mut s = self.session();
-        let m = s.message.as_mut().ok_or_else(|| format_err!("message handle used outside the data and queue hooks"))?;
+        let m =
+            s.message.as_mut().ok_or_else(|| format_err!("message handle used outside the data and queue hooks"))?;
         Ok(f(m))
     }
 }
@@ -211,7 +216,12 @@ impl message::HostMessage for HostState {
         self.with_message(|m| m.append(Header::new(&name, &value))).map(Ok)
     }
 
-    fn prepend_header(&mut self, _: Resource<MessageHandle>, name: String, value: String) -> Result<Result<(), String>> {
+    fn prepend_header(
+        &mut self,
+        _: Resource<MessageHandle>,
+        name: String,
+        value: String,
+    ) -> Result<Result<(), String>> {
         if let Err(e) = check_new_header(&name, &value) {
             return Ok(Err(e));
         }

@@ -145,8 +145,7 @@ impl Pipeline {
         let cache_dir = config.state_dir().join("plugin-cache");
         let mut plugins = Vec::new();
         for spec in &config.plugins {
-            let plugin = load_plugin(&engine, spec, &cache_dir)
-                .with_context(|| format!("plugin {:?}", spec.name))?;
+            let plugin = load_plugin(&engine, spec, &cache_dir).with_context(|| format!("plugin {:?}", spec.name))?;
             plugins.push(Arc::new(plugin));
         }
         Ok(Pipeline {
@@ -178,7 +177,8 @@ impl Pipeline {
                 }),
                 ..Default::default()
             }));
-            let state = HostState::new(plugin.clone(), data, self.relays.clone(), self.call_timeout, self.memory_limit)?;
+            let state =
+                HostState::new(plugin.clone(), data, self.relays.clone(), self.call_timeout, self.memory_limit)?;
             let mut store = Store::new(&self.engine, state);
             sandbox::configure_store(&mut store);
             sandbox::begin_call(&mut store);
@@ -191,7 +191,9 @@ impl Pipeline {
             };
             match result {
                 Ok(Ok(())) => {}
-                Ok(Err(message)) => anyhow::bail!("plugin {:?} cannot start: {message} (check its [plugins.config])", plugin.name),
+                Ok(Err(message)) => {
+                    anyhow::bail!("plugin {:?} cannot start: {message} (check its [plugins.config])", plugin.name)
+                }
                 Err(e) => anyhow::bail!(
                     "plugin {:?} failed while starting: {} {}",
                     plugin.name,
@@ -209,11 +211,7 @@ impl Pipeline {
 
     /// A fresh per-connection view of the pipeline.
     pub fn session(self: &Arc<Self>, data: Arc<Mutex<SessionData>>) -> SessionPipeline {
-        SessionPipeline {
-            pipeline: self.clone(),
-            slots: (0..self.plugins.len()).map(|_| None).collect(),
-            data,
-        }
+        SessionPipeline { pipeline: self.clone(), slots: (0..self.plugins.len()).map(|_| None).collect(), data }
     }
 }
 
@@ -232,7 +230,9 @@ fn load_plugin(engine: &Engine, spec: &PluginSpec, cache_dir: &std::path::Path) 
             "{e:#}\n  (a plugin may only import what it is granted: add the capability to its `grants`, e.g. grants = [\"password\"] or [\"outbound\"])"
         )
     })?;
-    let pre = PluginPre::new(pre).map_err(anyhow::Error::from).context("the component does not export the mailferry:plugin/hooks interface")?;
+    let pre = PluginPre::new(pre)
+        .map_err(anyhow::Error::from)
+        .context("the component does not export the mailferry:plugin/hooks interface")?;
     let config_toml = toml::to_string(&spec.config).context("plugin config")?;
     for (host_dir, _) in &spec.read_dirs {
         if !host_dir.is_dir() {
@@ -302,7 +302,11 @@ impl SessionPipeline {
                     if hook == Hook::Disconnect {
                         continue;
                     }
-                    return Outcome::DenySoft(Some(Reply::new(451, "4.3.0", "temporary local problem, please try again later")));
+                    return Outcome::DenySoft(Some(Reply::new(
+                        451,
+                        "4.3.0",
+                        "temporary local problem, please try again later",
+                    )));
                 }
             }
         }
@@ -361,11 +365,7 @@ impl SessionPipeline {
     fn checked(&self, plugin: &str, hook: Hook, verdict: wit::Verdict) -> Outcome {
         let check = |reply: Option<wit::Reply>, classes: &[u16]| -> Option<Reply> {
             let reply = reply?;
-            let r = Reply {
-                code: reply.code,
-                enhanced: reply.enhanced,
-                lines: vec![reply.text],
-            };
+            let r = Reply { code: reply.code, enhanced: reply.enhanced, lines: vec![reply.text] };
             match r.validate(classes) {
                 Ok(()) => Some(r),
                 Err(why) => {

@@ -112,7 +112,9 @@ pub fn describe_fault(e: &wasmtime::Error) -> String {
     }
     if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
         let what = match trap {
-            wasmtime::Trap::UnreachableCodeReached => "trapped (unreachable: a panic or abort in the plugin)".to_string(),
+            wasmtime::Trap::UnreachableCodeReached => {
+                "trapped (unreachable: a panic or abort in the plugin)".to_string()
+            }
             wasmtime::Trap::MemoryOutOfBounds => "trapped (out-of-bounds memory access)".to_string(),
             wasmtime::Trap::StackOverflow => "trapped (stack overflow)".to_string(),
             wasmtime::Trap::AllocationTooLarge => "exceeded its memory limit".to_string(),

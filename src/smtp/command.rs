@@ -40,15 +40,18 @@ pub struct Param {
 
 /// Parses one command line (without its CRLF).
 pub fn parse(line: &[u8]) -> Result<Command, Reply> {
-    let line = std::str::from_utf8(line)
-        .map_err(|_| Reply::new(500, "5.5.2", "command is not valid UTF-8"))?;
+    let line = std::str::from_utf8(line).map_err(|_| Reply::new(500, "5.5.2", "command is not valid UTF-8"))?;
     let (verb, rest) = match line.find(' ') {
         Some(i) => (&line[..i], &line[i + 1..]),
         None => (line, ""),
     };
     let syntax = |usage: &str| Reply::new(501, "5.5.4", format!("syntax: {usage}"));
     let no_args = |cmd: Command, usage: &str| {
-        if rest.trim().is_empty() { Ok(cmd) } else { Err(syntax(usage)) }
+        if rest.trim().is_empty() {
+            Ok(cmd)
+        } else {
+            Err(syntax(usage))
+        }
     };
     match verb.to_ascii_uppercase().as_str() {
         "EHLO" | "HELO" => {
@@ -87,7 +90,9 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
             let mut parts = rest.split_ascii_whitespace();
             let size = parts
                 .next()
-                .and_then(|s| if s.bytes().all(|b| b.is_ascii_digit()) && s.len() <= 18 { s.parse().ok() } else { None })
+                .and_then(
+                    |s| if s.bytes().all(|b| b.is_ascii_digit()) && s.len() <= 18 { s.parse().ok() } else { None },
+                )
                 .ok_or_else(|| syntax("BDAT size [LAST]"))?;
             let last = match parts.next() {
                 None => false,
@@ -155,7 +160,7 @@ fn parse_path_and_params(arg: &str, reverse: bool) -> Result<(Path, Vec<Param>),
             return Err(bad("a recipient cannot be empty"));
         }
     } else {
-        validate_mailbox(inner).map_err(|e| bad(e))?;
+        validate_mailbox(inner).map_err(bad)?;
     }
     let rest = &arg[end + 1..];
     if !rest.is_empty() && !rest.starts_with(' ') {
@@ -219,10 +224,7 @@ fn validate_mailbox(s: &str) -> Result<(), &'static str> {
     if let Some(literal) = domain.strip_prefix('[') {
         let literal = literal.strip_suffix(']').ok_or("unterminated address literal")?;
         let ok = literal.parse::<std::net::Ipv4Addr>().is_ok()
-            || literal
-                .strip_prefix("IPv6:")
-                .map(|v6| v6.parse::<std::net::Ipv6Addr>().is_ok())
-                .unwrap_or(false);
+            || literal.strip_prefix("IPv6:").map(|v6| v6.parse::<std::net::Ipv6Addr>().is_ok()).unwrap_or(false);
         if !ok {
             return Err("invalid address literal");
         }

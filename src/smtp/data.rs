@@ -179,8 +179,17 @@ impl DataReader {
 
 /// Checks (and in normalize mode repairs) a message received with BDAT,
 /// where no end marker exists but the same rules apply to what we pass on.
-/// Returns `Err(())` for a bare CR or LF in reject mode.
-pub fn check_bdat(message: &mut Vec<u8>, mode: BareLineEndings, max_line: usize, defects: &mut Defects) -> Result<(), ()> {
+/// A bare CR or LF found in reject mode.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BareLineEnding;
+
+/// Fails for a bare CR or LF in reject mode.
+pub fn check_bdat(
+    message: &mut Vec<u8>,
+    mode: BareLineEndings,
+    max_line: usize,
+    defects: &mut Defects,
+) -> Result<(), BareLineEnding> {
     let max_line = max_line.saturating_sub(2);
     let mut has_bare = false;
     let mut line_len = 0usize;
@@ -204,7 +213,7 @@ pub fn check_bdat(message: &mut Vec<u8>, mode: BareLineEndings, max_line: usize,
         return Ok(());
     }
     if mode == BareLineEndings::Reject {
-        return Err(());
+        return Err(BareLineEnding);
     }
     let mut out = Vec::with_capacity(message.len() + 64);
     let mut i = 0;

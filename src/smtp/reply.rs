@@ -16,11 +16,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn new(code: u16, enhanced: &str, text: impl Into<String>) -> Reply {
-        Reply {
-            code,
-            enhanced: (!enhanced.is_empty()).then(|| enhanced.to_string()),
-            lines: vec![text.into()],
-        }
+        Reply { code, enhanced: (!enhanced.is_empty()).then(|| enhanced.to_string()), lines: vec![text.into()] }
     }
 
     pub fn multi(code: u16, lines: Vec<String>) -> Reply {
@@ -88,9 +84,7 @@ pub fn is_enhanced_status(s: &str) -> bool {
     let parts: Vec<&str> = s.split('.').collect();
     parts.len() == 3
         && matches!(parts[0], "2" | "4" | "5")
-        && parts[1..]
-            .iter()
-            .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+        && parts[1..].iter().all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Replaces anything that could break the reply framing or a terminal with

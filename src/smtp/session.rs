@@ -67,7 +67,13 @@ fn session_id() -> String {
 }
 
 impl Session {
-    pub fn new(shared: Arc<Shared>, listener: Arc<Listener>, peer: SocketAddr, local: SocketAddr, t: Transport) -> Session {
+    pub fn new(
+        shared: Arc<Shared>,
+        listener: Arc<Listener>,
+        peer: SocketAddr,
+        local: SocketAddr,
+        t: Transport,
+    ) -> Session {
         let id = session_id();
         let trusted = listener.trusted_networks.iter().any(|n| n.contains(&peer.ip()));
         let data = Arc::new(Mutex::new(SessionData::default()));
@@ -84,7 +90,21 @@ impl Session {
             trusted,
         });
         let plugins = shared.pipeline.session(data.clone());
-        Session { shared, listener, peer, id, t, helo: None, esmtp: false, auth_user: None, trusted, tx: None, errors: 0, plugins, data }
+        Session {
+            shared,
+            listener,
+            peer,
+            id,
+            t,
+            helo: None,
+            esmtp: false,
+            auth_user: None,
+            trusted,
+            tx: None,
+            errors: 0,
+            plugins,
+            data,
+        }
     }
 
     fn config(&self) -> &Config {
@@ -115,7 +135,9 @@ impl Session {
                 Next::Close
             }
             Outcome::DenySoft(r) => {
-                self.t.reply(&r.unwrap_or_else(|| Reply::new(421, "4.3.2", format!("{host} service not available, try later"))));
+                self.t.reply(
+                    &r.unwrap_or_else(|| Reply::new(421, "4.3.2", format!("{host} service not available, try later"))),
+                );
                 Next::Close
             }
             Outcome::Accept(_) | Outcome::Continue => {
@@ -144,7 +166,9 @@ impl Session {
             let line = match line {
                 Ok(Line::Ok(line)) => line,
                 Ok(Line::TooLong) => {
-                    if let Next::Close = self.error(Reply::new(500, "5.5.2", format!("line too long (limit {limit} octets)"))) {
+                    if let Next::Close =
+                        self.error(Reply::new(500, "5.5.2", format!("line too long (limit {limit} octets)")))
+                    {
                         return;
                     }
                     continue;
@@ -202,19 +226,30 @@ impl Session {
                 Next::Continue
             }
             Command::Quit => {
-                self.t.reply(&Reply::new(221, "2.0.0", format!("{} closing connection", self.config().server.hostname)));
+                self.t.reply(&Reply::new(
+                    221,
+                    "2.0.0",
+                    format!("{} closing connection", self.config().server.hostname),
+                ));
                 Next::Close
             }
             Command::Vrfy => {
-                self.t.reply(&Reply::new(252, "2.5.0", "cannot verify addresses; send the message and it will be tried"));
+                self.t.reply(&Reply::new(
+                    252,
+                    "2.5.0",
+                    "cannot verify addresses; send the message and it will be tried",
+                ));
                 Next::Continue
             }
             Command::Expn => self.error(Reply::new(502, "5.5.1", "EXPN is not available")),
             Command::Help => {
-                self.t.reply(&Reply::multi(214, vec![
-                    "2.0.0 mailferry: a mail submission relay".into(),
-                    "2.0.0 commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP".into(),
-                ]));
+                self.t.reply(&Reply::multi(
+                    214,
+                    vec![
+                        "2.0.0 mailferry: a mail submission relay".into(),
+                        "2.0.0 commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP".into(),
+                    ],
+                ));
                 Next::Continue
             }
         }
@@ -338,12 +373,22 @@ impl Session {
             return self.error(Reply::new(503, "5.5.1", "AUTH is not allowed during a mail transaction"));
         }
         if !self.tls_active() && !self.listener.auth_without_tls {
-            return self.error(Reply::new(538, "5.7.11", "encryption required: use STARTTLS (or port 465) before AUTH"));
+            return self.error(Reply::new(
+                538,
+                "5.7.11",
+                "encryption required: use STARTTLS (or port 465) before AUTH",
+            ));
         }
         let creds = match mechanism.as_str() {
             "PLAIN" => self.auth_plain(initial).await,
             "LOGIN" => self.auth_login(initial).await,
-            _ => return self.error(Reply::new(504, "5.5.4", "unrecognized authentication mechanism; use PLAIN or LOGIN")),
+            _ => {
+                return self.error(Reply::new(
+                    504,
+                    "5.5.4",
+                    "unrecognized authentication mechanism; use PLAIN or LOGIN",
+                ))
+            }
         };
         let (login, password) = match creds {
             Ok(c) => c,
@@ -383,7 +428,9 @@ impl Session {
         match self.t.read_line(limit, timeout).await {
             Ok(Line::Ok(l)) if l == b"*" => Err(AuthAbort::Reply(Reply::new(501, "5.0.0", "authentication cancelled"))),
             Ok(Line::Ok(l)) => decode_b64(&l),
-            Ok(Line::TooLong) => Err(AuthAbort::Reply(Reply::new(500, "5.5.6", "authentication exchange line too long"))),
+            Ok(Line::TooLong) => {
+                Err(AuthAbort::Reply(Reply::new(500, "5.5.6", "authentication exchange line too long")))
+            }
             Err(_) => Err(AuthAbort::Close),
         }
     }
@@ -396,7 +443,11 @@ impl Session {
         };
         let parts: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
         let [authzid, authcid, password] = parts.as_slice() else {
-            return Err(AuthAbort::Reply(Reply::new(501, "5.5.2", "malformed PLAIN response: expected authzid NUL login NUL password")));
+            return Err(AuthAbort::Reply(Reply::new(
+                501,
+                "5.5.2",
+                "malformed PLAIN response: expected authzid NUL login NUL password",
+            )));
         };
         let login = utf8(authcid)?;
         let password = utf8(password)?;
@@ -405,7 +456,11 @@ impl Session {
             return Err(AuthAbort::Reply(Reply::new(501, "5.5.2", "empty login")));
         }
         if !authzid.is_empty() && authzid != login {
-            return Err(AuthAbort::Reply(Reply::new(535, "5.7.8", "authorization identity must be empty or equal the login")));
+            return Err(AuthAbort::Reply(Reply::new(
+                535,
+                "5.7.8",
+                "authorization identity must be empty or equal the login",
+            )));
         }
         Ok((login, password))
     }
@@ -449,7 +504,11 @@ impl Session {
                     };
                     let max = self.config().limits.message_size as u64;
                     if size > max {
-                        return self.error(Reply::new(552, "5.3.4", format!("message size {size} exceeds the limit of {max} octets")));
+                        return self.error(Reply::new(
+                            552,
+                            "5.3.4",
+                            format!("message size {size} exceeds the limit of {max} octets"),
+                        ));
                     }
                 }
                 ("BODY", Some(v)) if v.eq_ignore_ascii_case("7BIT") || v.eq_ignore_ascii_case("8BITMIME") => {}
@@ -511,7 +570,11 @@ impl Session {
         }
         let count = self.data.lock().unwrap().envelope.as_ref().map(|e| e.rcpt_to.len()).unwrap_or(0);
         if count >= self.config().limits.recipients {
-            self.t.reply(&Reply::new(452, "4.5.3", format!("too many recipients (limit {})", self.config().limits.recipients)));
+            self.t.reply(&Reply::new(
+                452,
+                "4.5.3",
+                format!("too many recipients (limit {})", self.config().limits.recipients),
+            ));
             return Next::Continue;
         }
         let rcpt = wit::Address { address: path.address.clone(), params: Vec::new() };
@@ -547,7 +610,9 @@ impl Session {
     async fn data(&mut self) -> Next {
         match &self.tx {
             None => return self.error(Reply::new(503, "5.5.1", "need MAIL FROM first")),
-            Some(tx) if tx.bdat.is_some() => return self.error(Reply::new(503, "5.5.1", "DATA is not allowed after BDAT")),
+            Some(tx) if tx.bdat.is_some() => {
+                return self.error(Reply::new(503, "5.5.1", "DATA is not allowed after BDAT"))
+            }
             _ => {}
         }
         if self.rcpt_count() == 0 {
@@ -601,7 +666,11 @@ impl Session {
                 }
                 if !kept_all {
                     self.reset_transaction();
-                    return self.error(Reply::new(552, "5.3.4", format!("message exceeds the limit of {} octets", limits.message_size)));
+                    return self.error(Reply::new(
+                        552,
+                        "5.3.4",
+                        format!("message exceeds the limit of {} octets", limits.message_size),
+                    ));
                 }
             }
             Err(ReadError::Timeout) => {
@@ -620,7 +689,11 @@ impl Session {
         let mut defects = Defects::default();
         if check_bdat(&mut buf, limits.bare_line_endings, limits.text_line, &mut defects).is_err() {
             self.reset_transaction();
-            return self.error(Reply::new(550, "5.6.0", "message refused: bare CR or LF found; lines must end with CRLF"));
+            return self.error(Reply::new(
+                550,
+                "5.6.0",
+                "message refused: bare CR or LF found; lines must end with CRLF",
+            ));
         }
         self.finish_message(buf, defects).await
     }
@@ -634,7 +707,11 @@ impl Session {
         } else if defects.nul {
             Some(Reply::new(550, "5.6.0", "message refused: it contains NUL characters"))
         } else if defects.long_line {
-            Some(Reply::new(550, "5.6.0", format!("message refused: a line is longer than {} octets (RFC 5322 §2.1.1)", limits.text_line - 2)))
+            Some(Reply::new(
+                550,
+                "5.6.0",
+                format!("message refused: a line is longer than {} octets (RFC 5322 §2.1.1)", limits.text_line - 2),
+            ))
         } else {
             None
         };
@@ -698,11 +775,8 @@ impl Session {
             std::net::IpAddr::V6(v6) => format!("[IPv6:{v6}]"),
         };
         let helo = self.helo.as_deref().unwrap_or("unknown");
-        let received = format!(
-            "from {helo} ({ip}) by {host} (mailferry) with {proto} id {}; {}",
-            self.id,
-            now.to_rfc2822()
-        );
+        let received =
+            format!("from {helo} ({ip}) by {host} (mailferry) with {proto} id {}; {}", self.id, now.to_rfc2822());
         message.prepend(Header::new("Received", &received));
         if !message.has_header("Message-ID") {
             let id = format!("<{}.{}@{}>", now.format("%Y%m%d%H%M%S"), session_id(), host);

@@ -221,7 +221,13 @@ impl Transport {
     /// Reads exactly `size` octets of a BDAT chunk, appending them to `out`
     /// while `out` stays within `limit`; octets beyond it are read and dropped
     /// so the command stream stays in step. Returns false if anything was dropped.
-    pub async fn read_chunk(&mut self, size: usize, out: &mut Vec<u8>, limit: usize, timeout: Duration) -> Result<bool, ReadError> {
+    pub async fn read_chunk(
+        &mut self,
+        size: usize,
+        out: &mut Vec<u8>,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<bool, ReadError> {
         let mut remaining = size;
         let mut kept_all = true;
         while remaining > 0 {

@@ -211,7 +211,11 @@ impl Server {
     /// Messages in the outbox, oldest first.
     pub fn outbox(&self) -> Vec<String> {
         let mut files: Vec<_> = match std::fs::read_dir(self.path("outbox")) {
-            Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().map(|x| x == "eml").unwrap_or(false)).collect(),
+            Ok(rd) => rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().map(|x| x == "eml").unwrap_or(false))
+                .collect(),
             Err(_) => Vec::new(),
         };
         files.sort();
@@ -225,7 +229,11 @@ impl Server {
             if let Some(l) = self.logs.lock().unwrap().iter().find(|l| needles.iter().all(|n| l.contains(n))) {
                 return l.clone();
             }
-            assert!(Instant::now() < deadline, "no log line with {needles:?}:\n{}", self.logs.lock().unwrap().join("\n"));
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needles:?}:\n{}",
+                self.logs.lock().unwrap().join("\n")
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -331,7 +339,8 @@ impl Client {
         let mut lines = Vec::new();
         loop {
             let line = self.read_line()?;
-            let code: u16 = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("bad reply line {line:?}"));
+            let code: u16 =
+                line.get(..3).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("bad reply line {line:?}"));
             let more = line.as_bytes().get(3) == Some(&b'-');
             lines.push(line.get(4..).unwrap_or("").to_string());
             if !more {
@@ -403,7 +412,10 @@ impl Client {
             data.push_str("\r\n");
         }
         // Dot-stuff as a client must.
-        let stuffed: String = data.split_inclusive("\r\n").map(|l| if l.starts_with('.') { format!(".{l}") } else { l.to_string() }).collect();
+        let stuffed: String = data
+            .split_inclusive("\r\n")
+            .map(|l| if l.starts_with('.') { format!(".{l}") } else { l.to_string() })
+            .collect();
         self.send_raw(stuffed.as_bytes());
         self.send_raw(b".\r\n");
         self.read()

@@ -106,10 +106,7 @@ impl Plugin for AuthFlatFile {
         let text = match std::fs::read_to_string(&self.users) {
             Ok(text) => text,
             Err(e) => {
-                host.error(format!(
-                    "cannot read users file {}: {e}",
-                    self.users.display()
-                ));
+                host.error(format!("cannot read users file {}: {e}", self.users.display()));
                 return temporary_failure();
             }
         };
@@ -119,19 +116,12 @@ impl Plugin for AuthFlatFile {
             if let Err(e) = host.verify_password(password, &self.dummy_hash) {
                 host.error(format!("dummy_hash cannot be verified: {e}"));
             }
-            host.debug(format!(
-                "no entry for login {login:?} in {}",
-                self.users.display()
-            ));
+            host.debug(format!("no entry for login {login:?} in {}", self.users.display()));
             return Verdict::Continue;
         };
         match host.verify_password(password, entry.stored) {
             Ok(true) => {
-                host.info(format!(
-                    "login {login:?} authenticated ({} line {})",
-                    self.users.display(),
-                    entry.line
-                ));
+                host.info(format!("login {login:?} authenticated ({} line {})", self.users.display(), entry.line));
                 Verdict::accept()
             }
             Ok(false) => {
@@ -162,18 +152,12 @@ impl AuthFlatFile {
                 continue;
             }
             let Some((name, rest)) = trimmed.split_once(':') else {
-                host.error(format!(
-                    "{} line {line}: expected login:hash, skipped",
-                    self.users.display()
-                ));
+                host.error(format!("{} line {line}: expected login:hash, skipped", self.users.display()));
                 continue;
             };
             let name = name.trim();
             if name.is_empty() {
-                host.error(format!(
-                    "{} line {line}: empty login, skipped",
-                    self.users.display()
-                ));
+                host.error(format!("{} line {line}: empty login, skipped", self.users.display()));
                 continue;
             }
             // Fields after the hash (uid, gid, home, …) are Dovecot's.
@@ -190,15 +174,8 @@ impl AuthFlatFile {
         if self.warned_plain.get() {
             return;
         }
-        let scheme = stored
-            .strip_prefix('{')
-            .and_then(|s| s.split_once('}'))
-            .map(|(scheme, _)| scheme);
-        if scheme.is_some_and(|s| {
-            ["PLAIN", "CLEAR", "CLEARTEXT"]
-                .iter()
-                .any(|p| s.eq_ignore_ascii_case(p))
-        }) {
+        let scheme = stored.strip_prefix('{').and_then(|s| s.split_once('}')).map(|(scheme, _)| scheme);
+        if scheme.is_some_and(|s| ["PLAIN", "CLEAR", "CLEARTEXT"].iter().any(|p| s.eq_ignore_ascii_case(p))) {
             self.warned_plain.set(true);
             host.warn(format!(
                 "{} line {line} stores a cleartext password; store an argon2id hash instead (`mailferry hash-password`)",
@@ -265,28 +242,17 @@ dave:$md5$unknown
 ";
 
     fn deny_535() -> Option<Verdict> {
-        Some(Verdict::deny(
-            535,
-            "5.7.8",
-            "authentication credentials invalid",
-        ))
+        Some(Verdict::deny(535, "5.7.8", "authentication credentials invalid"))
     }
 
     fn deny_454() -> Option<Verdict> {
-        Some(Verdict::DenySoft(Some(Reply::new(
-            454,
-            "4.7.0",
-            "temporary authentication failure",
-        ))))
+        Some(Verdict::DenySoft(Some(Reply::new(454, "4.7.0", "temporary authentication failure"))))
     }
 
     #[test]
     fn right_password_accepts() {
         let (host, p, _f) = setup(USERS);
-        assert_eq!(
-            p.auth("PLAIN", "alice", "wonderland"),
-            Some(Verdict::accept())
-        );
+        assert_eq!(p.auth("PLAIN", "alice", "wonderland"), Some(Verdict::accept()));
         host.assert_logged(Level::Info, "login \"alice\" authenticated");
         assert_eq!(host.password_checks().len(), 1);
         assert_eq!(host.password_checks()[0].stored, "$test$wonderland");
@@ -297,13 +263,7 @@ dave:$md5$unknown
         let (host, p, _f) = setup(USERS);
         assert_eq!(p.auth("LOGIN", "alice", "looking-glass"), deny_535());
         host.assert_logged(Level::Info, "wrong password for login \"alice\"");
-        assert!(
-            !host
-                .logs()
-                .iter()
-                .any(|r| r.message.contains("looking-glass")),
-            "passwords must not be logged"
-        );
+        assert!(!host.logs().iter().any(|r| r.message.contains("looking-glass")), "passwords must not be logged");
     }
 
     #[test]
@@ -311,11 +271,7 @@ dave:$md5$unknown
         let (host, p, _f) = setup(USERS);
         assert_eq!(p.auth("PLAIN", "mallory", "guess"), Some(Verdict::Continue));
         let checks = host.password_checks();
-        assert_eq!(
-            checks.len(),
-            1,
-            "exactly one verification, like a known login"
-        );
+        assert_eq!(checks.len(), 1, "exactly one verification, like a known login");
         assert_eq!(checks[0].password, "guess");
         assert_eq!(checks[0].stored, DEFAULT_DUMMY_HASH);
     }
@@ -323,35 +279,17 @@ dave:$md5$unknown
     #[test]
     fn domain_compares_case_insensitively_but_local_part_and_plain_logins_do_not() {
         let (_host, p, _f) = setup(USERS);
-        assert_eq!(
-            p.auth("PLAIN", "bob@example.org", "builder"),
-            Some(Verdict::accept())
-        );
-        assert_eq!(
-            p.auth("PLAIN", " bob@EXAMPLE.org ", "builder"),
-            Some(Verdict::accept())
-        );
-        assert_eq!(
-            p.auth("PLAIN", "Bob@example.org", "builder"),
-            Some(Verdict::Continue)
-        );
-        assert_eq!(
-            p.auth("PLAIN", "Alice", "wonderland"),
-            Some(Verdict::Continue)
-        );
-        assert_eq!(
-            p.auth("PLAIN", "alice@example.org", "wonderland"),
-            Some(Verdict::Continue)
-        );
+        assert_eq!(p.auth("PLAIN", "bob@example.org", "builder"), Some(Verdict::accept()));
+        assert_eq!(p.auth("PLAIN", " bob@EXAMPLE.org ", "builder"), Some(Verdict::accept()));
+        assert_eq!(p.auth("PLAIN", "Bob@example.org", "builder"), Some(Verdict::Continue));
+        assert_eq!(p.auth("PLAIN", "Alice", "wonderland"), Some(Verdict::Continue));
+        assert_eq!(p.auth("PLAIN", "alice@example.org", "wonderland"), Some(Verdict::Continue));
     }
 
     #[test]
     fn extra_fields_are_ignored() {
         let (host, p, _f) = setup(USERS);
-        assert_eq!(
-            p.auth("PLAIN", "bob@example.org", "builder"),
-            Some(Verdict::accept())
-        );
+        assert_eq!(p.auth("PLAIN", "bob@example.org", "builder"), Some(Verdict::accept()));
         assert_eq!(host.password_checks()[0].stored, "$test$builder");
     }
 
@@ -359,17 +297,8 @@ dave:$md5$unknown
     fn unverifiable_hash_is_a_temporary_failure_naming_the_line() {
         let (host, p, _f) = setup(USERS);
         assert_eq!(p.auth("PLAIN", "dave", "x"), deny_454());
-        host.assert_logged(
-            Level::Error,
-            "line 7: cannot verify the stored hash of \"dave\": unknown password scheme",
-        );
-        assert!(
-            !host
-                .logs()
-                .iter()
-                .any(|r| r.message.contains("$md5$unknown")),
-            "hashes must not be logged"
-        );
+        host.assert_logged(Level::Error, "line 7: cannot verify the stored hash of \"dave\": unknown password scheme");
+        assert!(!host.logs().iter().any(|r| r.message.contains("$md5$unknown")), "hashes must not be logged");
     }
 
     #[test]
@@ -395,26 +324,12 @@ dave:$md5$unknown
         assert_eq!(p.auth("PLAIN", "carol", "secret"), Some(Verdict::accept()));
         assert_eq!(p.auth("PLAIN", "carol", "wrong"), deny_535());
         assert_eq!(p.auth("PLAIN", "nobody", "x"), Some(Verdict::Continue));
-        let warnings: Vec<_> = host
-            .logs()
-            .into_iter()
-            .filter(|r| r.level == Level::Warn)
-            .collect();
+        let warnings: Vec<_> = host.logs().into_iter().filter(|r| r.level == Level::Warn).collect();
         assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(warnings[0]
-            .message
-            .contains("line 5 stores a cleartext password"));
+        assert!(warnings[0].message.contains("line 5 stores a cleartext password"));
         // A fresh instance (a new connection) warns again.
-        host.instantiate::<AuthFlatFile>()
-            .unwrap()
-            .auth("PLAIN", "carol", "secret");
-        assert_eq!(
-            host.logs()
-                .iter()
-                .filter(|r| r.level == Level::Warn)
-                .count(),
-            2
-        );
+        host.instantiate::<AuthFlatFile>().unwrap().auth("PLAIN", "carol", "secret");
+        assert_eq!(host.logs().iter().filter(|r| r.level == Level::Warn).count(), 2);
     }
 
     #[test]
@@ -427,15 +342,10 @@ dave:$md5$unknown
 
     #[test]
     fn missing_file_is_a_temporary_failure() {
-        let host = TestHost::new()
-            .config_toml(r#"users = "/nonexistent/mailferry/users""#)
-            .password_verifier(verifier);
+        let host = TestHost::new().config_toml(r#"users = "/nonexistent/mailferry/users""#).password_verifier(verifier);
         let p = host.instantiate::<AuthFlatFile>().unwrap();
         assert_eq!(p.auth("PLAIN", "alice", "wonderland"), deny_454());
-        host.assert_logged(
-            Level::Error,
-            "cannot read users file /nonexistent/mailferry/users",
-        );
+        host.assert_logged(Level::Error, "cannot read users file /nonexistent/mailferry/users");
         assert!(host.password_checks().is_empty());
     }
 
@@ -460,19 +370,10 @@ dave:$md5$unknown
         let p = TestHost::new().instantiate::<AuthFlatFile>().unwrap();
         assert_eq!(p.plugin().users, PathBuf::from("/auth/users"));
         assert_eq!(p.plugin().dummy_hash, DEFAULT_DUMMY_HASH);
-        let custom = TestHost::new()
-            .config_toml("dummy_hash = \"$2b$12$x\"")
-            .instantiate::<AuthFlatFile>()
-            .unwrap();
+        let custom = TestHost::new().config_toml("dummy_hash = \"$2b$12$x\"").instantiate::<AuthFlatFile>().unwrap();
         assert_eq!(custom.plugin().dummy_hash, "$2b$12$x");
-        assert!(TestHost::new()
-            .config_toml("user = \"/x\"")
-            .instantiate::<AuthFlatFile>()
-            .is_err());
-        assert!(TestHost::new()
-            .config_toml("users = \"\"")
-            .instantiate::<AuthFlatFile>()
-            .is_err());
+        assert!(TestHost::new().config_toml("user = \"/x\"").instantiate::<AuthFlatFile>().is_err());
+        assert!(TestHost::new().config_toml("users = \"\"").instantiate::<AuthFlatFile>().is_err());
     }
 
     #[test]

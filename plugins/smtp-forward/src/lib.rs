@@ -62,47 +62,25 @@ impl Plugin for SmtpForward {
         if config.relay.trim().is_empty() {
             return Err("`relay` must name a relay of the host configuration".into());
         }
-        Ok(SmtpForward {
-            relay: config.relay,
-        })
+        Ok(SmtpForward { relay: config.relay })
     }
 
     fn queue(&self, host: &Host, msg: &Message) -> Verdict {
         let relay = &self.relay;
         match host.send_now(relay, msg) {
             Ok(upstream) => {
-                host.info(format!(
-                    "relay {relay:?} accepted the message: {}",
-                    describe(&upstream)
-                ));
-                Verdict::accept_with(
-                    250,
-                    "2.0.0",
-                    with_upstream_text("queued upstream", &upstream.text),
-                )
+                host.info(format!("relay {relay:?} accepted the message: {}", describe(&upstream)));
+                Verdict::accept_with(250, "2.0.0", with_upstream_text("queued upstream", &upstream.text))
             }
             Err(failure) if failure.temporary => {
-                host.warn(format!(
-                    "relay {relay:?} failed temporarily: {}",
-                    describe(&failure.reply)
-                ));
+                host.warn(format!("relay {relay:?} failed temporarily: {}", describe(&failure.reply)));
                 let enhanced = enhanced_of_class(&failure.reply, '4').unwrap_or("4.4.0");
-                let text = format!(
-                    "upstream temporarily failed: {}",
-                    upstream_summary(&failure.reply)
-                );
+                let text = format!("upstream temporarily failed: {}", upstream_summary(&failure.reply));
                 Verdict::deny_soft(451, enhanced, text)
             }
             Err(failure) => {
-                host.warn(format!(
-                    "relay {relay:?} refused the message: {}",
-                    describe(&failure.reply)
-                ));
-                let code = if (500..=599).contains(&failure.reply.code) {
-                    failure.reply.code
-                } else {
-                    554
-                };
+                host.warn(format!("relay {relay:?} refused the message: {}", describe(&failure.reply)));
+                let code = if (500..=599).contains(&failure.reply.code) { failure.reply.code } else { 554 };
                 let enhanced = enhanced_of_class(&failure.reply, '5').unwrap_or("5.0.0");
                 let text = format!("upstream refused: {}", upstream_summary(&failure.reply));
                 Verdict::deny(code, enhanced, text)
@@ -117,12 +95,7 @@ export_plugin!(SmtpForward);
 /// characters escaped (it came from the network).
 fn describe(reply: &Reply) -> String {
     match &reply.enhanced {
-        Some(enhanced) => format!(
-            "{} {} {:?}",
-            reply.code,
-            enhanced.escape_debug(),
-            reply.text
-        ),
+        Some(enhanced) => format!("{} {} {:?}", reply.code, enhanced.escape_debug(), reply.text),
         None => format!("{} {:?}", reply.code, reply.text),
     }
 }
@@ -195,11 +168,7 @@ mod tests {
     }
 
     fn reply_of(verdict: Option<Verdict>) -> Reply {
-        verdict
-            .expect("queue is implemented")
-            .reply()
-            .expect("verdict carries a reply")
-            .clone()
+        verdict.expect("queue is implemented").reply().expect("verdict carries a reply").clone()
     }
 
     #[test]
@@ -210,130 +179,71 @@ mod tests {
         let p = host.instantiate::<SmtpForward>().unwrap();
         assert_eq!(
             p.queue(&message()),
-            Some(Verdict::accept_with(
-                250,
-                "2.0.0",
-                "queued upstream: Ok: queued as 4F2A1"
-            ))
+            Some(Verdict::accept_with(250, "2.0.0", "queued upstream: Ok: queued as 4F2A1"))
         );
         let sent = host.sent();
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].relay, "outbox", "default relay");
         assert_eq!(sent[0].message, message().to_bytes());
-        host.assert_logged(
-            Level::Info,
-            "relay \"outbox\" accepted the message: 250 2.0.0 \"Ok: queued as 4F2A1\"",
-        );
+        host.assert_logged(Level::Info, "relay \"outbox\" accepted the message: 250 2.0.0 \"Ok: queued as 4F2A1\"");
     }
 
     #[test]
     fn configured_relay_is_used() {
-        let host = TestHost::new()
-            .config_toml(r#"relay = "smarthost""#)
-            .relay(|relay, _| {
-                if relay == "smarthost" {
-                    Ok(Reply::new(250, "", ""))
-                } else {
-                    panic!("relay {relay}")
-                }
-            });
+        let host = TestHost::new().config_toml(r#"relay = "smarthost""#).relay(|relay, _| {
+            if relay == "smarthost" {
+                Ok(Reply::new(250, "", ""))
+            } else {
+                panic!("relay {relay}")
+            }
+        });
         let p = host.instantiate::<SmtpForward>().unwrap();
-        assert_eq!(
-            p.queue(&message()),
-            Some(Verdict::accept_with(250, "2.0.0", "queued upstream"))
-        );
+        assert_eq!(p.queue(&message()), Some(Verdict::accept_with(250, "2.0.0", "queued upstream")));
         assert_eq!(host.sent()[0].relay, "smarthost");
     }
 
     #[test]
     fn temporary_failure_is_451_keeping_a_class_4_enhanced_code() {
-        let host = TestHost::new().relay(|_, _| {
-            Err(Failure {
-                temporary: true,
-                reply: Reply::new(452, "4.2.2", "mailbox full"),
-            })
-        });
+        let host = TestHost::new()
+            .relay(|_, _| Err(Failure { temporary: true, reply: Reply::new(452, "4.2.2", "mailbox full") }));
         let p = host.instantiate::<SmtpForward>().unwrap();
         assert_eq!(
             p.queue(&message()),
-            Some(Verdict::deny_soft(
-                451,
-                "4.2.2",
-                "upstream temporarily failed: 452 mailbox full"
-            ))
+            Some(Verdict::deny_soft(451, "4.2.2", "upstream temporarily failed: 452 mailbox full"))
         );
-        host.assert_logged(
-            Level::Warn,
-            "relay \"outbox\" failed temporarily: 452 4.2.2 \"mailbox full\"",
-        );
+        host.assert_logged(Level::Warn, "relay \"outbox\" failed temporarily: 452 4.2.2 \"mailbox full\"");
     }
 
     #[test]
     fn temporary_failure_without_usable_enhanced_code_is_4_4_0() {
-        for (code, enhanced) in [
-            (421, ""),
-            (451, "5.1.1"),
-            (450, "4.x.1"),
-            (450, "4.1"),
-            (450, "4.1.1.1"),
-            (450, "4.1234.1"),
-        ] {
+        for (code, enhanced) in
+            [(421, ""), (451, "5.1.1"), (450, "4.x.1"), (450, "4.1"), (450, "4.1.1.1"), (450, "4.1234.1")]
+        {
             let host = TestHost::new().relay(move |_, _| {
-                Err(Failure {
-                    temporary: true,
-                    reply: Reply::new(code, enhanced, "connection refused"),
-                })
+                Err(Failure { temporary: true, reply: Reply::new(code, enhanced, "connection refused") })
             });
             let reply = reply_of(host.instantiate::<SmtpForward>().unwrap().queue(&message()));
             assert_eq!(reply.code, 451, "{code} {enhanced}");
-            assert_eq!(
-                reply.enhanced.as_deref(),
-                Some("4.4.0"),
-                "{code} {enhanced}"
-            );
-            assert_eq!(
-                reply.text,
-                format!("upstream temporarily failed: {code} connection refused")
-            );
+            assert_eq!(reply.enhanced.as_deref(), Some("4.4.0"), "{code} {enhanced}");
+            assert_eq!(reply.text, format!("upstream temporarily failed: {code} connection refused"));
         }
     }
 
     #[test]
     fn permanent_failure_keeps_the_upstream_5xx() {
-        let host = TestHost::new().relay(|_, _| {
-            Err(Failure {
-                temporary: false,
-                reply: Reply::new(550, "5.1.1", "no such user"),
-            })
-        });
+        let host = TestHost::new()
+            .relay(|_, _| Err(Failure { temporary: false, reply: Reply::new(550, "5.1.1", "no such user") }));
         let p = host.instantiate::<SmtpForward>().unwrap();
-        assert_eq!(
-            p.queue(&message()),
-            Some(Verdict::deny(
-                550,
-                "5.1.1",
-                "upstream refused: 550 no such user"
-            ))
-        );
-        host.assert_logged(
-            Level::Warn,
-            "relay \"outbox\" refused the message: 550 5.1.1 \"no such user\"",
-        );
+        assert_eq!(p.queue(&message()), Some(Verdict::deny(550, "5.1.1", "upstream refused: 550 no such user")));
+        host.assert_logged(Level::Warn, "relay \"outbox\" refused the message: 550 5.1.1 \"no such user\"");
     }
 
     #[test]
     fn permanent_failure_with_a_non_5xx_code_is_554() {
-        let host = TestHost::new().relay(|_, _| {
-            Err(Failure {
-                temporary: false,
-                reply: Reply::new(421, "4.4.2", "weird"),
-            })
-        });
+        let host =
+            TestHost::new().relay(|_, _| Err(Failure { temporary: false, reply: Reply::new(421, "4.4.2", "weird") }));
         let reply = reply_of(host.instantiate::<SmtpForward>().unwrap().queue(&message()));
-        assert_eq!(
-            reply,
-            Reply::new(554, "5.0.0", "upstream refused: 421 weird")
-        );
+        assert_eq!(reply, Reply::new(554, "5.0.0", "upstream refused: 421 weird"));
     }
 
     #[test]
@@ -341,13 +251,7 @@ mod tests {
         let long = format!("line one\r\n\tline\x07two ünïcode {}", "x".repeat(500));
         let host = TestHost::new().relay(move |_, _| Ok(Reply::new(250, "2.0.0", long.clone())));
         let reply = reply_of(host.instantiate::<SmtpForward>().unwrap().queue(&message()));
-        assert!(
-            reply
-                .text
-                .starts_with("queued upstream: line one line?two ?n?code xxx"),
-            "{}",
-            reply.text
-        );
+        assert!(reply.text.starts_with("queued upstream: line one line?two ?n?code xxx"), "{}", reply.text);
         assert!(reply.text.ends_with("..."));
         assert!(reply.text.len() <= "queued upstream: ".len() + MAX_UPSTREAM_TEXT);
         assert!(reply.text.bytes().all(|b| (0x20..0x7f).contains(&b)));
@@ -358,28 +262,16 @@ mod tests {
     fn sanitize_edges() {
         assert_eq!(sanitize("  \r\n "), "");
         assert_eq!(sanitize("  a  b  "), "a b");
-        assert_eq!(
-            sanitize(&"y".repeat(MAX_UPSTREAM_TEXT)),
-            "y".repeat(MAX_UPSTREAM_TEXT)
-        );
-        assert_eq!(
-            sanitize(&"y".repeat(MAX_UPSTREAM_TEXT + 1)).len(),
-            MAX_UPSTREAM_TEXT
-        );
+        assert_eq!(sanitize(&"y".repeat(MAX_UPSTREAM_TEXT)), "y".repeat(MAX_UPSTREAM_TEXT));
+        assert_eq!(sanitize(&"y".repeat(MAX_UPSTREAM_TEXT + 1)).len(), MAX_UPSTREAM_TEXT);
     }
 
     #[test]
     fn configuration_defaults_and_errors() {
         let p = TestHost::new().instantiate::<SmtpForward>().unwrap();
         assert_eq!(p.plugin().relay, "outbox");
-        assert!(TestHost::new()
-            .config_toml("relays = \"x\"")
-            .instantiate::<SmtpForward>()
-            .is_err());
-        assert!(TestHost::new()
-            .config_toml("relay = \" \"")
-            .instantiate::<SmtpForward>()
-            .is_err());
+        assert!(TestHost::new().config_toml("relays = \"x\"").instantiate::<SmtpForward>().is_err());
+        assert!(TestHost::new().config_toml("relay = \" \"").instantiate::<SmtpForward>().is_err());
     }
 
     #[test]

@@ -59,10 +59,7 @@ impl<M: Misbehaviour> Plugin for Misbehaving<M> {
     type Config = Config;
 
     fn new(config: Config, _host: &Host) -> Result<Self, String> {
-        Ok(Misbehaving {
-            hook: config.hook,
-            behaviour: PhantomData,
-        })
+        Ok(Misbehaving { hook: config.hook, behaviour: PhantomData })
     }
 
     fn connect(&self, host: &Host) -> Verdict {

@@ -18,9 +18,7 @@
 //! With an empty configuration every hook is implemented and continues,
 //! without logging: the baseline for measuring pipeline overhead.
 
-use mailferry_plugin_sdk::{
-    export_plugin, Address, Host, Message, NoteValue, Plugin, Reply, Scope, Verdict,
-};
+use mailferry_plugin_sdk::{export_plugin, Address, Host, Message, NoteValue, Plugin, Reply, Scope, Verdict};
 use serde::Deserialize;
 
 #[derive(Deserialize, Default)]
@@ -70,9 +68,7 @@ impl Step {
             })
         };
         Ok(match self.verdict {
-            Kind::Continue if has_reply => {
-                return Err("a `continue` step cannot carry a reply".into())
-            }
+            Kind::Continue if has_reply => return Err("a `continue` step cannot carry a reply".into()),
             Kind::Continue => Verdict::Continue,
             Kind::Accept => Verdict::Accept(reply(250)),
             Kind::Deny => Verdict::Deny(reply(550)),
