@@ -658,6 +658,42 @@ mod tests {
         assert!(e.message.contains("hostnme"), "{e}");
     }
 
+    /// The reference documentation states every default; keep it honest.
+    #[test]
+    fn documented_defaults_match_the_code() {
+        use defaults::*;
+        let doc = include_str!("../docs/configuration.md");
+        let expect = [
+            ("hostname", format!("`\"{HOSTNAME}\"`")),
+            ("state_dir", format!("`\"{STATE_DIR}\"`")),
+            ("shutdown_grace_secs", format!("`{SHUTDOWN_GRACE_SECS}`")),
+            ("message_size", format!("`{MESSAGE_SIZE}`")),
+            ("recipients", format!("`{RECIPIENTS}`")),
+            ("command_line", format!("`{COMMAND_LINE}`")),
+            ("auth_line", format!("`{AUTH_LINE}`")),
+            ("text_line", format!("`{TEXT_LINE}`")),
+            ("command_timeout_secs", format!("`{COMMAND_TIMEOUT_SECS}`")),
+            ("data_timeout_secs", format!("`{DATA_TIMEOUT_SECS}`")),
+            ("max_errors", format!("`{MAX_ERRORS}`")),
+            ("max_connections", format!("`{MAX_CONNECTIONS}`")),
+            ("max_connections_per_ip", format!("`{MAX_CONNECTIONS_PER_IP}`")),
+            ("call_timeout_ms", format!("`{CALL_TIMEOUT_MS}`")),
+            ("memory_limit_mb", format!("`{MEMORY_LIMIT_MB}`")),
+            ("timeout_secs", format!("`{RELAY_TIMEOUT_SECS}`")),
+            ("bare_line_endings", "`\"reject\"`".to_string()),
+            ("verify_certificate", "`true`".to_string()),
+        ];
+        for (key, default) in expect {
+            let row = format!("| `{key}` | {default}");
+            assert!(doc.contains(&row), "docs/configuration.md has no row starting {row:?}");
+        }
+        let c = parse("[[listeners]]\naddress = \"127.0.0.1:1\"\n[relays.r]\nhost = \"h.example\"\n").unwrap();
+        assert_eq!(c.limits.bare_line_endings, BareLineEndings::Reject);
+        let Relay::Smtp(r) = &c.relays["r"] else { panic!() };
+        assert!(r.verify_certificate);
+        assert_eq!((r.port, r.tls), (587, TlsMode::Starttls));
+    }
+
     #[test]
     fn env_expansion() {
         std::env::set_var("MF_TEST_SECRET", "s3cret");
