@@ -213,3 +213,30 @@ fn bad_plugin_config_stops_the_start_with_the_reason() {
     .expect("server started with a misspelt plugin setting");
     assert!(err.contains("smtp-forward") && err.contains("relya"), "{err}");
 }
+
+#[test]
+fn slow_host_calls_per_hook_are_bounded() {
+    // Time in password checks is not charged to the CPU budget, so a plugin
+    // looping on them is stopped by a count instead.
+    let looping = plugin("looper", "scripted", "grants = [\"password\"]\n[plugins.config]\npassword_checks = 100");
+    let s = Server::start(Setup { plugins: Some(looping), ..Default::default() });
+    let mut c = Client::connect(s.addr("submission")).greeting();
+    c.expect("EHLO client.test", 250);
+    c.starttls();
+    c.expect("EHLO client.test", 250);
+    let r = c.auth_plain("a@example.com", "x");
+    assert_eq!(r.code, 451, "{r}");
+    s.wait_log(&["plugin failed", "looper", "more than 8 password or relay calls"]);
+    // A plugin within the bound works.
+    let fine = plugin(
+        "fine",
+        "scripted",
+        "grants = [\"password\"]\n[plugins.config]\npassword_checks = 8\nauth = { verdict = \"accept\" }",
+    );
+    let s = Server::start(Setup { plugins: Some(fine), ..Default::default() });
+    let mut c = Client::connect(s.addr("submission")).greeting();
+    c.expect("EHLO client.test", 250);
+    c.starttls();
+    c.expect("EHLO client.test", 250);
+    assert_eq!(c.auth_plain("a@example.com", "x").code, 235);
+}

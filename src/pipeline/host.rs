@@ -47,8 +47,15 @@ pub struct HostState {
     /// the CPU budget counts only the difference.
     pub call_started: Instant,
     pub host_time: Duration,
+    /// Slow host calls (password checks, relaying) made in the current hook
+    /// call. Their time is not charged to the CPU budget, so their number is
+    /// bounded instead: a plugin looping on them cannot hold a session forever.
+    pub slow_calls: u32,
     pub call_timeout: Duration,
 }
+
+/// Slow host calls allowed in one hook call.
+pub const MAX_SLOW_CALLS: u32 = 8;
 
 impl HostState {
     pub fn new(
@@ -79,8 +86,17 @@ impl HostState {
             stderr,
             call_started: Instant::now(),
             host_time: Duration::ZERO,
+            slow_calls: 0,
             call_timeout,
         })
+    }
+
+    fn count_slow_call(&mut self) -> Result<()> {
+        self.slow_calls += 1;
+        if self.slow_calls > MAX_SLOW_CALLS {
+            bail!("made more than {MAX_SLOW_CALLS} password or relay calls in one hook call");
+        }
+        Ok(())
     }
 
     fn session(&self) -> std::sync::MutexGuard<'_, SessionData> {
@@ -257,6 +273,7 @@ impl message::HostMessage for HostState {
 
 impl password::Host for HostState {
     async fn verify(&mut self, password: String, stored: String) -> Result<Result<bool, String>> {
+        self.count_slow_call()?;
         let started = Instant::now();
         // Hashing is deliberately slow: keep it off the async workers.
         let result = tokio::task::spawn_blocking(move || crate::password::verify(&password, &stored)).await?;
@@ -271,6 +288,7 @@ impl outbound::Host for HostState {
         relay: String,
         _msg: Resource<MessageHandle>,
     ) -> Result<Result<wit::Reply, outbound::Failure>> {
+        self.count_slow_call()?;
         let started = Instant::now();
         let (envelope, bytes) = {
             let s = self.session();

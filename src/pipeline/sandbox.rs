@@ -96,6 +96,7 @@ pub fn begin_call(store: &mut Store<HostState>) {
     let state = store.data_mut();
     state.call_started = Instant::now();
     state.host_time = Duration::ZERO;
+    state.slow_calls = 0;
     store.set_epoch_deadline(1);
 }
 

@@ -13,6 +13,8 @@
 //!                                      # (the sender), logged back in `rcpt`
 //! when_rcpt_contains = "blocked"       # apply the rcpt verdict only to
 //!                                      # recipients containing this
+//! password_checks = 20                 # in `auth`, verify the password
+//!                                      # this many times (needs the grant)
 //! ```
 //!
 //! With an empty configuration every hook is implemented and continues,
@@ -34,6 +36,8 @@ pub struct Config {
     add_header: Option<[String; 2]>,
     note: Option<String>,
     when_rcpt_contains: Option<String>,
+    #[serde(default)]
+    password_checks: u32,
 }
 
 #[derive(Deserialize)]
@@ -90,6 +94,7 @@ pub struct Scripted {
     add_header: Option<[String; 2]>,
     note: Option<String>,
     when_rcpt_contains: Option<String>,
+    password_checks: u32,
 }
 
 fn verdict_of(step: &Option<Step>, hook: &str) -> Result<Verdict, String> {
@@ -114,6 +119,7 @@ impl Plugin for Scripted {
             add_header: c.add_header,
             note: c.note,
             when_rcpt_contains: c.when_rcpt_contains,
+            password_checks: c.password_checks,
         })
     }
 
@@ -125,7 +131,10 @@ impl Plugin for Scripted {
         self.ehlo.clone()
     }
 
-    fn auth(&self, _host: &Host, _mechanism: &str, _login: &str, _password: &str) -> Verdict {
+    fn auth(&self, host: &Host, _mechanism: &str, _login: &str, password: &str) -> Verdict {
+        for _ in 0..self.password_checks {
+            let _ = host.verify_password(password, "{PLAIN}x");
+        }
         self.auth.clone()
     }
 
