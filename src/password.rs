@@ -8,6 +8,7 @@
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// The schemes we understand, after any Dovecot `{SCHEME}` prefix.
@@ -59,6 +60,12 @@ pub fn identify(stored: &str) -> Result<(Scheme, &str), String> {
 /// `Err` means the stored hash itself is unusable.
 pub fn verify(password: &str, stored: &str) -> Result<bool, String> {
     let (scheme, hash) = identify(stored)?;
+    // Cost grows with the password (SHA-crypt) and with the parameters in
+    // the stored hash; bound both so one login cannot tie up the host.
+    if password.len() > MAX_PASSWORD {
+        return Ok(false);
+    }
+    check_cost(scheme, hash)?;
     match scheme {
         Scheme::Argon2 => {
             let parsed = PasswordHash::new(hash).map_err(|e| format!("malformed argon2 hash: {e}"))?;
@@ -74,8 +81,47 @@ pub fn verify(password: &str, stored: &str) -> Result<bool, String> {
         }
         Scheme::Sha512Crypt => crypt_result(sha_crypt::sha512_check(password, hash), "SHA512-CRYPT"),
         Scheme::Sha256Crypt => crypt_result(sha_crypt::sha256_check(password, hash), "SHA256-CRYPT"),
-        Scheme::Plain => Ok(password.as_bytes().ct_eq(hash.as_bytes()).into()),
+        // Compare digests so the comparison takes the same time whatever
+        // the lengths.
+        Scheme::Plain => Ok(Sha256::digest(password.as_bytes()).ct_eq(&Sha256::digest(hash.as_bytes())).into()),
     }
+}
+
+/// Longest password verified; longer ones never match.
+pub const MAX_PASSWORD: usize = 1024;
+
+/// Refuses stored hashes whose parameters would make one verification take
+/// seconds or gigabytes (a planted or mistaken entry).
+fn check_cost(scheme: Scheme, hash: &str) -> Result<(), String> {
+    match scheme {
+        Scheme::Argon2 => {
+            let parsed = PasswordHash::new(hash).map_err(|e| format!("malformed argon2 hash: {e}"))?;
+            let get = |k: &str| parsed.params.get_decimal(k).unwrap_or(0);
+            if get("m") > 256 * 1024 || get("t") > 16 || get("p") > 16 {
+                return Err("argon2 parameters too costly (limits: m=262144 KiB, t=16, p=16)".into());
+            }
+        }
+        Scheme::Bcrypt => {
+            let cost: u32 = hash.get(4..6).and_then(|c| c.parse().ok()).ok_or("malformed bcrypt hash")?;
+            if cost > 15 {
+                return Err(format!("bcrypt cost {cost} too high (limit 15)"));
+            }
+        }
+        Scheme::Sha512Crypt | Scheme::Sha256Crypt => {
+            if let Some(rounds) = hash.get(3..).and_then(|h| h.strip_prefix("rounds=")) {
+                let n: u64 = rounds
+                    .split('$')
+                    .next()
+                    .and_then(|r| r.parse().ok())
+                    .ok_or("malformed rounds= in SHA-crypt hash")?;
+                if n > 1_000_000 {
+                    return Err(format!("SHA-crypt rounds={n} too high (limit 1000000)"));
+                }
+            }
+        }
+        Scheme::Plain => {}
+    }
+    Ok(())
 }
 
 /// sha-crypt does not export its error type; its Debug name tells a
@@ -138,6 +184,19 @@ mod tests {
         assert_eq!(verify("pw", "{PLAIN}pw"), Ok(true));
         assert_eq!(verify("pw", "{PLAIN}px"), Ok(false));
         assert!(verify("pw", "pw").is_err());
+    }
+
+    #[test]
+    fn costly_parameters_and_long_passwords_are_refused() {
+        let h = bcrypt::hash("x", 4).unwrap();
+        assert_eq!(verify("x", &h), Ok(true));
+        assert!(verify("x", &h.replacen("$04$", "$31$", 1)).unwrap_err().contains("cost 31"));
+        assert!(verify("x", "$6$rounds=999999999$salt$abc").unwrap_err().contains("rounds"));
+        assert!(verify("x", "$argon2id$v=19$m=4194304,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA")
+            .unwrap_err()
+            .contains("too costly"));
+        let long = "p".repeat(MAX_PASSWORD + 1);
+        assert_eq!(verify(&long, &format!("{{PLAIN}}{long}")), Ok(false));
     }
 
     #[test]

@@ -303,9 +303,13 @@ fn assert_no_secret_in_logs(server: &Server, secret: &str) {
 }
 
 /// A port on which nothing listens (bound once, then released).
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+/// A port where connections are refused. The socket is bound but never
+/// listens, so no other test's server can take the port meanwhile.
+fn closed_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
 }
 
 const SIMPLE: &[u8] = b"From: Alice <alice@example.com>\r\nTo: bob@example.org\r\n\
@@ -467,9 +471,9 @@ fn upstream_data_tempfail_is_451_and_permfail_is_554() {
 #[test]
 fn upstream_down_is_451_4_4_1_quickly() {
     export_upstream_password();
+    let (_reserved, port) = closed_port();
     let relay = format!(
-        "\n[relays.up]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"starttls\"\nuser = \"{UP_USER}\"\npassword = \"${{{UP_PASSWORD_VAR}}}\"\ntimeout_secs = 20\n",
-        closed_port()
+        "\n[relays.up]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"starttls\"\nuser = \"{UP_USER}\"\npassword = \"${{{UP_PASSWORD_VAR}}}\"\ntimeout_secs = 20\n"
     );
     let server = start_server(relay);
     let mut c = submitter(&server);

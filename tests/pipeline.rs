@@ -218,7 +218,7 @@ fn bad_plugin_config_stops_the_start_with_the_reason() {
 fn slow_host_calls_per_hook_are_bounded() {
     // Time in password checks is not charged to the CPU budget, so a plugin
     // looping on them is stopped by a count instead.
-    let looping = plugin("looper", "scripted", "grants = [\"password\"]\n[plugins.config]\npassword_checks = 100");
+    let looping = plugin("looper", "pwloop", "grants = [\"password\"]\n[plugins.config]\nchecks = 100");
     let s = Server::start(Setup { plugins: Some(looping), ..Default::default() });
     let mut c = Client::connect(s.addr("submission")).greeting();
     c.expect("EHLO client.test", 250);
@@ -228,15 +228,38 @@ fn slow_host_calls_per_hook_are_bounded() {
     assert_eq!(r.code, 451, "{r}");
     s.wait_log(&["plugin failed", "looper", "more than 8 password or relay calls"]);
     // A plugin within the bound works.
-    let fine = plugin(
-        "fine",
-        "scripted",
-        "grants = [\"password\"]\n[plugins.config]\npassword_checks = 8\nauth = { verdict = \"accept\" }",
-    );
+    let fine = plugin("fine", "pwloop", "grants = [\"password\"]\n[plugins.config]\nchecks = 8");
     let s = Server::start(Setup { plugins: Some(fine), ..Default::default() });
     let mut c = Client::connect(s.addr("submission")).greeting();
     c.expect("EHLO client.test", 250);
     c.starttls();
     c.expect("EHLO client.test", 250);
     assert_eq!(c.auth_plain("a@example.com", "x").code, 235);
+}
+
+#[test]
+fn a_plugin_blocked_in_a_host_call_is_stopped_by_the_wall_clock() {
+    let s = Server::start(Setup {
+        extra: String::new(),
+        ..with_plugins(&plugin("sleeper", "scripted", "[plugins.config]\nsleep_ms = 60000"))
+    });
+    let mut c = local(&s);
+    let started = std::time::Instant::now();
+    let r = c.cmd("MAIL FROM:<a@example.com>");
+    assert_eq!(r.code, 451, "{r}");
+    // The default budget is 1 s; a minute's sleep must not hold the session.
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "took {:?}", started.elapsed());
+    s.wait_log(&["plugin failed", "sleeper", "CPU time budget"]);
+    c.expect("NOOP", 250);
+}
+
+#[test]
+fn plugin_output_goes_to_the_log_and_never_fills_up() {
+    let s = Server::start(with_plugins(&plugin("chatty", "scripted", "[plugins.config]\nprint = 6000")));
+    let mut c = local(&s);
+    for _ in 0..5 {
+        c.expect("MAIL FROM:<a@example.com>", 250);
+        c.expect("RSET", 250);
+    }
+    s.wait_log(&["plugin output", "chatty", "oooooooo"]);
 }

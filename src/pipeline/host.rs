@@ -5,17 +5,18 @@
 //! plugin importing them without a grant fails to load with a clear error.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{bail, format_err, Result};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::mailferry::plugin::{config, log, message, notes, outbound, password, session, types};
-use super::{wit, LoadedPlugin};
+use super::output::PluginOutput;
+use super::{wit, LoadedPlugin, PluginLimits};
 use crate::config::Grant;
 use crate::message::{check_new_header, Header, Message};
 use crate::outbound::Relays;
@@ -42,16 +43,66 @@ pub struct HostState {
     plugin: Arc<LoadedPlugin>,
     session: Arc<Mutex<SessionData>>,
     relays: Arc<Relays>,
-    stderr: MemoryOutputPipe,
-    /// Start of the current hook call and the host time spent inside it;
-    /// the CPU budget counts only the difference.
-    pub call_started: Instant,
-    pub host_time: Duration,
+    output: PluginOutput,
+    /// Guest time of the current hook call, for the CPU budget.
+    pub clock: Arc<CallClock>,
     /// Slow host calls (password checks, relaying) made in the current hook
     /// call. Their time is not charged to the CPU budget, so their number is
     /// bounded instead: a plugin looping on them cannot hold a session forever.
     pub slow_calls: u32,
     pub call_timeout: Duration,
+    message_limit: usize,
+}
+
+/// Measures the time a plugin itself uses in one hook call: wall time minus
+/// time spent in slow host calls made for it (password hashing, relaying).
+/// Shared with the watchdog that runs beside the call, hence atomics.
+pub struct CallClock {
+    base: Instant,
+    started: AtomicU64,
+    host: AtomicU64,
+    /// When the current slow host call began (+1, so 0 means none).
+    in_host_since: AtomicU64,
+}
+
+impl CallClock {
+    fn new() -> CallClock {
+        CallClock {
+            base: Instant::now(),
+            started: AtomicU64::new(0),
+            host: AtomicU64::new(0),
+            in_host_since: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64
+    }
+
+    pub fn begin(&self) {
+        self.started.store(self.now(), Ordering::Relaxed);
+        self.host.store(0, Ordering::Relaxed);
+        self.in_host_since.store(0, Ordering::Relaxed);
+    }
+
+    fn enter_host(&self) {
+        self.in_host_since.store(self.now() + 1, Ordering::Relaxed);
+    }
+
+    fn leave_host(&self) {
+        let since = self.in_host_since.swap(0, Ordering::Relaxed);
+        if since > 0 {
+            self.host.fetch_add(self.now().saturating_sub(since - 1), Ordering::Relaxed);
+        }
+    }
+
+    pub fn guest_time(&self) -> Duration {
+        let now = self.now();
+        let since = self.in_host_since.load(Ordering::Relaxed);
+        let current_host = if since > 0 { now.saturating_sub(since - 1) } else { 0 };
+        let elapsed = now.saturating_sub(self.started.load(Ordering::Relaxed));
+        Duration::from_nanos(elapsed.saturating_sub(self.host.load(Ordering::Relaxed) + current_host))
+    }
 }
 
 /// Slow host calls allowed in one hook call.
@@ -62,13 +113,12 @@ impl HostState {
         plugin: Arc<LoadedPlugin>,
         session: Arc<Mutex<SessionData>>,
         relays: Arc<Relays>,
-        call_timeout: Duration,
-        memory_limit: usize,
+        limits: &PluginLimits,
     ) -> Result<HostState> {
-        let stderr = MemoryOutputPipe::new(8 * 1024);
+        let output = PluginOutput::default();
         let mut wasi = WasiCtxBuilder::new();
         // No environment, no arguments, no sockets, no files unless granted.
-        wasi.stderr(stderr.clone()).stdout(stderr.clone());
+        wasi.stderr(output.clone()).stdout(output.clone());
         for (host_dir, guest_dir) in &plugin.read_dirs {
             wasi.preopened_dir(host_dir, guest_dir, FsPerms::ReadOnly)?;
         }
@@ -76,18 +126,19 @@ impl HostState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
-                .memory_size(memory_limit)
+                .memory_size(limits.memory)
+                .memories(2)
                 .trap_on_grow_failure(true)
                 .instances(64)
                 .build(),
             plugin,
             session,
             relays,
-            stderr,
-            call_started: Instant::now(),
-            host_time: Duration::ZERO,
+            output,
+            clock: Arc::new(CallClock::new()),
             slow_calls: 0,
-            call_timeout,
+            call_timeout: limits.call_timeout,
+            message_limit: limits.message_size,
         })
     }
 
@@ -107,9 +158,10 @@ impl HostState {
         self.session().connection.as_ref().map(|c| c.id.clone()).unwrap_or_default()
     }
 
-    /// What the plugin wrote to stdout/stderr (panic messages), for fault logs.
-    pub fn take_stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.contents()).trim().to_string()
+    /// What the plugin wrote to stdout/stderr since the last call (panic
+    /// messages among it).
+    pub fn take_output(&self) -> String {
+        self.output.take()
     }
 }
 
@@ -172,6 +224,21 @@ impl session::Host for HostState {
     }
 }
 
+const MAX_NOTE_KEY: usize = 256;
+const MAX_NOTE: usize = 64 * 1024;
+const MAX_NOTES_TOTAL: usize = 1024 * 1024;
+/// How far plugins' header edits may take a message past the size limit.
+const HEADER_GROWTH: usize = 64 * 1024;
+
+fn note_size(key: &str, value: &wit::NoteValue) -> usize {
+    key.len()
+        + match value {
+            wit::NoteValue::Text(t) => t.len(),
+            wit::NoteValue::Texts(v) => v.iter().map(|t| t.len() + 8).sum(),
+            wit::NoteValue::Integer(_) | wit::NoteValue::Flag(_) => 8,
+        }
+}
+
 impl notes::Host for HostState {
     fn get(&mut self, scope: notes::Scope, key: String) -> Result<Option<wit::NoteValue>> {
         let s = self.session();
@@ -183,11 +250,31 @@ impl notes::Host for HostState {
 
     fn set(&mut self, scope: notes::Scope, key: String, value: wit::NoteValue) -> Result<()> {
         let mut s = self.session();
+        // Notes live in host memory, outside the plugin's memory cap: bound
+        // what plugins can pile up in one session.
+        let size = note_size(&key, &value);
+        let total: usize =
+            s.connection_notes.iter().chain(s.transaction_notes.iter()).map(|(k, v)| note_size(k, v)).sum();
+        let replaced = match scope {
+            notes::Scope::Connection => s.connection_notes.get(&key),
+            notes::Scope::Transaction => s.transaction_notes.get(&key),
+        }
+        .map(|v| note_size(&key, v))
+        .unwrap_or(0);
+        let others = total - replaced;
+        if key.len() > MAX_NOTE_KEY || size > MAX_NOTE {
+            bail!(
+                "note {:?}: key over {MAX_NOTE_KEY} or value over {MAX_NOTE} octets",
+                key.chars().take(40).collect::<String>()
+            );
+        }
+        if others + size > MAX_NOTES_TOTAL {
+            bail!("notes over {MAX_NOTES_TOTAL} octets in one session");
+        }
         let map = match scope {
             notes::Scope::Connection => &mut s.connection_notes,
             notes::Scope::Transaction => &mut s.transaction_notes,
         };
-        // Bound the notes a plugin can pile up in one session.
         if map.len() >= 1000 && !map.contains_key(&key) {
             bail!("too many notes (limit 1000)");
         }
@@ -216,6 +303,20 @@ impl HostState {
 
 impl message::Host for HostState {}
 
+/// Adds a header field unless the message would grow past the size limit
+/// (plus a margin for trace and signature fields).
+fn add_checked(m: &mut Message, limit: usize, header: Header, first: bool) -> Result<(), String> {
+    if m.size() + header.raw.len() > limit + HEADER_GROWTH {
+        return Err("the message would exceed the size limit".into());
+    }
+    if first {
+        m.prepend(header)
+    } else {
+        m.append(header)
+    }
+    Ok(())
+}
+
 impl message::HostMessage for HostState {
     fn headers(&mut self, _: Resource<MessageHandle>) -> Result<Vec<(String, String)>> {
         self.with_message(|m| m.headers.iter().map(|h| (h.name.clone(), h.value())).collect())
@@ -229,7 +330,8 @@ impl message::HostMessage for HostState {
         if let Err(e) = check_new_header(&name, &value) {
             return Ok(Err(e));
         }
-        self.with_message(|m| m.append(Header::new(&name, &value))).map(Ok)
+        let limit = self.message_limit;
+        self.with_message(|m| add_checked(m, limit, Header::new(&name, &value), false))
     }
 
     fn prepend_header(
@@ -241,7 +343,8 @@ impl message::HostMessage for HostState {
         if let Err(e) = check_new_header(&name, &value) {
             return Ok(Err(e));
         }
-        self.with_message(|m| m.prepend(Header::new(&name, &value))).map(Ok)
+        let limit = self.message_limit;
+        self.with_message(|m| add_checked(m, limit, Header::new(&name, &value), true))
     }
 
     fn remove_header(&mut self, _: Resource<MessageHandle>, name: String) -> Result<u32> {
@@ -274,10 +377,11 @@ impl message::HostMessage for HostState {
 impl password::Host for HostState {
     async fn verify(&mut self, password: String, stored: String) -> Result<Result<bool, String>> {
         self.count_slow_call()?;
-        let started = Instant::now();
+        self.clock.enter_host();
         // Hashing is deliberately slow: keep it off the async workers.
-        let result = tokio::task::spawn_blocking(move || crate::password::verify(&password, &stored)).await?;
-        self.host_time += started.elapsed();
+        let result = tokio::task::spawn_blocking(move || crate::password::verify(&password, &stored)).await;
+        self.clock.leave_host();
+        let result = result?;
         Ok(result)
     }
 }
@@ -289,7 +393,7 @@ impl outbound::Host for HostState {
         _msg: Resource<MessageHandle>,
     ) -> Result<Result<wit::Reply, outbound::Failure>> {
         self.count_slow_call()?;
-        let started = Instant::now();
+        self.clock.enter_host();
         let (envelope, bytes) = {
             let s = self.session();
             let envelope = s.envelope.clone().ok_or_else(|| format_err!("no envelope"))?;
@@ -298,7 +402,7 @@ impl outbound::Host for HostState {
         };
         let id = self.session_id();
         let result = self.relays.send_now(&relay, &envelope, bytes, &id).await;
-        self.host_time += started.elapsed();
+        self.clock.leave_host();
         Ok(result.map_err(|f| outbound::Failure { temporary: f.temporary, reply: f.reply }))
     }
 }

@@ -9,6 +9,7 @@
 
 mod cache;
 mod host;
+mod output;
 mod sandbox;
 
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -120,9 +121,19 @@ pub struct Pipeline {
     engine: Engine,
     plugins: Vec<Arc<LoadedPlugin>>,
     relays: Arc<Relays>,
-    call_timeout: Duration,
-    memory_limit: usize,
+    limits: PluginLimits,
     _ticker: sandbox::Ticker,
+}
+
+/// Bounds on every plugin instance.
+#[derive(Debug, Clone)]
+pub struct PluginLimits {
+    /// CPU time per hook call.
+    pub call_timeout: Duration,
+    /// Linear memory per instance.
+    pub memory: usize,
+    /// The message size limit, which header edits may not push a message far past.
+    pub message_size: usize,
 }
 
 /// Built-in plugin components, compiled into the binary by `build.rs`.
@@ -153,8 +164,11 @@ impl Pipeline {
             engine,
             plugins,
             relays,
-            call_timeout: config.sandbox.call_timeout,
-            memory_limit: config.sandbox.memory_limit,
+            limits: PluginLimits {
+                call_timeout: config.sandbox.call_timeout,
+                memory: config.sandbox.memory_limit,
+                message_size: config.limits.message_size,
+            },
         })
     }
 
@@ -177,8 +191,7 @@ impl Pipeline {
                 }),
                 ..Default::default()
             }));
-            let state =
-                HostState::new(plugin.clone(), data, self.relays.clone(), self.call_timeout, self.memory_limit)?;
+            let state = HostState::new(plugin.clone(), data, self.relays.clone(), &self.limits)?;
             let mut store = Store::new(&self.engine, state);
             sandbox::configure_store(&mut store);
             sandbox::begin_call(&mut store);
@@ -198,7 +211,7 @@ impl Pipeline {
                     "plugin {:?} failed while starting: {} {}",
                     plugin.name,
                     sandbox::describe_fault(&e),
-                    store.data().take_stderr()
+                    store.data().take_output()
                 ),
             }
         }
@@ -291,7 +304,7 @@ impl SessionPipeline {
                 }
                 Err(e) => {
                     // Discard the instance: its state may be corrupt.
-                    let stderr = self.slots[i].take().map(|s| s.store.data().take_stderr()).unwrap_or_default();
+                    let stderr = self.slots[i].take().map(|s| s.store.data().take_output()).unwrap_or_default();
                     tracing::error!(
                         plugin = %plugin.name,
                         hook = hook.name(),
@@ -316,13 +329,8 @@ impl SessionPipeline {
     async fn call_one(&mut self, i: usize, call: &Call<'_>) -> wasmtime::Result<Option<wit::Verdict>> {
         if self.slots[i].is_none() {
             let plugin = self.pipeline.plugins[i].clone();
-            let state = HostState::new(
-                plugin.clone(),
-                self.data.clone(),
-                self.pipeline.relays.clone(),
-                self.pipeline.call_timeout,
-                self.pipeline.memory_limit,
-            )?;
+            let state =
+                HostState::new(plugin.clone(), self.data.clone(), self.pipeline.relays.clone(), &self.pipeline.limits)?;
             let mut store = Store::new(&self.pipeline.engine, state);
             sandbox::configure_store(&mut store);
             sandbox::begin_call(&mut store);
@@ -332,32 +340,41 @@ impl SessionPipeline {
         let slot = self.slots[i].as_mut().unwrap();
         let store = &mut slot.store;
         sandbox::begin_call(store);
+        let clock = store.data().clock.clone();
+        let timeout = self.pipeline.limits.call_timeout;
         let hooks = slot.bindings.mailferry_plugin_hooks();
-        let verdict = match call {
-            Call::Connect => hooks.call_connect(&mut *store).await?,
-            Call::Ehlo(name) => hooks.call_ehlo(&mut *store, name).await?,
-            Call::Auth { mechanism, login, password } => {
-                hooks.call_auth(&mut *store, mechanism, login, password).await?
-            }
-            Call::Mail(addr) => hooks.call_mail(&mut *store, addr).await?,
-            Call::Rcpt(addr) => hooks.call_rcpt(&mut *store, addr).await?,
-            Call::Data | Call::Queue => {
-                let handle: Resource<MessageHandle> = store.data_mut().table.push(MessageHandle)?;
-                let rep = handle.rep();
-                let borrowed = Resource::new_borrow(rep);
-                let v = if matches!(call, Call::Data) {
-                    hooks.call_data(&mut *store, borrowed).await
-                } else {
-                    hooks.call_queue(&mut *store, borrowed).await
-                };
-                let _ = store.data_mut().table.delete(handle);
-                v?
-            }
-            Call::Disconnect => {
-                hooks.call_disconnect(&mut *store).await?;
-                Some(wit::Verdict::Continue)
-            }
+        let call = async {
+            Ok(match call {
+                Call::Connect => hooks.call_connect(&mut *store).await?,
+                Call::Ehlo(name) => hooks.call_ehlo(&mut *store, name).await?,
+                Call::Auth { mechanism, login, password } => {
+                    hooks.call_auth(&mut *store, mechanism, login, password).await?
+                }
+                Call::Mail(addr) => hooks.call_mail(&mut *store, addr).await?,
+                Call::Rcpt(addr) => hooks.call_rcpt(&mut *store, addr).await?,
+                Call::Data | Call::Queue => {
+                    let handle: Resource<MessageHandle> = store.data_mut().table.push(MessageHandle)?;
+                    let rep = handle.rep();
+                    let borrowed = Resource::new_borrow(rep);
+                    let v = if matches!(call, Call::Data) {
+                        hooks.call_data(&mut *store, borrowed).await
+                    } else {
+                        hooks.call_queue(&mut *store, borrowed).await
+                    };
+                    let _ = store.data_mut().table.delete(handle);
+                    v?
+                }
+                Call::Disconnect => {
+                    hooks.call_disconnect(&mut *store).await?;
+                    Some(wit::Verdict::Continue)
+                }
+            })
         };
+        let verdict = sandbox::watch(call, &clock, timeout).await?;
+        let output = slot.store.data().take_output();
+        if !output.is_empty() {
+            tracing::info!(plugin = %self.pipeline.plugins[i].name, output = %output, "plugin output");
+        }
         Ok(verdict)
     }
 

@@ -9,11 +9,12 @@
 //! limiter turns a refused `memory.grow` into a trap instead of an
 //! allocation failure the guest might mishandle.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
 
+use super::host::CallClock;
 use super::HostState;
 
 /// How often the epoch advances.
@@ -83,19 +84,41 @@ pub fn configure_store(store: &mut Store<HostState>) {
     store.limiter(|state| &mut state.limits);
     store.epoch_deadline_callback(|ctx| {
         let state = ctx.data();
-        let guest_time = state.call_started.elapsed().saturating_sub(state.host_time);
-        if guest_time > state.call_timeout {
+        if state.clock.guest_time() > state.call_timeout {
             return Err(wasmtime::Error::new(Fault::Timeout(state.call_timeout)));
         }
         Ok(UpdateDeadline::Yield(1))
     });
 }
 
+/// Runs a hook call, and stops it if the plugin's own time passes
+/// `timeout` while it is blocked outside wasm code (e.g. sleeping through a
+/// WASI call), where the epoch callback cannot run. Dropping the call leaves
+/// the instance unusable; the caller discards it.
+pub async fn watch<T>(
+    call: impl std::future::Future<Output = wasmtime::Result<T>>,
+    clock: &CallClock,
+    timeout: Duration,
+) -> wasmtime::Result<T> {
+    tokio::pin!(call);
+    loop {
+        // Normally the call ends long before this first timer fires.
+        let left = timeout.saturating_sub(clock.guest_time()) + TICK * 4;
+        tokio::select! {
+            result = &mut call => return result,
+            _ = tokio::time::sleep(left) => {
+                if clock.guest_time() > timeout {
+                    return Err(wasmtime::Error::new(Fault::Timeout(timeout)));
+                }
+            }
+        }
+    }
+}
+
 /// Starts the CPU budget of one hook call.
 pub fn begin_call(store: &mut Store<HostState>) {
     let state = store.data_mut();
-    state.call_started = Instant::now();
-    state.host_time = Duration::ZERO;
+    state.clock.begin();
     state.slow_calls = 0;
     store.set_epoch_deadline(1);
 }

@@ -72,8 +72,9 @@ impl Session {
         listener: Arc<Listener>,
         peer: SocketAddr,
         local: SocketAddr,
-        t: Transport,
+        mut t: Transport,
     ) -> Session {
+        t.set_write_timeout(shared.config.limits.command_timeout);
         let id = session_id();
         let trusted = listener.trusted_networks.iter().any(|n| n.contains(&peer.ip()));
         let data = Arc::new(Mutex::new(SessionData::default()));
@@ -399,7 +400,7 @@ impl Session {
         drop(password);
         match outcome {
             Outcome::Accept(r) => {
-                tracing::info!(login = %login, mechanism = %mechanism, "authenticated");
+                tracing::info!(login = ?login, mechanism = %mechanism, "authenticated");
                 self.auth_user = Some(login);
                 self.sync_connection();
                 self.t.reply(&r.unwrap_or_else(|| Reply::new(235, "2.7.0", "authentication successful")));
@@ -407,7 +408,7 @@ impl Session {
             }
             other => {
                 // One line per failure with the address, for fail2ban.
-                tracing::warn!(ip = %self.peer.ip(), login = %login, mechanism = %mechanism, "authentication failed");
+                tracing::warn!(ip = %self.peer.ip(), login = ?login, mechanism = %mechanism, "authentication failed");
                 match other {
                     Outcome::Continue => self.error(Reply::new(535, "5.7.8", "authentication credentials invalid")),
                     o => self.refuse(
@@ -449,12 +450,9 @@ impl Session {
                 "malformed PLAIN response: expected authzid NUL login NUL password",
             )));
         };
-        let login = utf8(authcid)?;
-        let password = utf8(password)?;
+        let login = check_login(utf8(authcid)?)?;
+        let password = check_password(utf8(password)?)?;
         let authzid = utf8(authzid)?;
-        if login.is_empty() {
-            return Err(AuthAbort::Reply(Reply::new(501, "5.5.2", "empty login")));
-        }
         if !authzid.is_empty() && authzid != login {
             return Err(AuthAbort::Reply(Reply::new(
                 535,
@@ -471,11 +469,7 @@ impl Session {
             None => self.auth_continue("VXNlcm5hbWU6").await?,
         };
         let password = self.auth_continue("UGFzc3dvcmQ6").await?;
-        let login = utf8(&login)?;
-        if login.is_empty() {
-            return Err(AuthAbort::Reply(Reply::new(501, "5.5.2", "empty login")));
-        }
-        Ok((login, utf8(&password)?))
+        Ok((check_login(utf8(&login)?)?, check_password(utf8(&password)?)?))
     }
 
     fn may_relay(&self) -> bool {
@@ -798,6 +792,30 @@ fn decode_b64(s: &[u8]) -> Result<Vec<u8>, AuthAbort> {
         .decode(s)
         .map_err(|_| AuthAbort::Reply(Reply::new(501, "5.5.2", "cannot decode base64 response")))
 }
+
+/// A login is one printable token: it becomes the session's identity and
+/// goes into logs (a newline in it could forge a fail2ban line).
+fn check_login(login: String) -> Result<String, AuthAbort> {
+    if login.is_empty() || login.len() > 256 || login.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(AuthAbort::Reply(Reply::new(
+            501,
+            "5.5.2",
+            "the login must be 1 to 256 printable characters without spaces",
+        )));
+    }
+    Ok(login)
+}
+
+/// Longer passwords are refused before any hashing: some schemes
+/// (SHA-crypt) cost time in proportion to the password's length.
+fn check_password(password: String) -> Result<String, AuthAbort> {
+    if password.len() > MAX_PASSWORD {
+        return Err(AuthAbort::Reply(Reply::new(535, "5.7.8", "authentication credentials invalid")));
+    }
+    Ok(password)
+}
+
+const MAX_PASSWORD: usize = 1024;
 
 fn utf8(b: &[u8]) -> Result<String, AuthAbort> {
     String::from_utf8(b.to_vec()).map_err(|_| AuthAbort::Reply(Reply::new(501, "5.5.2", "credentials must be UTF-8")))

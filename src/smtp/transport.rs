@@ -91,13 +91,38 @@ pub struct Transport {
     rbuf: Vec<u8>,
     rpos: usize,
     wbuf: Vec<u8>,
+    /// How much of `wbuf` is already written; kept here so a write cancelled
+    /// half way (shutdown, timeout) never sends a reply twice.
+    wpos: usize,
+    /// In the middle of discarding an over-long line; kept here so a
+    /// cancelled read does not execute the rest of that line as a command.
+    discarding: bool,
+    /// Bound on sending queued replies, so a client that stops reading
+    /// cannot hold a session (and its connection slot) forever.
+    write_timeout: Duration,
 }
 
 const READ_CHUNK: usize = 16 * 1024;
+/// Replies queued beyond this are sent before more pipelined input is read,
+/// so a client that sends without reading cannot grow our buffer.
+const MAX_QUEUED_REPLIES: usize = 64 * 1024;
 
 impl Transport {
     pub fn new(conn: Conn) -> Transport {
-        Transport { conn, rbuf: Vec::with_capacity(READ_CHUNK), rpos: 0, wbuf: Vec::with_capacity(512) }
+        Transport {
+            conn,
+            rbuf: Vec::with_capacity(READ_CHUNK),
+            rpos: 0,
+            wbuf: Vec::with_capacity(512),
+            wpos: 0,
+            discarding: false,
+            write_timeout: Duration::from_secs(300),
+        }
+    }
+
+    /// Sets the time allowed to send queued replies.
+    pub fn set_write_timeout(&mut self, timeout: Duration) {
+        self.write_timeout = timeout;
     }
 
     pub fn is_tls(&self) -> bool {
@@ -110,11 +135,21 @@ impl Transport {
     }
 
     pub async fn flush(&mut self) -> io::Result<()> {
-        if !self.wbuf.is_empty() {
-            self.conn.write_all(&self.wbuf).await?;
+        let timeout = self.write_timeout;
+        tokio::time::timeout(timeout, async {
+            while self.wpos < self.wbuf.len() {
+                let n = self.conn.write(&self.wbuf[self.wpos..]).await?;
+                if n == 0 {
+                    return Err(io::Error::from(io::ErrorKind::WriteZero));
+                }
+                self.wpos += n;
+            }
             self.wbuf.clear();
-        }
-        self.conn.flush().await
+            self.wpos = 0;
+            self.conn.flush().await
+        })
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client is not reading replies"))?
     }
 
     /// Sends what is queued and closes the write side.
@@ -164,11 +199,14 @@ impl Transport {
     /// than `max` octets, terminator included, are consumed and reported as
     /// [`Line::TooLong`] without being buffered whole.
     pub async fn read_line(&mut self, max: usize, timeout: Duration) -> Result<Line, ReadError> {
-        let mut too_long = false;
+        if self.wbuf.len() > MAX_QUEUED_REPLIES {
+            self.flush().await?;
+        }
         loop {
             if let Some(i) = self.buffered().iter().position(|&b| b == b'\n') {
                 let line_len = i + 1;
-                if too_long || line_len > max {
+                if self.discarding || line_len > max {
+                    self.discarding = false;
                     self.consume(line_len);
                     return Ok(Line::TooLong);
                 }
@@ -181,7 +219,7 @@ impl Transport {
             }
             if self.buffered().len() > max {
                 // Drop what we have; keep reading until the end of the line.
-                too_long = true;
+                self.discarding = true;
                 let n = self.buffered().len();
                 self.consume(n);
             }
@@ -201,6 +239,7 @@ impl Transport {
         let n = self.buffered().len();
         self.rbuf.clear();
         self.rpos = 0;
+        self.discarding = false;
         n
     }
 

@@ -13,8 +13,8 @@
 //!                                      # (the sender), logged back in `rcpt`
 //! when_rcpt_contains = "blocked"       # apply the rcpt verdict only to
 //!                                      # recipients containing this
-//! password_checks = 20                 # in `auth`, verify the password
-//!                                      # this many times (needs the grant)
+//! sleep_ms = 30000                     # in `mail`, sleep this long first
+//! print = 4096                         # in `mail`, print this many octets
 //! ```
 //!
 //! With an empty configuration every hook is implemented and continues,
@@ -37,7 +37,9 @@ pub struct Config {
     note: Option<String>,
     when_rcpt_contains: Option<String>,
     #[serde(default)]
-    password_checks: u32,
+    sleep_ms: u64,
+    #[serde(default)]
+    print: usize,
 }
 
 #[derive(Deserialize)]
@@ -94,7 +96,8 @@ pub struct Scripted {
     add_header: Option<[String; 2]>,
     note: Option<String>,
     when_rcpt_contains: Option<String>,
-    password_checks: u32,
+    sleep_ms: u64,
+    print: usize,
 }
 
 fn verdict_of(step: &Option<Step>, hook: &str) -> Result<Verdict, String> {
@@ -119,7 +122,8 @@ impl Plugin for Scripted {
             add_header: c.add_header,
             note: c.note,
             when_rcpt_contains: c.when_rcpt_contains,
-            password_checks: c.password_checks,
+            sleep_ms: c.sleep_ms,
+            print: c.print,
         })
     }
 
@@ -131,14 +135,17 @@ impl Plugin for Scripted {
         self.ehlo.clone()
     }
 
-    fn auth(&self, host: &Host, _mechanism: &str, _login: &str, password: &str) -> Verdict {
-        for _ in 0..self.password_checks {
-            let _ = host.verify_password(password, "{PLAIN}x");
-        }
+    fn auth(&self, _host: &Host, _mechanism: &str, _login: &str, _password: &str) -> Verdict {
         self.auth.clone()
     }
 
     fn mail(&self, host: &Host, sender: &Address) -> Verdict {
+        if self.sleep_ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(self.sleep_ms));
+        }
+        if self.print > 0 {
+            println!("{}", "o".repeat(self.print));
+        }
         if let Some(key) = &self.note {
             host.set_note(Scope::Transaction, key, sender.address.as_str());
         }
