@@ -71,7 +71,7 @@ pub struct Limits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BareLineEndings {
-    /// Refuse the message with 550 5.6.11 (the default).
+    /// Refuse the message with 550 5.6.0 and close (the default).
     Reject,
     /// Turn every bare CR or LF into CRLF. Only `<CRLF>.<CRLF>` still ends DATA.
     Normalize,

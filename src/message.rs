@@ -40,7 +40,8 @@ impl Header {
 
     /// The value, unfolded, without the leading whitespace or trailing CRLF.
     pub fn value(&self) -> String {
-        let after = &self.raw[self.name.len() + 1..];
+        let colon = self.raw.iter().position(|&b| b == b':').unwrap_or(self.name.len());
+        let after = &self.raw[colon + 1..];
         let text = String::from_utf8_lossy(after);
         let unfolded: String = text.replace("\r\n", "");
         unfolded.trim().to_string()
@@ -50,8 +51,12 @@ impl Header {
 #[derive(Debug, Clone, Default)]
 pub struct Message {
     pub headers: Vec<Header>,
-    /// Everything after the blank line that ends the header section.
+    /// Everything after the header section (and its blank line, if any).
     pub body: Vec<u8>,
+    /// Whether a blank line separates headers and body. A message whose
+    /// header section ends in a malformed line keeps that shape: we add
+    /// fields, we do not reinterpret the client's text.
+    separated: bool,
 }
 
 impl Message {
@@ -62,13 +67,15 @@ impl Message {
     pub fn parse(raw: Vec<u8>) -> Message {
         let mut headers: Vec<Header> = Vec::new();
         let mut pos = 0;
+        let mut separated = false;
         loop {
             let rest = &raw[pos..];
             if rest.is_empty() {
-                return Message { headers, body: Vec::new() };
+                return Message { headers, body: Vec::new(), separated: true };
             }
             if rest.starts_with(b"\r\n") {
                 pos += 2;
+                separated = true;
                 break;
             }
             let line_end = rest.windows(2).position(|w| w == b"\r\n").map(|i| i + 2).unwrap_or(rest.len());
@@ -76,7 +83,7 @@ impl Message {
             if (line[0] == b' ' || line[0] == b'\t') && !headers.is_empty() {
                 headers.last_mut().unwrap().raw.extend_from_slice(line);
             } else if let Some(colon) = field_name_end(line) {
-                let name = String::from_utf8_lossy(&line[..colon]).into_owned();
+                let name = String::from_utf8_lossy(&line[..colon]).trim_end().to_string();
                 headers.push(Header { name, raw: line.to_vec() });
             } else {
                 break;
@@ -84,7 +91,10 @@ impl Message {
             pos += line_end;
         }
         let body = raw[pos..].to_vec();
-        Message { headers, body }
+        // Without any header field the text is all body: give it the blank
+        // line that keeps it apart from the fields we add.
+        let separated = separated || headers.is_empty();
+        Message { headers, body, separated }
     }
 
     pub fn header_values(&self, name: &str) -> Vec<String> {
@@ -110,7 +120,7 @@ impl Message {
     }
 
     pub fn header_size(&self) -> usize {
-        self.headers.iter().map(|h| h.raw.len()).sum::<usize>() + 2
+        self.headers.iter().map(|h| h.raw.len()).sum::<usize>() + if self.separated { 2 } else { 0 }
     }
 
     pub fn size(&self) -> usize {
@@ -127,17 +137,21 @@ impl Message {
         for h in &self.headers {
             out.extend_from_slice(&h.raw);
         }
-        out.extend_from_slice(b"\r\n");
+        if self.separated {
+            out.extend_from_slice(b"\r\n");
+        }
         out.extend_from_slice(&self.body);
     }
 }
 
 /// If `line` starts a header field, the index of its colon. Field names are
-/// printable ASCII except colon (RFC 5322 §3.6.8).
+/// printable ASCII except colon (RFC 5322 §3.6.8), optionally followed by
+/// spaces or tabs before the colon (obsolete syntax, §4.5.3).
 fn field_name_end(line: &[u8]) -> Option<usize> {
     let colon = line.iter().position(|&b| b == b':')?;
     let name = &line[..colon];
-    (!name.is_empty() && name.iter().all(|&b| (33..=126).contains(&b))).then_some(colon)
+    let trimmed = name.iter().rposition(|&b| b != b' ' && b != b'\t').map(|i| &name[..=i])?;
+    trimmed.iter().all(|&b| (33..=126).contains(&b)).then_some(colon)
 }
 
 /// Validates a header field a plugin wants to add.
@@ -168,13 +182,25 @@ mod tests {
     }
 
     #[test]
-    fn missing_blank_line_is_added() {
-        let m = Message::parse(b"Subject: a\r\nthis is body\r\n".to_vec());
+    fn a_malformed_header_section_keeps_its_shape() {
+        let mut m = Message::parse(b"Subject: a\r\nthis is not a field\r\n".to_vec());
         assert_eq!(m.headers.len(), 1);
-        assert_eq!(m.to_bytes(), b"Subject: a\r\n\r\nthis is body\r\n");
-        let m = Message::parse(b"no headers at all\r\n".to_vec());
+        m.append(Header::new("Date", "x"));
+        assert_eq!(m.to_bytes(), b"Subject: a\r\nDate: x\r\nthis is not a field\r\n");
+        let mut m = Message::parse(b"no headers at all\r\n".to_vec());
         assert!(m.headers.is_empty());
-        assert_eq!(m.body, b"no headers at all\r\n");
+        m.prepend(Header::new("Received", "r"));
+        assert_eq!(m.to_bytes(), b"Received: r\r\n\r\nno headers at all\r\n");
+    }
+
+    #[test]
+    fn obsolete_space_before_colon_is_a_field() {
+        let raw = b"Subject : x\r\nFrom\t: a@b.example\r\n\r\nbody\r\n".to_vec();
+        let m = Message::parse(raw.clone());
+        assert_eq!(m.headers.len(), 2);
+        assert_eq!(m.header_values("subject"), vec!["x"]);
+        assert_eq!(m.header_values("from"), vec!["a@b.example"]);
+        assert_eq!(m.to_bytes(), raw);
     }
 
     #[test]

@@ -244,16 +244,24 @@ fn write_outbox(dir: &Path, envelope: &wit::Envelope, message: &[u8], session: &
     let now = chrono::Utc::now();
     let name = format!("{}-{}-{}.eml", now.format("%Y%m%dT%H%M%S%.6fZ"), session, rand::random::<u32>());
     let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    let mut head = format!("Return-Path: <{}>\r\n", envelope.mail_from.address);
-    for r in &envelope.rcpt_to {
-        head.push_str(&format!("X-Original-To: {}\r\n", r.address));
+    let write = || -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Mail is private: readable by the relay's user only.
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        let mut head = format!("Return-Path: <{}>\r\n", envelope.mail_from.address);
+        for r in &envelope.rcpt_to {
+            head.push_str(&format!("X-Original-To: {}\r\n", r.address));
+        }
+        f.write_all(head.as_bytes())?;
+        f.write_all(message)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, dir.join(&name))?;
+        std::fs::File::open(dir)?.sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    f.write_all(head.as_bytes())?;
-    f.write_all(message)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, dir.join(&name))?;
-    std::fs::File::open(dir)?.sync_all()?;
     Ok(wit::Reply { code: 250, enhanced: Some("2.0.0".into()), text: format!("saved to outbox as {name}") })
 }

@@ -193,3 +193,19 @@ fn loopback_listener_may_opt_into_auth_without_tls() {
     let r = c.send_mail("alice@example.com", &["bob@example.org"], "Subject: lo\n\nx\n");
     assert_eq!(r.code, 250, "{r}");
 }
+
+#[test]
+fn logins_with_control_characters_are_refused_before_any_lookup() {
+    let s = server();
+    let mut c = tls_session(&s);
+    // A newline in the login could forge a log line for fail2ban.
+    let forged = "bob\n2026-01-01T00:00:00Z WARN authentication failed ip=10.9.8.7";
+    let r = c.cmd(&format!("AUTH PLAIN {}", b64(&format!("\0{forged}\0pw"))));
+    assert_eq!(r.code, 501, "{r}");
+    assert!(!s.log_text().contains("ip=10.9.8.7"), "forged line in the log");
+    // Over-long passwords (sent as a continuation: RFC 4954 keeps the AUTH
+    // command itself within the 512-octet limit) fail before any hashing.
+    c.expect("AUTH PLAIN", 334);
+    let r = c.cmd(&b64(&format!("\0alice@example.com\0{}", "p".repeat(2000))));
+    assert_eq!(r.code, 535, "{r}");
+}

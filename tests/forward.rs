@@ -233,7 +233,12 @@ fn strip_added(upstream: &[u8], original: &[u8]) -> Vec<u8> {
         String::from_utf8_lossy(received)
     );
     let received = String::from_utf8_lossy(received).split_whitespace().collect::<Vec<_>>().join(" ");
-    assert!(received.contains("by mx.test.example (mailferry) with ESMTPSA"), "{received}");
+    // UTF8SMTPSA when the transaction used SMTPUTF8 (RFC 6531 section 3.7.3).
+    assert!(
+        received.contains("by mx.test.example (mailferry) with ESMTPSA")
+            || received.contains("by mx.test.example (mailferry) with UTF8SMTPSA"),
+        "{received}"
+    );
     for name in ["message-id", "date"] {
         if orig_fields.iter().any(|f| field_name(f) == name) {
             continue;
@@ -411,6 +416,7 @@ Content-Type: text/plain; charset=utf-8\r\n\r\nñ\r\n";
     assert_accepted_upstream(&r, 1);
     let m = assert_relayed(&up, original.as_bytes(), "jösé@exämple.com", &["üsér@exämple.org"]);
     assert_eq!(m.meta["mail_options"], serde_json::json!(["SMTPUTF8"]), "SMTPUTF8 must be passed upstream: {}", m.meta);
+    assert!(String::from_utf8_lossy(&m.eml).contains("with UTF8SMTPSA"), "RFC 6531 protocol name in Received:");
 }
 
 // ---------------------------------------------------------------------------

@@ -331,3 +331,27 @@ fn sigterm_lets_a_running_session_finish() {
     assert!(s.wait_exit(std::time::Duration::from_secs(10)).is_some());
     assert_eq!(s.outbox().len(), 1);
 }
+
+#[test]
+fn a_client_that_sends_but_never_reads_is_dropped() {
+    use std::io::Write;
+    let s = Server::start(Setup { limits: "command_timeout_secs = 2".into(), ..Default::default() });
+    let addr = s.addr("open");
+    let writer = std::thread::spawn(move || {
+        let mut t = std::net::TcpStream::connect(addr).unwrap();
+        t.set_write_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+        let chunk = "HELP\r\n".repeat(10_000);
+        loop {
+            match t.write_all(chunk.as_bytes()) {
+                Ok(()) => continue,
+                // Our own timeout: the server never gave up on us.
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return false
+                }
+                Err(_) => return true,
+            }
+        }
+    });
+    assert!(writer.join().unwrap(), "the server kept a client that does not read");
+    s.wait_log(&["disconnected", "\"listener\":\"open\""]);
+}

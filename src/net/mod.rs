@@ -46,7 +46,23 @@ impl Drop for ConnectionPermit {
     }
 }
 
+/// The address connections are counted under: an IPv6 client usually has a
+/// whole /64, so the limit applies to the /64, not to each address in it.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
 fn admit(counts: &Arc<Mutex<ConnectionCounts>>, ip: IpAddr, config: &Config) -> Result<ConnectionPermit, Reply> {
+    let ip = client_key(ip);
     let mut c = counts.lock().unwrap();
     if c.total >= config.limits.max_connections {
         return Err(Reply::new(
@@ -146,7 +162,7 @@ async fn handle(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, listen
         Ok(p) => p,
         Err(reply) => {
             tracing::warn!(listener = %listener.name, peer = %peer, "{reply}");
-            refuse(stream, &listener, &shared, reply).await;
+            refuse(stream, &listener, reply).await;
             return;
         }
     };
@@ -170,19 +186,31 @@ async fn handle(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, listen
     drop(permit);
 }
 
-async fn refuse(stream: TcpStream, listener: &Listener, shared: &Shared, reply: Reply) {
-    let conn = if listener.tls == TlsMode::Implicit {
-        match &shared.acceptor {
-            Some(a) => match tokio::time::timeout(Duration::from_secs(10), a.clone().accept(stream)).await {
-                Ok(Ok(tls)) => Conn::Tls(Box::new(tls)),
-                _ => return,
-            },
-            None => return,
-        }
-    } else {
-        Conn::Plain(stream)
-    };
-    let mut t = Transport::new(conn);
+/// Answers a connection over the limits with `reply` and closes it. On an
+/// implicit-TLS port it is just closed: a TLS handshake per refused
+/// connection would let the excess cost us CPU.
+async fn refuse(stream: TcpStream, listener: &Listener, reply: Reply) {
+    if listener.tls == TlsMode::Implicit {
+        return;
+    }
+    let mut t = Transport::new(Conn::Plain(stream));
+    t.set_write_timeout(Duration::from_secs(5));
     t.reply(&reply);
     t.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_are_counted_per_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(other));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(client_key(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
+    }
 }

@@ -391,9 +391,20 @@ impl SessionPipeline {
                 }
             }
         };
+        // A positive reply must be the one the step calls for: 235 after
+        // AUTH, 250/251 elsewhere (a 221 to RCPT would tell the client we
+        // are closing).
+        let expected: &[u16] = if hook == Hook::Auth { &[235] } else { &[250, 251] };
+        let accept_ok = |r: Option<Reply>| match r {
+            Some(r) if !expected.contains(&r.code) => {
+                tracing::warn!(plugin, hook = hook.name(), reply = ?r, "invalid accept reply from plugin; using the default");
+                None
+            }
+            other => other,
+        };
         match verdict {
             wit::Verdict::Continue => Outcome::Continue,
-            wit::Verdict::Accept(r) => Outcome::Accept(check(r, &[2])),
+            wit::Verdict::Accept(r) => Outcome::Accept(accept_ok(check(r, &[2]))),
             wit::Verdict::Deny(r) => Outcome::Deny(check(r, &[5])),
             wit::Verdict::DenySoft(r) => Outcome::DenySoft(check(r, &[4])),
             wit::Verdict::DenyDisconnect(r) => Outcome::DenyDisconnect(check(r, &[4, 5])),

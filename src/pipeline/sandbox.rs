@@ -42,7 +42,7 @@ pub fn engine(config: &crate::config::Config, slots: u32, plugins: u32) -> Resul
         .total_tables(instances.saturating_mul(4))
         .total_stacks(instances)
         .max_memory_size(config.sandbox.memory_limit)
-        .max_memories_per_component(4)
+        .max_memories_per_component(2)
         .max_core_instances_per_component(16)
         .max_tables_per_component(16)
         .max_component_instance_size(1 << 20)

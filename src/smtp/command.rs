@@ -56,7 +56,7 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
     match verb.to_ascii_uppercase().as_str() {
         "EHLO" | "HELO" => {
             let name = rest.trim();
-            if name.is_empty() || name.contains(' ') || name.chars().any(|c| c.is_control()) {
+            if !is_helo_name(name) {
                 return Err(syntax(&format!("{} your.host.name", verb.to_ascii_uppercase())));
             }
             Ok(if verb.eq_ignore_ascii_case("EHLO") {
@@ -115,6 +115,18 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
     }
 }
 
+/// A host name or address literal, as EHLO/HELO take. The name goes into
+/// our `Received:` field, so only ASCII letters, digits, `-`, `.` and `_` are
+/// taken (underscores, though not valid in host names, are common in the
+/// names Windows machines send), or a bracketed address literal.
+fn is_helo_name(name: &str) -> bool {
+    if let Some(literal) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        return literal.parse::<std::net::Ipv4Addr>().is_ok()
+            || literal.strip_prefix("IPv6:").is_some_and(|v6| v6.parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    !name.is_empty() && name.len() <= 255 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+}
+
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let s = s.trim_start();
     if s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix) {
@@ -159,6 +171,8 @@ fn parse_path_and_params(arg: &str, reverse: bool) -> Result<(Path, Vec<Param>),
         if !reverse {
             return Err(bad("a recipient cannot be empty"));
         }
+    } else if !reverse && inner.eq_ignore_ascii_case("postmaster") {
+        // RFC 5321 section 4.5.1: <postmaster> without a domain is valid.
     } else {
         validate_mailbox(inner).map_err(bad)?;
     }
@@ -260,6 +274,11 @@ mod tests {
         assert_eq!(parse(b"QuIt").unwrap(), Command::Quit);
         assert_eq!(parse(b"FOO").unwrap_err().code, 500);
         assert_eq!(parse(b"EHLO").unwrap_err().code, 501);
+        assert_eq!(parse(b"EHLO DESKTOP_1A.local").unwrap(), Command::Ehlo("DESKTOP_1A.local".into()));
+        assert_eq!(parse(b"HELO [192.0.2.1]").unwrap(), Command::Helo("[192.0.2.1]".into()));
+        assert_eq!(parse(b"EHLO a;b(c)").unwrap_err().code, 501);
+        assert_eq!(parse(b"EHLO [not.an.ip]").unwrap_err().code, 501);
+        assert_eq!(parse("EHLO hôte".as_bytes()).unwrap_err().code, 501);
     }
 
     #[test]
@@ -269,6 +288,7 @@ mod tests {
         assert_eq!(path("RCPT TO:<@relay.example:user@dest.example>"), "user@dest.example");
         assert_eq!(path("RCPT TO:<\"odd >user\"@dest.example>"), "\"odd >user\"@dest.example");
         assert_eq!(path("RCPT TO:<user@[192.0.2.1]>"), "user@[192.0.2.1]");
+        assert_eq!(path("RCPT TO:<Postmaster>"), "Postmaster");
         assert_eq!(path("RCPT TO:<josé@exämple.com>"), "josé@exämple.com");
         match parse(b"MAIL FROM:<a@b.example> SIZE=100 BODY=8BITMIME SMTPUTF8").unwrap() {
             Command::Mail { params, .. } => {

@@ -61,8 +61,8 @@ impl Reply {
             if line.len() > 400 {
                 return Err("text longer than 400 characters".into());
             }
-            if line.chars().any(|c| c.is_control()) {
-                return Err("text contains control characters (CR, LF, …)".into());
+            if !line.chars().all(|c| c == ' ' || c.is_ascii_graphic()) {
+                return Err("text must be printable ASCII (no CR, LF or other control characters)".into());
             }
         }
         Ok(())

@@ -409,8 +409,13 @@ impl Session {
             other => {
                 // One line per failure with the address, for fail2ban.
                 tracing::warn!(ip = %self.peer.ip(), login = ?login, mechanism = %mechanism, "authentication failed");
+                // Every failed attempt counts toward max_errors, temporary
+                // ones too, so a session cannot guess passwords forever.
                 match other {
                     Outcome::Continue => self.error(Reply::new(535, "5.7.8", "authentication credentials invalid")),
+                    Outcome::DenySoft(r) => {
+                        self.error(r.unwrap_or_else(|| Reply::new(454, "4.7.0", "temporary authentication failure")))
+                    }
                     o => self.refuse(
                         o,
                         Reply::new(535, "5.7.8", "authentication credentials invalid"),
@@ -704,7 +709,10 @@ impl Session {
             Some(Reply::new(
                 550,
                 "5.6.0",
-                format!("message refused: a line is longer than {} octets (RFC 5322 §2.1.1)", limits.text_line - 2),
+                format!(
+                    "message refused: a line is longer than {} octets (RFC 5322 section 2.1.1)",
+                    limits.text_line - 2
+                ),
             ))
         } else {
             None
@@ -757,12 +765,11 @@ impl Session {
     fn add_trace_headers(&self, message: &mut Message) {
         let host = &self.config().server.hostname;
         let now = chrono::Utc::now();
+        // RFC 3848 and RFC 6531 section 3.7.3 protocol names.
+        let utf8 = if self.tx.as_ref().is_some_and(|t| t.smtputf8) { "UTF8" } else { "E" };
         let proto = match (self.esmtp, self.tls_active(), self.auth_user.is_some()) {
-            (false, _, _) => "SMTP",
-            (true, false, false) => "ESMTP",
-            (true, true, false) => "ESMTPS",
-            (true, false, true) => "ESMTPA",
-            (true, true, true) => "ESMTPSA",
+            (false, _, _) => "SMTP".to_string(),
+            (true, tls, auth) => format!("{utf8}SMTP{}{}", if tls { "S" } else { "" }, if auth { "A" } else { "" }),
         };
         let ip = match self.peer.ip() {
             std::net::IpAddr::V4(v4) => format!("[{v4}]"),
