@@ -207,28 +207,32 @@ fn read_password(from_stdin: bool) -> Result<String> {
     Ok(password)
 }
 
+fn users_file(arg: &ConfigArg) -> Result<PathBuf> {
+    users::users_file(&load_config(&arg.config)?)
+}
+
 fn user(action: UserCmd) -> Result<()> {
     match action {
         UserCmd::Add { login, password_stdin, config } => {
-            let path = users::users_file(&load_config(&config.config)?)?;
+            let path = users_file(&config)?;
             users::validate_login(&login)?;
             let hash = password::hash(&read_password(password_stdin)?).map_err(anyhow::Error::msg)?;
             users::set(&path, &login, &hash, false)?;
             println!("added {login} to {}", path.display());
         }
         UserCmd::Passwd { login, password_stdin, config } => {
-            let path = users::users_file(&load_config(&config.config)?)?;
+            let path = users_file(&config)?;
             let hash = password::hash(&read_password(password_stdin)?).map_err(anyhow::Error::msg)?;
             users::set(&path, &login, &hash, true)?;
             println!("changed the password of {login} in {}", path.display());
         }
         UserCmd::Remove { login, config } => {
-            let path = users::users_file(&load_config(&config.config)?)?;
+            let path = users_file(&config)?;
             users::remove(&path, &login)?;
             println!("removed {login} from {}", path.display());
         }
         UserCmd::List { config } => {
-            let path = users::users_file(&load_config(&config.config)?)?;
+            let path = users_file(&config)?;
             for (login, scheme) in users::list(&path)? {
                 println!("{login}\t{scheme}");
             }

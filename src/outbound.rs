@@ -168,31 +168,22 @@ async fn send_smtp(
     }
     let where_ = format!("{}:{}", cfg.host, cfg.port);
     let result = match cfg.tls {
-        TlsMode::None => match builder.connect_plain().await {
-            Ok(mut c) => {
-                let r = c.send(msg).await;
-                let _ = c.quit().await;
-                r
-            }
-            Err(e) => Err(e),
-        },
-        _ => match builder.connect().await {
-            Ok(mut c) => {
-                let r = c.send(msg).await;
-                let _ = c.quit().await;
-                r
-            }
-            Err(e) => Err(e),
-        },
+        TlsMode::None => deliver(builder.connect_plain().await, msg).await,
+        _ => deliver(builder.connect().await, msg).await,
     };
-    match result {
-        Ok(resp) => Ok(wit::Reply {
-            code: resp.code,
-            enhanced: Some(esc(&resp.esc, resp.code)),
-            text: sanitize_text(&resp.message),
-        }),
-        Err(e) => Err(map_error(e, relay, &where_)),
-    }
+    result.map_err(|e| map_error(e, relay, &where_))
+}
+
+/// Sends one message on a fresh connection (plain or TLS) and says goodbye.
+async fn deliver<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    client: mail_send::Result<mail_send::SmtpClient<T>>,
+    msg: SmtpMessage<'_>,
+) -> mail_send::Result<wit::Reply> {
+    let mut client = client?;
+    let result = client.send(msg).await;
+    let _ = client.quit().await;
+    let resp = result?;
+    Ok(wit::Reply { code: resp.code, enhanced: Some(esc(&resp.esc, resp.code)), text: sanitize_text(&resp.message) })
 }
 
 fn esc(esc: &[u8; 3], code: u16) -> String {

@@ -380,7 +380,7 @@ impl password::Host for HostState {
         self.clock.enter_host();
         let result = verify_bounded(password, stored).await;
         self.clock.leave_host();
-        Ok(result?)
+        result
     }
 }
 
@@ -401,6 +401,27 @@ async fn verify_bounded(password: String, stored: String) -> Result<Result<bool,
         crate::password::verify(&password, &stored)
     })
     .await?)
+}
+
+impl outbound::Host for HostState {
+    async fn send_now(
+        &mut self,
+        relay: String,
+        _msg: Resource<MessageHandle>,
+    ) -> Result<Result<wit::Reply, outbound::Failure>> {
+        self.count_slow_call()?;
+        self.clock.enter_host();
+        let (envelope, bytes) = {
+            let s = self.session();
+            let envelope = s.envelope.clone().ok_or_else(|| format_err!("no envelope"))?;
+            let bytes = s.message.as_ref().ok_or_else(|| format_err!("no message"))?.to_bytes();
+            (envelope, bytes)
+        };
+        let id = self.session_id();
+        let result = self.relays.send_now(&relay, &envelope, bytes, &id).await;
+        self.clock.leave_host();
+        Ok(result.map_err(|f| outbound::Failure { temporary: f.temporary, reply: f.reply }))
+    }
 }
 
 #[cfg(test)]
@@ -441,26 +462,5 @@ mod tests {
         });
         let max = MAX.load(Ordering::SeqCst);
         assert!((1..=limit).contains(&max), "{max} checks ran at once (limit {limit})");
-    }
-}
-
-impl outbound::Host for HostState {
-    async fn send_now(
-        &mut self,
-        relay: String,
-        _msg: Resource<MessageHandle>,
-    ) -> Result<Result<wit::Reply, outbound::Failure>> {
-        self.count_slow_call()?;
-        self.clock.enter_host();
-        let (envelope, bytes) = {
-            let s = self.session();
-            let envelope = s.envelope.clone().ok_or_else(|| format_err!("no envelope"))?;
-            let bytes = s.message.as_ref().ok_or_else(|| format_err!("no message"))?.to_bytes();
-            (envelope, bytes)
-        };
-        let id = self.session_id();
-        let result = self.relays.send_now(&relay, &envelope, bytes, &id).await;
-        self.clock.leave_host();
-        Ok(result.map_err(|f| outbound::Failure { temporary: f.temporary, reply: f.reply }))
     }
 }

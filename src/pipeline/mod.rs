@@ -191,31 +191,36 @@ impl Pipeline {
                 }),
                 ..Default::default()
             }));
-            let state = HostState::new(plugin.clone(), data, self.relays.clone(), &self.limits)?;
-            let mut store = Store::new(&self.engine, state);
-            sandbox::configure_store(&mut store);
-            sandbox::begin_call(&mut store);
-            let result = match plugin.pre.instantiate_async(&mut store).await {
-                Ok(bindings) => {
-                    sandbox::begin_call(&mut store);
-                    bindings.mailferry_plugin_hooks().call_init(&mut store).await
-                }
-                Err(e) => Err(e),
+            let failed = |e: wasmtime::Error, output: String| {
+                anyhow::anyhow!(
+                    "plugin {:?} failed while starting: {} {output}",
+                    plugin.name,
+                    sandbox::describe_fault(&e)
+                )
             };
-            match result {
+            let mut slot = self.instantiate(plugin, data).await.map_err(|e| failed(e, String::new()))?;
+            sandbox::begin_call(&mut slot.store);
+            let clock = slot.store.data().clock.clone();
+            let init = slot.bindings.mailferry_plugin_hooks().call_init(&mut slot.store);
+            match sandbox::watch(init, &clock, self.limits.call_timeout).await {
                 Ok(Ok(())) => {}
                 Ok(Err(message)) => {
                     anyhow::bail!("plugin {:?} cannot start: {message} (check its [plugins.config])", plugin.name)
                 }
-                Err(e) => anyhow::bail!(
-                    "plugin {:?} failed while starting: {} {}",
-                    plugin.name,
-                    sandbox::describe_fault(&e),
-                    store.data().take_output()
-                ),
+                Err(e) => return Err(failed(e, slot.store.data().take_output())),
             }
         }
         Ok(())
+    }
+
+    /// A new, sandboxed instance of `plugin` sharing `data`.
+    async fn instantiate(&self, plugin: &Arc<LoadedPlugin>, data: Arc<Mutex<SessionData>>) -> wasmtime::Result<Slot> {
+        let state = HostState::new(plugin.clone(), data, self.relays.clone(), &self.limits)?;
+        let mut store = Store::new(&self.engine, state);
+        sandbox::configure_store(&mut store);
+        sandbox::begin_call(&mut store);
+        let bindings = plugin.pre.instantiate_async(&mut store).await?;
+        Ok(Slot { store, bindings })
     }
 
     pub fn plugin_names(&self) -> Vec<&str> {
@@ -328,14 +333,8 @@ impl SessionPipeline {
 
     async fn call_one(&mut self, i: usize, call: &Call<'_>) -> wasmtime::Result<Option<wit::Verdict>> {
         if self.slots[i].is_none() {
-            let plugin = self.pipeline.plugins[i].clone();
-            let state =
-                HostState::new(plugin.clone(), self.data.clone(), self.pipeline.relays.clone(), &self.pipeline.limits)?;
-            let mut store = Store::new(&self.pipeline.engine, state);
-            sandbox::configure_store(&mut store);
-            sandbox::begin_call(&mut store);
-            let bindings = plugin.pre.instantiate_async(&mut store).await?;
-            self.slots[i] = Some(Slot { store, bindings });
+            let slot = self.pipeline.instantiate(&self.pipeline.plugins[i], self.data.clone()).await?;
+            self.slots[i] = Some(slot);
         }
         let slot = self.slots[i].as_mut().unwrap();
         let store = &mut slot.store;

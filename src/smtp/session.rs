@@ -567,8 +567,7 @@ impl Session {
         if !smtputf8 && !path.address.is_ascii() {
             return self.error(Reply::new(553, "5.6.7", "non-ASCII address requires the SMTPUTF8 parameter"));
         }
-        let count = self.data.lock().unwrap().envelope.as_ref().map(|e| e.rcpt_to.len()).unwrap_or(0);
-        if count >= self.config().limits.recipients {
+        if self.rcpt_count() >= self.config().limits.recipients {
             self.t.reply(&Reply::new(
                 452,
                 "4.5.3",
