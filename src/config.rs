@@ -43,6 +43,13 @@ pub struct Config {
     pub sandbox: Sandbox,
     pub plugins: Vec<PluginSpec>,
     pub relays: BTreeMap<String, Relay>,
+    pub dkim: Dkim,
+}
+
+#[derive(Debug, Clone)]
+pub struct Dkim {
+    /// Folder of `<domain>/<selector>.pem` private keys.
+    pub keys: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +131,7 @@ pub struct PluginSpec {
 pub enum Grant {
     Password,
     Outbound,
+    Dkim,
 }
 
 #[derive(Debug, Clone)]
@@ -166,6 +174,14 @@ struct RawConfig {
     plugins: Vec<RawPlugin>,
     #[serde(default)]
     relays: BTreeMap<String, RawRelay>,
+    #[serde(default)]
+    dkim: RawDkim,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDkim {
+    keys: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -265,10 +281,11 @@ pub mod defaults {
     pub const CALL_TIMEOUT_MS: u64 = 1000;
     pub const MEMORY_LIMIT_MB: usize = 64;
     pub const RELAY_TIMEOUT_SECS: u64 = 120;
+    pub const DKIM_KEYS: &str = "dkim";
 }
 
 /// Plugins compiled into the binary, usable by name without a `path`.
-pub const BUILTIN_PLUGINS: &[&str] = &["auth-flat-file", "smtp-forward"];
+pub const BUILTIN_PLUGINS: &[&str] = &["auth-flat-file", "dkim-sign", "smtp-forward"];
 
 impl Config {
     /// Reads and validates the file at `path`.
@@ -440,8 +457,9 @@ impl Config {
                 match g.as_str() {
                     "password" => grants.push(Grant::Password),
                     "outbound" => grants.push(Grant::Outbound),
+                    "dkim" => grants.push(Grant::Dkim),
                     other => cx.error(format!(
-                        "{key}.grants: unknown capability {other:?}; known: \"password\", \"outbound\""
+                        "{key}.grants: unknown capability {other:?}; known: \"password\", \"outbound\", \"dkim\""
                     )),
                 }
             }
@@ -460,7 +478,9 @@ impl Config {
             plugins.push(PluginSpec { name: rp.name, path, grants, read_dirs, config: cfg });
         }
 
-        Config { file: cx.file.to_path_buf(), server, limits, tls, listeners, sandbox, plugins, relays }
+        let dkim = Dkim { keys: cx.path(raw.dkim.keys.as_deref().unwrap_or(DKIM_KEYS)) };
+
+        Config { file: cx.file.to_path_buf(), server, limits, tls, listeners, sandbox, plugins, relays, dkim }
     }
 
     /// The folder where `serve` keeps its own files (self-signed certificate,
@@ -681,6 +701,7 @@ mod tests {
             ("memory_limit_mb", format!("`{MEMORY_LIMIT_MB}`")),
             ("timeout_secs", format!("`{RELAY_TIMEOUT_SECS}`")),
             ("bare_line_endings", "`\"reject\"`".to_string()),
+            ("keys", format!("`\"{DKIM_KEYS}\"`")),
             ("verify_certificate", "`true`".to_string()),
         ];
         for (key, default) in expect {

@@ -14,6 +14,7 @@
 //!   the users file.
 
 pub mod config;
+pub mod dkim;
 pub mod message;
 pub mod net;
 pub mod outbound;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use mailferry::{config, net, outbound, password, pipeline, users};
+use mailferry::{config, dkim, net, password, pipeline, users};
 
 #[derive(Parser)]
 #[command(name = "mailferry", version, about = "SMTP submission relay with sandboxed WebAssembly plugins")]
@@ -47,6 +47,41 @@ enum Cmd {
     },
     /// Read a password on standard input and print its argon2id hash.
     HashPassword,
+    /// DKIM keys.
+    Dkim {
+        #[command(subcommand)]
+        action: DkimCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum DkimCmd {
+    /// Create a signing key where the server looks for it (`dkim.keys`) and
+    /// print the DNS record to publish.
+    Keygen {
+        /// The signing domain: the domain of the From: addresses.
+        #[arg(long)]
+        domain: String,
+        /// The selector; by default `mf<YYYYMM>` (`mf<YYYYMM>e` for Ed25519).
+        #[arg(long)]
+        selector: Option<String>,
+        /// rsa2048 (accepted everywhere), rsa4096, or ed25519 (RFC 8463;
+        /// sign with it beside an RSA key, as not every receiver checks it).
+        #[arg(long, default_value = "rsa2048")]
+        algorithm: String,
+        /// The keys folder, instead of `dkim.keys` of the configuration.
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List the loaded keys and their DNS records.
+    List {
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -116,6 +151,7 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::Serve(a) => serve(load_config(&a.config)?),
         Cmd::Check(a) => check(load_config(&a.config)?),
         Cmd::User { action } => user(action),
+        Cmd::Dkim { action } => dkim_command(action),
         Cmd::HashPassword => {
             let password = read_password(true)?;
             println!("{}", password::hash(&password).map_err(anyhow::Error::msg)?);
@@ -134,15 +170,31 @@ fn serve(config: config::Config) -> Result<()> {
         .with_context(|| format!("cannot create the state folder {}", config.state_dir().display()))?;
     let rt = runtime()?;
     rt.block_on(async {
-        let relays = Arc::new(outbound::Relays::from_config(&config)?);
+        let services = Arc::new(pipeline::Services::from_config(&config)?);
         let pipeline = {
             let config = config.clone();
-            let relays = relays.clone();
+            let services = services.clone();
             // Compiling plugins is CPU work; keep it off the async workers.
-            tokio::task::spawn_blocking(move || pipeline::Pipeline::load(&config, relays)).await??
+            tokio::task::spawn_blocking(move || pipeline::Pipeline::load(&config, services)).await??
         };
         pipeline.init_plugins().await?;
-        tracing::info!(plugins = ?pipeline.plugin_names(), relays = ?relays.names(), "plugins loaded");
+        tracing::info!(
+            plugins = ?pipeline.plugin_names(),
+            relays = ?services.relays.names(),
+            dkim_keys = services.dkim.current().len(),
+            "plugins loaded"
+        );
+        // Renewed keys are picked up without a restart: on SIGHUP, and by
+        // a periodic look at the keys folder.
+        services.dkim.watch(DKIM_RELOAD_CHECK);
+        let keys = services.dkim.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+            while hup.recv().await.is_some() {
+                keys.reload_logged("SIGHUP");
+            }
+        });
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -163,8 +215,14 @@ async fn wait_for_signal() {
     }
 }
 
+/// How often the DKIM keys folder is checked for changes.
+const DKIM_RELOAD_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn check(config: config::Config) -> Result<()> {
-    let relays = Arc::new(outbound::Relays::from_config(&config)?);
+    let services = Arc::new(pipeline::Services::from_config(&config)?);
+    for w in &services.dkim.current().warnings {
+        println!("warning: {w}");
+    }
     if config.tls.cert.is_some() {
         net::tls::server_config(&config)?;
     } else if config.listeners.iter().any(|l| l.tls != config::TlsMode::None) {
@@ -175,16 +233,22 @@ fn check(config: config::Config) -> Result<()> {
     let rt = runtime()?;
     let pipeline = rt.block_on(async {
         let config = config.clone();
-        let pipeline = tokio::task::spawn_blocking(move || pipeline::Pipeline::load(&config, relays)).await??;
+        let pipeline = tokio::task::spawn_blocking(move || pipeline::Pipeline::load(&config, services)).await??;
         pipeline.init_plugins().await?;
         anyhow::Ok(pipeline)
     })?;
+    let keys = dkim::KeyStore::load(&config.dkim.keys).map_err(anyhow::Error::msg)?;
     println!(
-        "{}: OK ({} listeners; plugins: {}; relays: {})",
+        "{}: OK ({} listeners; plugins: {}; relays: {}; DKIM keys: {})",
         config.file.display(),
         config.listeners.len(),
         pipeline.plugin_names().join(", "),
-        config.relays.keys().cloned().collect::<Vec<_>>().join(", ")
+        config.relays.keys().cloned().collect::<Vec<_>>().join(", "),
+        if keys.is_empty() {
+            "none".to_string()
+        } else {
+            keys.all().map(|k| format!("{}/{}", k.domain, k.selector)).collect::<Vec<_>>().join(", ")
+        }
     );
     Ok(())
 }
@@ -239,4 +303,53 @@ fn user(action: UserCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The keys folder: `--keys`, else `dkim.keys` of the configuration.
+fn keys_dir(keys: Option<PathBuf>, config: &ConfigArg) -> Result<PathBuf> {
+    match keys {
+        Some(k) => Ok(k),
+        None => Ok(load_config(&config.config)
+            .context("cannot find the keys folder; pass --keys DIR or --config FILE")?
+            .dkim
+            .keys),
+    }
+}
+
+fn dkim_command(action: DkimCmd) -> Result<()> {
+    match action {
+        DkimCmd::Keygen { domain, selector, algorithm, keys, config } => {
+            let kind = dkim::keygen::KeyKind::parse(&algorithm).with_context(|| {
+                format!("--algorithm {algorithm:?}: use rsa2048, rsa4096 or ed25519")
+            })?;
+            let dir = keys_dir(keys, &config)?;
+            let selector = selector.unwrap_or_else(|| dkim::keygen::default_selector(kind));
+            let info = dkim::keygen::create(&dir, &domain, &selector, kind).map_err(anyhow::Error::msg)?;
+            println!("Wrote the {} key {} (readable by you only).", info.algorithm, info.path.display());
+            println!();
+            println!("Publish this DNS record for {}:", info.domain);
+            println!();
+            print!("{}", dkim::keygen::describe_record(&info));
+            println!();
+            println!("A running server picks the key up within seconds (or on SIGHUP). Once the record is");
+            println!("published, check it with: mailferry doctor --domain {}", info.domain);
+            Ok(())
+        }
+        DkimCmd::List { keys, config } => {
+            let dir = keys_dir(keys, &config)?;
+            let store = dkim::KeyStore::load(&dir).map_err(anyhow::Error::msg)?;
+            for w in &store.warnings {
+                println!("warning: {w}");
+            }
+            if store.is_empty() {
+                println!("No DKIM keys in {}. Create one with: mailferry dkim keygen --domain example.com", dir.display());
+            }
+            for info in store.all() {
+                println!("{}/{} ({}, {})", info.domain, info.selector, info.algorithm, info.path.display());
+                print!("{}", dkim::keygen::describe_record(info));
+                println!();
+            }
+            Ok(())
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! [`Host`]: a plugin's handle to the capabilities the host grants it.
 
-use crate::{Connection, Envelope, Failure, Level, Message, NoteValue, Reply, Scope};
+use crate::{Connection, DkimKey, Envelope, Failure, Level, Message, NoteValue, Reply, Scope, SignOptions, Signed};
 
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) use crate::testing::HostBackend;
@@ -15,9 +15,10 @@ pub(crate) use crate::wasm::HostBackend;
 ///
 /// Logging, the configuration, the session and the notes are always
 /// available. [`verify_password`](Host::verify_password) needs the
-/// `password` grant and [`send_now`](Host::send_now) the `outbound` grant in
-/// the host configuration: a component that uses them without the grant is
-/// refused at start-up, naming the missing grant.
+/// `password` grant, [`send_now`](Host::send_now) the `outbound` grant and
+/// the `dkim_*` methods the `dkim` grant in the host configuration: a
+/// component that uses them without the grant is refused at start-up,
+/// naming the missing grant.
 pub struct Host {
     pub(crate) backend: HostBackend,
 }
@@ -94,5 +95,31 @@ impl Host {
     /// upstream's final reply. Needs the `outbound` grant.
     pub fn send_now(&self, relay: &str, msg: &Message<'_>) -> Result<Reply, Failure> {
         self.backend.send_now(relay, &msg.backend)
+    }
+
+    /// The host's default signing options: its recommended header list,
+    /// `From` over-signed, `relaxed/relaxed`, no expiry. Needs the `dkim` grant.
+    pub fn dkim_default_options(&self) -> SignOptions {
+        self.backend.dkim_default_options()
+    }
+
+    /// The DKIM keys the host holds for `domain` (any case); empty if none.
+    /// Needs the `dkim` grant.
+    pub fn dkim_keys(&self, domain: &str) -> Vec<DkimKey> {
+        self.backend.dkim_keys(domain)
+    }
+
+    /// Signs the message as it is now with the host's key for
+    /// `domain`/`selector` and puts the `DKIM-Signature` field at the top.
+    /// Header edits made afterwards are not covered by the signature, so
+    /// sign last. Needs the `dkim` grant.
+    pub fn dkim_sign(
+        &self,
+        msg: &Message<'_>,
+        domain: &str,
+        selector: &str,
+        options: &SignOptions,
+    ) -> Result<Signed, String> {
+        self.backend.dkim_sign(&msg.backend, domain, selector, options)
     }
 }

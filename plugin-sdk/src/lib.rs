@@ -143,7 +143,7 @@ mod wasm;
 pub use host::Host;
 pub use message::{BodyChunks, Message, BODY_CHUNK};
 pub use runtime::parse_config;
-pub use types::{Address, Connection, Envelope, Failure, Level, NoteValue, Param, Scope};
+pub use types::{Address, Connection, DkimKey, Envelope, Failure, Level, NoteValue, Param, Scope, SignOptions, Signed};
 pub use verdict::{Reply, Verdict};
 
 /// Re-exported so plugins can name the exact serde the SDK uses.

@@ -58,7 +58,10 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use crate::runtime::{instantiate, observe};
-use crate::{Address, Connection, Envelope, Failure, Host, Level, Message, NoteValue, Plugin, Reply, Scope, Verdict};
+use crate::{
+    Address, Connection, DkimKey, Envelope, Failure, Host, Level, Message, NoteValue, Plugin, Reply, Scope, SignOptions,
+    Signed, Verdict,
+};
 
 type Verifier = Box<dyn Fn(&str, &str) -> Result<bool, String>>;
 type Relay = Box<dyn Fn(&str, &TestMessage) -> Result<Reply, Failure>>;
@@ -87,8 +90,20 @@ pub struct SentMessage {
     pub message: Vec<u8>,
 }
 
+/// One call of [`Host::dkim_sign`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignRequest {
+    pub domain: String,
+    pub selector: String,
+    pub options: SignOptions,
+    /// What the host answered.
+    pub result: Result<Signed, String>,
+}
+
 struct State {
     config: RefCell<String>,
+    dkim_keys: RefCell<Vec<DkimKey>>,
+    signatures: RefCell<Vec<SignRequest>>,
     connection: RefCell<Connection>,
     envelope: RefCell<Option<Envelope>>,
     notes: RefCell<BTreeMap<(Scope, String), NoteValue>>,
@@ -122,6 +137,8 @@ impl TestHost {
         TestHost {
             state: Rc::new(State {
                 config: RefCell::new(String::new()),
+                dkim_keys: RefCell::new(Vec::new()),
+                signatures: RefCell::new(Vec::new()),
                 connection: RefCell::new(TestHost::default_connection()),
                 envelope: RefCell::new(None),
                 notes: RefCell::new(BTreeMap::new()),
@@ -189,6 +206,25 @@ impl TestHost {
     pub fn password_verifier(self, verify: impl Fn(&str, &str) -> Result<bool, String> + 'static) -> Self {
         *self.state.verifier.borrow_mut() = Box::new(verify);
         self
+    }
+
+    /// Gives the host a DKIM key. The test host does not sign for real: its
+    /// [`Host::dkim_sign`] puts a placeholder `DKIM-Signature` field
+    /// (`v=1; d=…; s=…; b=test`) at the top of the message, and answers
+    /// [`Signed::AlreadySigned`] when one with the same `d=` and `s=` is
+    /// already there, as the server does for a valid signature.
+    pub fn dkim_key(self, domain: &str, selector: &str, algorithm: &str) -> Self {
+        self.state.dkim_keys.borrow_mut().push(DkimKey {
+            domain: domain.to_ascii_lowercase(),
+            selector: selector.to_string(),
+            algorithm: algorithm.to_string(),
+        });
+        self
+    }
+
+    /// Every [`Host::dkim_sign`] call so far.
+    pub fn signatures(&self) -> Vec<SignRequest> {
+        self.state.signatures.borrow().clone()
     }
 
     /// Serves [`Host::send_now`] with `send(relay, message)`.
@@ -546,6 +582,50 @@ impl HostBackend {
             message: msg.0.to_bytes(),
         });
         (self.0.relay.borrow())(relay, msg.0)
+    }
+}
+
+impl HostBackend {
+    pub(crate) fn dkim_default_options(&self) -> SignOptions {
+        SignOptions {
+            headers: ["From", "Reply-To", "Subject", "Date", "Message-ID", "To", "Cc", "MIME-Version", "Content-Type"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            oversign: vec!["From".into()],
+            canonicalization: "relaxed/relaxed".into(),
+            expire_secs: 0,
+        }
+    }
+
+    pub(crate) fn dkim_keys(&self, domain: &str) -> Vec<DkimKey> {
+        self.0.dkim_keys.borrow().iter().filter(|k| k.domain.eq_ignore_ascii_case(domain)).cloned().collect()
+    }
+
+    pub(crate) fn dkim_sign(
+        &self,
+        msg: &MessageBackend<'_>,
+        domain: &str,
+        selector: &str,
+        options: &SignOptions,
+    ) -> Result<Signed, String> {
+        let domain = domain.to_ascii_lowercase();
+        let known = self.0.dkim_keys.borrow().iter().any(|k| k.domain == domain && k.selector == selector);
+        let tags = format!("v=1; d={domain}; s={selector}; b=test");
+        let result = if !known {
+            Err(format!("no DKIM key for domain {domain:?} selector {selector:?}"))
+        } else if msg.0.header("DKIM-Signature").iter().any(|v| v.starts_with(&tags)) {
+            Ok(Signed::AlreadySigned)
+        } else {
+            msg.0.insert(true, "DKIM-Signature", &tags).map(|()| Signed::Added)
+        };
+        self.0.signatures.borrow_mut().push(SignRequest {
+            domain,
+            selector: selector.to_string(),
+            options: options.clone(),
+            result: result.clone(),
+        });
+        result
     }
 }
 

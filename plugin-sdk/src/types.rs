@@ -180,3 +180,40 @@ impl std::fmt::Display for Failure {
 }
 
 impl std::error::Error for Failure {}
+
+/// A DKIM key the host has loaded ([`crate::Host::dkim_keys`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DkimKey {
+    /// The signing domain (`d=`), lowercase.
+    pub domain: String,
+    /// The selector (`s=`).
+    pub selector: String,
+    /// `rsa-sha256` or `ed25519-sha256`.
+    pub algorithm: String,
+}
+
+/// How the host signs ([`crate::Host::dkim_sign`]); start from
+/// [`crate::Host::dkim_default_options`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SignOptions {
+    /// Header fields to sign when present (every occurrence). `From` is
+    /// always signed.
+    pub headers: Vec<String>,
+    /// Fields signed once more than they occur, also when absent, so none
+    /// can be added in transit without breaking the signature.
+    pub oversign: Vec<String>,
+    /// `relaxed/relaxed`, `relaxed/simple`, `simple/relaxed` or `simple/simple`.
+    pub canonicalization: String,
+    /// Signature lifetime in seconds (`x=`); 0 for none.
+    pub expire_secs: u64,
+}
+
+/// What [`crate::Host::dkim_sign`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Signed {
+    /// A `DKIM-Signature` field was put at the top of the message.
+    Added,
+    /// The message already carries a valid signature by this key; nothing
+    /// was added.
+    AlreadySigned,
+}

@@ -9,7 +9,10 @@ use std::cell::OnceCell;
 use std::marker::PhantomData;
 
 use crate::runtime::{instantiate, observe};
-use crate::{Address, Connection, Envelope, Failure, Host, Level, NoteValue, Param, Plugin, Reply, Scope, Verdict};
+use crate::{
+    Address, Connection, DkimKey, Envelope, Failure, Host, Level, NoteValue, Param, Plugin, Reply, Scope, SignOptions,
+    Signed, Verdict,
+};
 
 pub mod bindings {
     wit_bindgen::generate!({
@@ -96,6 +99,42 @@ impl HostBackend {
         wit::outbound::send_now(relay, msg.0)
             .map(Reply::from)
             .map_err(|f| Failure { temporary: f.temporary, reply: f.reply.into() })
+    }
+
+    pub(crate) fn dkim_default_options(&self) -> SignOptions {
+        let o = wit::dkim::default_options();
+        SignOptions {
+            headers: o.headers,
+            oversign: o.oversign,
+            canonicalization: o.canonicalization,
+            expire_secs: o.expire_secs,
+        }
+    }
+
+    pub(crate) fn dkim_keys(&self, domain: &str) -> Vec<DkimKey> {
+        wit::dkim::keys(domain)
+            .into_iter()
+            .map(|k| DkimKey { domain: k.domain, selector: k.selector, algorithm: k.algorithm })
+            .collect()
+    }
+
+    pub(crate) fn dkim_sign(
+        &self,
+        msg: &MessageBackend<'_>,
+        domain: &str,
+        selector: &str,
+        options: &SignOptions,
+    ) -> Result<Signed, String> {
+        let options = wit::dkim::SignOptions {
+            headers: options.headers.clone(),
+            oversign: options.oversign.clone(),
+            canonicalization: options.canonicalization.clone(),
+            expire_secs: options.expire_secs,
+        };
+        wit::dkim::sign(msg.0, domain, selector, &options).map(|s| match s {
+            wit::dkim::Signed::Added => Signed::Added,
+            wit::dkim::Signed::AlreadySigned => Signed::AlreadySigned,
+        })
     }
 }
 

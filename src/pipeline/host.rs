@@ -1,8 +1,9 @@
 //! Host capabilities: what a plugin may ask of the host, one import interface
 //! each. `log`, `config`, `session`, `notes` and `message` are always linked
 //! (they only expose the plugin's own data and the current session);
-//! `password` and `outbound` only when granted in the configuration, so a
-//! plugin importing them without a grant fails to load with a clear error.
+//! `password`, `outbound` and `dkim` only when granted in the configuration,
+//! so a plugin importing them without a grant fails to load with a clear
+//! error.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,12 +15,34 @@ use wasmtime::{bail, format_err, Result};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::mailferry::plugin::{config, log, message, notes, outbound, password, session, types};
+use super::mailferry::plugin::{config, dkim, log, message, notes, outbound, password, session, types};
 use super::output::PluginOutput;
 use super::{wit, LoadedPlugin, PluginLimits};
-use crate::config::Grant;
+use crate::config::{Config, Grant};
 use crate::message::{check_new_header, Header, Message};
 use crate::outbound::Relays;
+
+/// What the host capabilities reach beyond the session: shared by every
+/// plugin instance.
+pub struct Services {
+    pub relays: Arc<Relays>,
+    pub dkim: Arc<crate::dkim::Keys>,
+}
+
+impl Services {
+    /// Relays and DKIM keys as configured; a bad key stops the start.
+    pub fn from_config(config: &Config) -> anyhow::Result<Services> {
+        let relays = Arc::new(Relays::from_config(config)?);
+        let dkim = crate::dkim::Keys::load(&config.dkim.keys)
+            .map_err(|e| anyhow::anyhow!("DKIM keys (dkim.keys = {}):\n{e}", config.dkim.keys.display()))?;
+        Ok(Services { relays, dkim: Arc::new(dkim) })
+    }
+
+    /// No relays and no keys (benchmarks, tests).
+    pub fn none(config: &Config) -> anyhow::Result<Services> {
+        Ok(Services { relays: Arc::new(Relays::from_config(config)?), dkim: Arc::new(crate::dkim::Keys::none()) })
+    }
+}
 
 /// Session state shared by the session and all its plugin instances.
 #[derive(Default)]
@@ -42,7 +65,7 @@ pub struct HostState {
     pub limits: StoreLimits,
     plugin: Arc<LoadedPlugin>,
     session: Arc<Mutex<SessionData>>,
-    relays: Arc<Relays>,
+    services: Arc<Services>,
     output: PluginOutput,
     /// Guest time of the current hook call, for the CPU budget.
     pub clock: Arc<CallClock>,
@@ -112,7 +135,7 @@ impl HostState {
     pub fn new(
         plugin: Arc<LoadedPlugin>,
         session: Arc<Mutex<SessionData>>,
-        relays: Arc<Relays>,
+        services: Arc<Services>,
         limits: &PluginLimits,
     ) -> Result<HostState> {
         let output = PluginOutput::default();
@@ -133,7 +156,7 @@ impl HostState {
                 .build(),
             plugin,
             session,
-            relays,
+            services,
             output,
             clock: Arc::new(CallClock::new()),
             slow_calls: 0,
@@ -145,7 +168,7 @@ impl HostState {
     fn count_slow_call(&mut self) -> Result<()> {
         self.slow_calls += 1;
         if self.slow_calls > MAX_SLOW_CALLS {
-            bail!("made more than {MAX_SLOW_CALLS} password or relay calls in one hook call");
+            bail!("made more than {MAX_SLOW_CALLS} password, relay or signing calls in one hook call");
         }
         Ok(())
     }
@@ -185,6 +208,9 @@ pub fn link(linker: &mut Linker<HostState>, grants: &[Grant]) -> Result<()> {
     }
     if grants.contains(&Grant::Outbound) {
         outbound::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    }
+    if grants.contains(&Grant::Dkim) {
+        dkim::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     }
     Ok(())
 }
@@ -418,10 +444,88 @@ impl outbound::Host for HostState {
             (envelope, bytes)
         };
         let id = self.session_id();
-        let result = self.relays.send_now(&relay, &envelope, bytes, &id).await;
+        let result = self.services.relays.send_now(&relay, &envelope, bytes, &id).await;
         self.clock.leave_host();
         Ok(result.map_err(|f| outbound::Failure { temporary: f.temporary, reply: f.reply }))
     }
+}
+
+impl dkim::Host for HostState {
+    fn default_options(&mut self) -> Result<dkim::SignOptions> {
+        let d = crate::dkim::SignOptions::default();
+        Ok(dkim::SignOptions {
+            headers: d.headers,
+            oversign: d.oversign,
+            canonicalization: "relaxed/relaxed".into(),
+            expire_secs: 0,
+        })
+    }
+
+    fn keys(&mut self, domain: String) -> Result<Vec<dkim::Key>> {
+        Ok(self
+            .services
+            .dkim
+            .current()
+            .for_domain(&domain)
+            .into_iter()
+            .map(|k| dkim::Key {
+                domain: k.domain.clone(),
+                selector: k.selector.clone(),
+                algorithm: k.algorithm.tag().into(),
+            })
+            .collect())
+    }
+
+    async fn sign(
+        &mut self,
+        _msg: Resource<MessageHandle>,
+        domain: String,
+        selector: String,
+        options: dkim::SignOptions,
+    ) -> Result<Result<dkim::Signed, String>> {
+        self.count_slow_call()?;
+        let Some(key) = self.services.dkim.current().get(&domain, &selector) else {
+            return Ok(Err(format!("no DKIM key for domain {domain:?} selector {selector:?}")));
+        };
+        let opts = match sign_options(options) {
+            Ok(o) => o,
+            Err(e) => return Ok(Err(e)),
+        };
+        let bytes = self.with_message(|m| m.to_bytes())?;
+        // Hashing a large body and an RSA signature take milliseconds of
+        // host CPU, not charged to the plugin's budget.
+        self.clock.enter_host();
+        let signed = crate::dkim::sign(key, bytes, opts).await;
+        self.clock.leave_host();
+        let field = match signed {
+            Ok(crate::dkim::Signed::Added(field)) => field,
+            Ok(crate::dkim::Signed::AlreadySigned) => return Ok(Ok(dkim::Signed::AlreadySigned)),
+            Err(e) => return Ok(Err(e)),
+        };
+        let limit = self.message_limit;
+        let header = Header { name: "DKIM-Signature".into(), raw: field };
+        Ok(self.with_message(|m| add_checked(m, limit, header, true))?.map(|()| dkim::Signed::Added))
+    }
+}
+
+/// Checks a plugin's signing options.
+fn sign_options(o: dkim::SignOptions) -> Result<crate::dkim::SignOptions, String> {
+    let (h, b) = crate::dkim::parse_canonicalization(&o.canonicalization)?;
+    for name in o.headers.iter().chain(&o.oversign) {
+        if name.is_empty() || !name.bytes().all(|c| (33..=126).contains(&c) && c != b':') {
+            return Err(format!("{name:?} is not a header field name"));
+        }
+    }
+    if o.headers.len() + o.oversign.len() > 200 {
+        return Err("more than 200 header names to sign".into());
+    }
+    Ok(crate::dkim::SignOptions {
+        headers: o.headers,
+        oversign: o.oversign,
+        header_canonicalization: h,
+        body_canonicalization: b,
+        expire: (o.expire_secs > 0).then(|| Duration::from_secs(o.expire_secs)),
+    })
 }
 
 #[cfg(test)]

@@ -21,10 +21,9 @@ use wasmtime::component::{Linker, Resource};
 use wasmtime::{Engine, Store};
 
 use crate::config::{Config, PluginSpec};
-use crate::outbound::Relays;
 use crate::smtp::reply::Reply;
 
-pub use host::{HostState, MessageHandle, SessionData};
+pub use host::{HostState, MessageHandle, Services, SessionData};
 
 wasmtime::component::bindgen!({
     path: "plugin-sdk/wit",
@@ -32,6 +31,7 @@ wasmtime::component::bindgen!({
     imports: {
         "mailferry:plugin/password.verify": async | trappable,
         "mailferry:plugin/outbound.send-now": async | trappable,
+        "mailferry:plugin/dkim.sign": async | trappable,
         default: trappable,
     },
     exports: { default: async },
@@ -120,7 +120,7 @@ pub struct LoadedPlugin {
 pub struct Pipeline {
     engine: Engine,
     plugins: Vec<Arc<LoadedPlugin>>,
-    relays: Arc<Relays>,
+    services: Arc<Services>,
     limits: PluginLimits,
     _ticker: sandbox::Ticker,
 }
@@ -141,6 +141,7 @@ pub fn builtin_component(name: &str) -> Option<&'static [u8]> {
     match name {
         "auth-flat-file" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/auth_flat_file.wasm"))),
         "smtp-forward" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/smtp_forward.wasm"))),
+        "dkim-sign" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/dkim_sign.wasm"))),
         _ => None,
     }
 }
@@ -148,7 +149,7 @@ pub fn builtin_component(name: &str) -> Option<&'static [u8]> {
 impl Pipeline {
     /// Compiles (or loads from the cache) every configured plugin and links
     /// it with exactly the capabilities it was granted.
-    pub fn load(config: &Config, relays: Arc<Relays>) -> Result<Pipeline> {
+    pub fn load(config: &Config, services: Arc<Services>) -> Result<Pipeline> {
         // Sessions hold one instance per plugin at most; leave headroom for
         // sessions that are closing while new ones start.
         let slots = (config.limits.max_connections as u32).saturating_mul(2).max(16);
@@ -163,7 +164,7 @@ impl Pipeline {
             _ticker: sandbox::Ticker::start(engine.clone()),
             engine,
             plugins,
-            relays,
+            services,
             limits: PluginLimits {
                 call_timeout: config.sandbox.call_timeout,
                 memory: config.sandbox.memory_limit,
@@ -215,7 +216,7 @@ impl Pipeline {
 
     /// A new, sandboxed instance of `plugin` sharing `data`.
     async fn instantiate(&self, plugin: &Arc<LoadedPlugin>, data: Arc<Mutex<SessionData>>) -> wasmtime::Result<Slot> {
-        let state = HostState::new(plugin.clone(), data, self.relays.clone(), &self.limits)?;
+        let state = HostState::new(plugin.clone(), data, self.services.clone(), &self.limits)?;
         let mut store = Store::new(&self.engine, state);
         sandbox::configure_store(&mut store);
         sandbox::begin_call(&mut store);
@@ -245,7 +246,7 @@ fn load_plugin(engine: &Engine, spec: &PluginSpec, cache_dir: &std::path::Path) 
     host::link(&mut linker, &spec.grants)?;
     let pre = linker.instantiate_pre(&component).map_err(|e| {
         anyhow::anyhow!(
-            "{e:#}\n  (a plugin may only import what it is granted: add the capability to its `grants`, e.g. grants = [\"password\"] or [\"outbound\"])"
+            "{e:#}\n  (a plugin may only import what it is granted: add the capability to its `grants`: \"password\", \"outbound\" or \"dkim\")"
         )
     })?;
     let pre = PluginPre::new(pre)

@@ -32,8 +32,15 @@
 //! Upstream text is reduced to printable ASCII on one line and shortened, so
 //! whatever the upstream says cannot break the reply. Every outcome is
 //! logged.
+//!
+//! At `MAIL FROM` the plugin sets the transaction note `route` to the relay
+//! name, so plugins that act before the queue hook can adapt to the route
+//! (`dkim-sign` leaves out the header fields a provider rewrites).
 
-use mailferry_plugin_sdk::{export_plugin, Host, Message, Plugin, Reply, Verdict};
+use mailferry_plugin_sdk::{export_plugin, Address, Host, Message, Plugin, Reply, Scope, Verdict};
+
+/// The transaction note naming the route of the message.
+pub const ROUTE_NOTE: &str = "route";
 use serde::Deserialize;
 
 /// Longest upstream text passed on to the client; replies stay well under
@@ -63,6 +70,11 @@ impl Plugin for SmtpForward {
             return Err("`relay` must name a relay of the host configuration".into());
         }
         Ok(SmtpForward { relay: config.relay })
+    }
+
+    fn mail(&self, host: &Host, _sender: &Address) -> Verdict {
+        host.set_note(Scope::Transaction, ROUTE_NOTE, self.relay.as_str());
+        Verdict::Continue
     }
 
     fn queue(&self, host: &Host, msg: &Message) -> Verdict {
