@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod dkim;
+pub mod dns;
 pub mod message;
 pub mod net;
 pub mod outbound;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use mailferry::{config, dkim, net, password, pipeline, users};
+use mailferry::{config, dkim, dns, net, password, pipeline, users};
 
 #[derive(Parser)]
 #[command(name = "mailferry", version, about = "SMTP submission relay with sandboxed WebAssembly plugins")]
@@ -52,6 +52,65 @@ enum Cmd {
         #[command(subcommand)]
         action: DkimCmd,
     },
+    /// Print every DNS record a sending domain needs: one merged SPF, the
+    /// DKIM keys, DMARC, and what the relay asks for.
+    Dns {
+        #[command(flatten)]
+        domain: DomainArgs,
+        #[arg(long)]
+        dmarc_rua: Option<String>,
+    },
+    /// Resolve a domain's live DNS records and check them, record by record,
+    /// against the relay and the local DKIM keys. Exits 1 if any fails.
+    Doctor {
+        #[command(flatten)]
+        domain: DomainArgs,
+        /// Ask this DNS server (IP:PORT) instead of the system's resolver,
+        /// e.g. the domain's authoritative server right after a change.
+        #[arg(long)]
+        dns_server: Option<std::net::SocketAddr>,
+    },
+}
+
+#[derive(clap::Args)]
+struct DomainArgs {
+    /// The sending domain (of the From: addresses).
+    #[arg(long)]
+    domain: String,
+    /// The relay mail leaves through: ses, sendgrid, resend, mailgun, postmark, brevo or smtp.
+    #[arg(long, default_value = "smtp")]
+    relay: dns::RelayKind,
+    /// Where inbound mail is handled: cloudflare (Email Routing).
+    #[arg(long)]
+    inbound: Option<dns::Inbound>,
+    /// The provider's region (Amazon SES, Resend), e.g. eu-west-1.
+    #[arg(long)]
+    region: Option<String>,
+    /// The bounce (MAIL FROM) subdomain, if not the provider's usual one.
+    #[arg(long)]
+    mail_from: Option<String>,
+    /// The DKIM keys folder, instead of `dkim.keys` of the configuration.
+    #[arg(long)]
+    keys: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+impl DomainArgs {
+    fn dns_args(&self, dmarc_rua: Option<String>) -> Result<dns::DnsArgs> {
+        let mut a = dns::DnsArgs::new(&self.domain, self.relay);
+        a.inbound = self.inbound;
+        a.region = self.region.clone();
+        a.mail_from = self.mail_from.clone();
+        a.dmarc_rua = dmarc_rua;
+        a.validate().map_err(anyhow::Error::msg)?;
+        Ok(a)
+    }
+
+    fn keys(&self) -> Result<dkim::KeyStore> {
+        let dir = keys_dir(self.keys.clone(), &self.config)?;
+        dkim::KeyStore::load(&dir).map_err(anyhow::Error::msg)
+    }
 }
 
 #[derive(Subcommand)]
@@ -152,6 +211,31 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::Check(a) => check(load_config(&a.config)?),
         Cmd::User { action } => user(action),
         Cmd::Dkim { action } => dkim_command(action),
+        Cmd::Dns { domain, dmarc_rua } => {
+            let args = domain.dns_args(dmarc_rua)?;
+            let plan = dns::plan(&args, &domain.keys()?);
+            print!("{}", dns::render(&args, &plan));
+            Ok(())
+        }
+        Cmd::Doctor { domain, dns_server } => {
+            let args = domain.dns_args(None)?;
+            let keys = domain.keys()?;
+            let report = runtime()?.block_on(async {
+                let resolver = match dns_server {
+                    Some(addr) => dns::SystemResolver::at(addr),
+                    None => dns::SystemResolver::system(),
+                }
+                .map_err(anyhow::Error::msg)?;
+                anyhow::Ok(dns::doctor(&args, &keys, &resolver).await)
+            })?;
+            print!("{}", report.render());
+            if report.ok() {
+                Ok(())
+            } else {
+                // The report already says what is wrong and how to fix it.
+                std::process::exit(1)
+            }
+        }
         Cmd::HashPassword => {
             let password = read_password(true)?;
             println!("{}", password::hash(&password).map_err(anyhow::Error::msg)?);
