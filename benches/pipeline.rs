@@ -8,6 +8,13 @@
 //!   (which instantiates all four plugins) and `disconnect`;
 //! - per message: `mail`, `rcpt`, `data` and `queue` on a live session.
 //!
+//! Then DKIM signing, which is real work rather than overhead:
+//! - the host's signing call alone (`mailferry::dkim::sign_now`), RSA-2048
+//!   and Ed25519, on a small message and a 1 MiB one;
+//! - per message through the pipeline with the built-in `dkim-sign` plugin
+//!   (one RSA-2048 key, then RSA-2048 + Ed25519 dual signing), against the
+//!   empty pipeline.
+//!
 //! Run: `cargo bench --bench pipeline` (builds the test plugins first).
 //! Budget (DESIGN.md §3): ≤ 150 µs per connection, ≤ 25 µs per message.
 
@@ -16,9 +23,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mailferry::config::Config;
+use mailferry::dkim::keygen::{self, KeyKind};
+use mailferry::dkim::{KeyStore, SignOptions};
 use mailferry::message::Message;
-use mailferry::outbound::Relays;
-use mailferry::pipeline::{wit, Call, Pipeline, SessionData};
+use mailferry::pipeline::{wit, Call, Pipeline, Services, SessionData};
 
 const CONNECTIONS: usize = 2000;
 const MESSAGES: usize = 5000;
@@ -38,13 +46,38 @@ fn build_scripted() -> PathBuf {
 }
 
 fn pipeline(plugins: usize, wasm: &Path, state: &Path) -> Arc<Pipeline> {
-    let mut text = format!("[server]\nstate_dir = \"{}\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n", state.display());
+    let mut text = String::new();
     for i in 0..plugins {
         text.push_str(&format!("[[plugins]]\nname = \"p{i}\"\npath = \"{}\"\n", wasm.display()));
     }
+    load(&text, state, None)
+}
+
+/// The built-in dkim-sign plugin alone, signing with the keys in `keys`.
+fn dkim_pipeline(state: &Path, keys: &Path) -> Arc<Pipeline> {
+    load("[[plugins]]\nname = \"dkim-sign\"\ngrants = [\"dkim\"]\n", state, Some(keys))
+}
+
+fn load(plugins: &str, state: &Path, keys: Option<&Path>) -> Arc<Pipeline> {
+    let mut text = format!("[server]\nstate_dir = \"{}\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n", state.display());
+    text.push_str(plugins);
+    if let Some(k) = keys {
+        text.push_str(&format!("[dkim]\nkeys = \"{}\"\n", k.display()));
+    }
     let config = Config::parse(&text, Path::new("bench.toml"), state).expect("config");
-    let relays = Arc::new(Relays::from_config(&config).unwrap());
-    Arc::new(Pipeline::load(&config, relays).expect("pipeline"))
+    let services = Arc::new(Services::from_config(&config).expect("services"));
+    Arc::new(Pipeline::load(&config, services).expect("pipeline"))
+}
+
+/// Signing calls of the host alone: mean µs per signature.
+fn host_signing(keys: &KeyStore, selector: &str, message: &[u8], rounds: usize) -> f64 {
+    let key = keys.get("example.com", selector).expect("key");
+    let opts = SignOptions::default();
+    let started = Instant::now();
+    for _ in 0..rounds {
+        mailferry::dkim::sign_now(&key, message, &opts).expect("sign");
+    }
+    started.elapsed().as_secs_f64() / rounds as f64 * 1e6
 }
 
 async fn checked(p: Arc<Pipeline>) -> Arc<Pipeline> {
@@ -98,15 +131,15 @@ async fn per_connection(p: &Arc<Pipeline>) -> Stats {
     Stats { samples }
 }
 
-async fn per_message(p: &Arc<Pipeline>) -> Stats {
+async fn per_message(p: &Arc<Pipeline>, messages: usize) -> Stats {
     let data = session_data();
     let mut s = p.session(data.clone());
     s.run(Call::Connect).await;
     let sender = wit::Address { address: "alice@example.com".into(), params: vec![] };
     let rcpt = wit::Address { address: "bob@example.org".into(), params: vec![] };
     let body = b"From: alice@example.com\r\nTo: bob@example.org\r\nSubject: bench\r\n\r\nhello\r\n".to_vec();
-    let mut samples = Vec::with_capacity(MESSAGES);
-    for _ in 0..MESSAGES {
+    let mut samples = Vec::with_capacity(messages);
+    for _ in 0..messages {
         let started = Instant::now();
         {
             let mut d = data.lock().unwrap();
@@ -138,11 +171,11 @@ fn main() {
         let four = checked(four).await;
         // Warm up: compile caches, page in code, fill the instance pool.
         per_connection(&four).await;
-        per_message(&four).await;
+        per_message(&four, MESSAGES).await;
         let mut c0 = per_connection(&none).await;
         let mut c4 = per_connection(&four).await;
-        let mut m0 = per_message(&none).await;
-        let mut m4 = per_message(&four).await;
+        let mut m0 = per_message(&none, MESSAGES).await;
+        let mut m4 = per_message(&four, MESSAGES).await;
         println!("pipeline overhead ({CONNECTIONS} connections, {MESSAGES} messages)");
         println!("{:<34} {:>10} {:>10} {:>10}", "", "mean µs", "p50 µs", "p99 µs");
         for (name, s) in [
@@ -165,4 +198,61 @@ fn main() {
             if msg <= 25.0 { "OK" } else { "OVER BUDGET" }
         );
     });
+    dkim(&rt, state.path());
+}
+
+const SIGNED_MESSAGES: usize = 500;
+
+fn dkim(rt: &tokio::runtime::Runtime, state: &Path) {
+    let keys_rsa = tempfile::tempdir().unwrap();
+    let keys_both = tempfile::tempdir().unwrap();
+    keygen::create(keys_rsa.path(), "example.com", "rsa", KeyKind::Rsa2048).unwrap();
+    keygen::create(keys_both.path(), "example.com", "rsa", KeyKind::Rsa2048).unwrap();
+    keygen::create(keys_both.path(), "example.com", "ed", KeyKind::Ed25519).unwrap();
+    let store = KeyStore::load(keys_both.path()).unwrap();
+
+    let small = b"From: alice@example.com\r\nTo: bob@example.org\r\nSubject: bench\r\n\r\nhello\r\n".to_vec();
+    let mut big = small.clone();
+    while big.len() < 1024 * 1024 {
+        big.extend_from_slice(b"The quick brown fox jumps over the lazy dog, again and again.  \r\n");
+    }
+    println!();
+    println!("DKIM signing in the host, one signature");
+    println!("{:<34} {:>10}", "", "mean µs");
+    for (name, sel, msg, rounds) in [
+        ("RSA-2048, small message", "rsa", &small, 300),
+        ("Ed25519, small message", "ed", &small, 3000),
+        ("RSA-2048, 1 MiB message", "rsa", &big, 30),
+        ("Ed25519, 1 MiB message", "ed", &big, 30),
+    ] {
+        host_signing(&store, sel, msg, rounds / 10 + 1);
+        println!("{:<34} {:>10.1}", name, host_signing(&store, sel, msg, rounds));
+    }
+
+    let none = pipeline_none(state);
+    let rsa = dkim_pipeline(state, keys_rsa.path());
+    let both = dkim_pipeline(state, keys_both.path());
+    rt.block_on(async {
+        let none = checked(none).await;
+        let rsa = checked(rsa).await;
+        let both = checked(both).await;
+        per_message(&both, 50).await;
+        let mut m0 = per_message(&none, SIGNED_MESSAGES).await;
+        let mut m1 = per_message(&rsa, SIGNED_MESSAGES).await;
+        let mut m2 = per_message(&both, SIGNED_MESSAGES).await;
+        println!();
+        println!("DKIM signing per message through the pipeline ({SIGNED_MESSAGES} messages, small)");
+        println!("{:<34} {:>10} {:>10} {:>10}", "", "mean µs", "p50 µs", "p99 µs");
+        for (name, s) in
+            [("no plugins", &mut m0), ("dkim-sign, RSA-2048", &mut m1), ("dkim-sign, RSA-2048 + Ed25519", &mut m2)]
+        {
+            println!("{:<34} {:>10.1} {:>10.1} {:>10.1}", name, s.mean_us(), s.pct_us(0.5), s.pct_us(0.99));
+        }
+        println!();
+        println!("added by signing: RSA-2048 {:.1} µs, RSA-2048 + Ed25519 {:.1} µs per message", m1.mean_us() - m0.mean_us(), m2.mean_us() - m0.mean_us());
+    });
+}
+
+fn pipeline_none(state: &Path) -> Arc<Pipeline> {
+    load("", state, None)
 }

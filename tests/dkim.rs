@@ -502,3 +502,33 @@ fn keygen_prints_the_record_and_check_refuses_bad_keys() {
     let (ok, text) = check(dir.path());
     assert!(ok && text.contains("example.com/o-ed") && text.contains("example.com/o-rsa"), "{text}");
 }
+
+/// `expire_secs` sets `x=` that far after `t=`; the signature verifies
+/// with both verifiers until then.
+#[test]
+fn expiry_sets_the_x_tag() {
+    let keys = standard_keys();
+    let up = Upstream::start();
+    let server = start(&up, &keys, "expire_secs = 3600\n");
+    let eml = relay_one(&server, &up, SIMPLE);
+    let sigs = signature_fields(&eml);
+    assert_eq!(sigs.len(), 2);
+    for sig in &sigs {
+        let tag = |name: &str| -> u64 {
+            let compact: String = sig.chars().filter(|c| !c.is_whitespace()).collect();
+            compact
+                .split(';')
+                .find_map(|t| t.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name}= in {sig}"))
+                .parse()
+                .unwrap()
+        };
+        assert_eq!(tag("x") - tag("t"), 3600, "{sig}");
+    }
+    assert_eq!(ok_signers(&keys, &eml).len(), 2);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.eml");
+    std::fs::write(&path, &eml).unwrap();
+    let v = &dkimpy_verify(&keys, &[path])[0];
+    assert!(v["signatures"].as_array().unwrap().iter().all(|s| s["ok"] == true), "{v}");
+}
