@@ -44,6 +44,29 @@ pub struct Config {
     pub plugins: Vec<PluginSpec>,
     pub relays: BTreeMap<String, Relay>,
     pub dkim: Dkim,
+    pub queue: Queue,
+    pub routes: BTreeMap<String, Route>,
+}
+
+/// The delivery queue.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    /// The spool folder.
+    pub dir: PathBuf,
+    /// Waits before each retry; the last repeats.
+    pub retry_schedule: Vec<Duration>,
+    /// Give up (bounce) after this long in the queue.
+    pub max_age: Duration,
+    /// Delivery attempts running at once, per relay.
+    pub concurrency: usize,
+}
+
+/// Where queued mail goes: relays tried in order (failover).
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub relays: Vec<String>,
+    /// Envelope sender domains that always take this route.
+    pub sender_domains: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -176,6 +199,27 @@ struct RawConfig {
     relays: BTreeMap<String, RawRelay>,
     #[serde(default)]
     dkim: RawDkim,
+    #[serde(default)]
+    queue: RawQueue,
+    #[serde(default)]
+    routes: BTreeMap<String, RawRoute>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    dir: Option<String>,
+    retry_schedule_secs: Option<Vec<u64>>,
+    max_age_secs: Option<u64>,
+    concurrency: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    relays: Vec<String>,
+    #[serde(default)]
+    sender_domains: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -282,6 +326,10 @@ pub mod defaults {
     pub const MEMORY_LIMIT_MB: usize = 64;
     pub const RELAY_TIMEOUT_SECS: u64 = 120;
     pub const DKIM_KEYS: &str = "dkim";
+    pub const QUEUE_DIR: &str = "queue";
+    pub const RETRY_SCHEDULE_SECS: &[u64] = &[60, 300, 900, 3600, 7200];
+    pub const MAX_AGE_SECS: u64 = 5 * 24 * 3600;
+    pub const QUEUE_CONCURRENCY: usize = 4;
 }
 
 /// Plugins compiled into the binary, usable by name without a `path`.
@@ -480,7 +528,58 @@ impl Config {
 
         let dkim = Dkim { keys: cx.path(raw.dkim.keys.as_deref().unwrap_or(DKIM_KEYS)) };
 
-        Config { file: cx.file.to_path_buf(), server, limits, tls, listeners, sandbox, plugins, relays, dkim }
+        let q = raw.queue;
+        let queue = Queue {
+            dir: match q.dir {
+                Some(d) => cx.path(&d),
+                None => server.state_dir.join(QUEUE_DIR),
+            },
+            retry_schedule: q
+                .retry_schedule_secs
+                .unwrap_or_else(|| RETRY_SCHEDULE_SECS.to_vec())
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            max_age: Duration::from_secs(q.max_age_secs.unwrap_or(MAX_AGE_SECS)),
+            concurrency: q.concurrency.unwrap_or(QUEUE_CONCURRENCY),
+        };
+        if queue.retry_schedule.is_empty() || queue.retry_schedule.iter().any(|d| d.is_zero()) {
+            cx.error("queue.retry_schedule_secs must list at least one wait, each above 0, e.g. [60, 300, 900, 3600, 7200]".into());
+        }
+        if queue.concurrency == 0 {
+            cx.error("queue.concurrency must be at least 1".into());
+        }
+        let mut routes = BTreeMap::new();
+        for (name, r) in raw.routes {
+            if r.relays.is_empty() {
+                cx.error(format!("routes.{name}.relays is empty: list the relays to try, in order, e.g. [\"ses\"]"));
+            }
+            for relay in &r.relays {
+                if !relays.contains_key(relay) {
+                    cx.error(format!(
+                        "routes.{name}.relays: there is no [relays.{relay}]; known relays: {}",
+                        relays.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            }
+            let sender_domains: Vec<String> =
+                r.sender_domains.iter().map(|d| d.trim_end_matches('.').to_ascii_lowercase()).collect();
+            routes.insert(name, Route { relays: r.relays, sender_domains });
+        }
+
+        Config {
+            file: cx.file.to_path_buf(),
+            server,
+            limits,
+            tls,
+            listeners,
+            sandbox,
+            plugins,
+            relays,
+            dkim,
+            queue,
+            routes,
+        }
     }
 
     /// The folder where `serve` keeps its own files (self-signed certificate,
@@ -702,6 +801,9 @@ mod tests {
             ("timeout_secs", format!("`{RELAY_TIMEOUT_SECS}`")),
             ("bare_line_endings", "`\"reject\"`".to_string()),
             ("keys", format!("`\"{DKIM_KEYS}\"`")),
+            ("retry_schedule_secs", format!("`{RETRY_SCHEDULE_SECS:?}`")),
+            ("max_age_secs", format!("`{MAX_AGE_SECS}`")),
+            ("concurrency", format!("`{QUEUE_CONCURRENCY}`")),
             ("verify_certificate", "`true`".to_string()),
         ];
         for (key, default) in expect {

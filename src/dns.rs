@@ -841,6 +841,9 @@ pub fn render(args: &DnsArgs, plan: &Plan) -> String {
     if let Some(r) = &args.region {
         out.push_str(&format!(" --region {r}"));
     }
+    if let Some(m) = &args.mail_from {
+        out.push_str(&format!(" --mail-from {m}"));
+    }
     out.push('\n');
     out
 }
@@ -963,9 +966,10 @@ impl SystemResolver {
         }
         let config = ResolverConfig::from_name_servers(vec![server]);
         let mut options = ResolverOpts::default();
-        // One server answers everything: fail fast instead of retrying for long.
+        // One server answers everything: fail fast instead of retrying for
+        // long (`attempts` counts retries after the first try).
         options.timeout = std::time::Duration::from_secs(3);
-        options.attempts = 1;
+        options.attempts = 0;
         let inner =
             mail_auth::hickory_resolver::TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
                 .with_options(options)

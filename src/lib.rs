@@ -20,6 +20,7 @@ pub mod message;
 pub mod net;
 pub mod outbound;
 pub mod password;
+pub mod queue;
 pub mod pipeline;
 pub mod smtp;
 pub mod users;

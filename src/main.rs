@@ -254,7 +254,10 @@ fn serve(config: config::Config) -> Result<()> {
         .with_context(|| format!("cannot create the state folder {}", config.state_dir().display()))?;
     let rt = runtime()?;
     rt.block_on(async {
-        let services = Arc::new(pipeline::Services::from_config(&config)?);
+        // Take SIGHUP over first: its default action would end the process
+        // if it came while the plugins load.
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        let services = Arc::new(pipeline::Services::from_config(&config)?.with_queue(&config)?);
         let pipeline = {
             let config = config.clone();
             let services = services.clone();
@@ -271,10 +274,12 @@ fn serve(config: config::Config) -> Result<()> {
         // Renewed keys are picked up without a restart: on SIGHUP, and by
         // a periodic look at the keys folder.
         services.dkim.watch(DKIM_RELOAD_CHECK);
+        if let Some(queue) = &services.queue {
+            queue.start();
+        }
         let keys = services.dkim.clone();
         tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+            let Ok(mut hup) = hup else { return };
             while hup.recv().await.is_some() {
                 keys.reload_logged("SIGHUP");
             }
@@ -285,7 +290,11 @@ fn serve(config: config::Config) -> Result<()> {
             tracing::info!("shutdown requested: no new connections");
             let _ = tx.send(true);
         });
-        net::serve(config.clone(), Arc::new(pipeline), rx).await
+        let served = net::serve(config.clone(), Arc::new(pipeline), rx).await;
+        if let Some(queue) = &services.queue {
+            queue.shutdown(config.server.shutdown_grace).await;
+        }
+        served
     })
 }
 
@@ -403,9 +412,8 @@ fn keys_dir(keys: Option<PathBuf>, config: &ConfigArg) -> Result<PathBuf> {
 fn dkim_command(action: DkimCmd) -> Result<()> {
     match action {
         DkimCmd::Keygen { domain, selector, algorithm, keys, config } => {
-            let kind = dkim::keygen::KeyKind::parse(&algorithm).with_context(|| {
-                format!("--algorithm {algorithm:?}: use rsa2048, rsa4096 or ed25519")
-            })?;
+            let kind = dkim::keygen::KeyKind::parse(&algorithm)
+                .with_context(|| format!("--algorithm {algorithm:?}: use rsa2048, rsa4096 or ed25519"))?;
             let dir = keys_dir(keys, &config)?;
             let selector = selector.unwrap_or_else(|| dkim::keygen::default_selector(kind));
             let info = dkim::keygen::create(&dir, &domain, &selector, kind).map_err(anyhow::Error::msg)?;
@@ -426,7 +434,10 @@ fn dkim_command(action: DkimCmd) -> Result<()> {
                 println!("warning: {w}");
             }
             if store.is_empty() {
-                println!("No DKIM keys in {}. Create one with: mailferry dkim keygen --domain example.com", dir.display());
+                println!(
+                    "No DKIM keys in {}. Create one with: mailferry dkim keygen --domain example.com",
+                    dir.display()
+                );
             }
             for info in store.all() {
                 println!("{}/{} ({}, {})", info.domain, info.selector, info.algorithm, info.path.display());

@@ -119,6 +119,29 @@ impl Message {
         before - self.headers.len()
     }
 
+    /// Whether a blank line separates the header section from the body as
+    /// received (a malformed header section ends at a line that is not a
+    /// field).
+    pub fn is_separated(&self) -> bool {
+        self.separated
+    }
+
+    /// Rewrites `Name :` (obsolete white space before the colon, RFC 5322
+    /// §4.5.3) as `Name:` in every field; returns how many changed. A
+    /// submission server may fix such syntax (RFC 6409 §8), and signers and
+    /// verifiers disagree about the obsolete form.
+    pub fn fix_field_names(&mut self) -> usize {
+        let mut fixed = 0;
+        for h in &mut self.headers {
+            let Some(colon) = h.raw.iter().position(|&b| b == b':') else { continue };
+            if colon > h.name.len() {
+                h.raw.drain(h.name.len()..colon);
+                fixed += 1;
+            }
+        }
+        fixed
+    }
+
     pub fn header_size(&self) -> usize {
         self.headers.iter().map(|h| h.raw.len()).sum::<usize>() + if self.separated { 2 } else { 0 }
     }

@@ -99,6 +99,160 @@ impl Relays {
     }
 }
 
+/// What became of one recipient in a delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcptOutcome {
+    /// The upstream took the message for this recipient (its reply).
+    Delivered(String),
+    /// Try again later (4xx, or the transaction failed before this recipient
+    /// was settled).
+    Temporary(String),
+    /// The upstream refused this recipient for good (5xx).
+    Permanent(String),
+}
+
+/// One recipient for [`Relays::deliver`].
+pub struct DeliveryRcpt<'a> {
+    pub address: &'a str,
+    pub params: &'a [(String, Option<String>)],
+}
+
+impl Relays {
+    /// Whether a relay of this name exists.
+    pub fn has(&self, relay: &str) -> bool {
+        self.relays.contains_key(relay)
+    }
+
+    /// One delivery attempt of a queued message through `relay`, with an
+    /// outcome per recipient (in order). `Err` when the attempt failed as a
+    /// whole (connection, TLS, credentials, MAIL FROM or DATA refused):
+    /// then it applies to every recipient.
+    pub async fn deliver(
+        &self,
+        relay: &str,
+        mail_from: &str,
+        mail_params: &[(String, Option<String>)],
+        rcpts: &[DeliveryRcpt<'_>],
+        message: &[u8],
+        id: &str,
+    ) -> Result<Vec<RcptOutcome>, SendFailure> {
+        let Some(r) = self.relays.get(relay) else {
+            return Err(failure(true, 451, "4.3.5", format!("relay {relay} is not configured")));
+        };
+        match r {
+            RelayImpl::Outbox { dir } => {
+                let envelope = wit::Envelope {
+                    mail_from: wit::Address { address: mail_from.to_string(), params: vec![] },
+                    rcpt_to: rcpts
+                        .iter()
+                        .map(|r| wit::Address { address: r.address.to_string(), params: vec![] })
+                        .collect(),
+                };
+                let (dir, message, id) = (dir.clone(), message.to_vec(), id.to_string());
+                let reply = tokio::task::spawn_blocking(move || write_outbox(&dir, &envelope, &message, &id))
+                    .await
+                    .map_err(|e| failure(true, 451, "4.3.0", format!("outbox writer failed: {e}")))?
+                    .map_err(|e| failure(true, 451, "4.3.0", format!("cannot write to the outbox: {e}")))?;
+                Ok(rcpts.iter().map(|_| RcptOutcome::Delivered(format!("250 {}", reply.text))).collect())
+            }
+            RelayImpl::Smtp { cfg, tls } => {
+                let where_ = format!("{}:{}", cfg.host, cfg.port);
+                let builder = self.builder(cfg, tls);
+                let result = match cfg.tls {
+                    TlsMode::None => match builder.connect_plain().await {
+                        Ok(c) => transaction(c, mail_from, mail_params, rcpts, message).await,
+                        Err(e) => Err(e),
+                    },
+                    _ => match builder.connect().await {
+                        Ok(c) => transaction(c, mail_from, mail_params, rcpts, message).await,
+                        Err(e) => Err(e),
+                    },
+                };
+                result.map_err(|e| map_error(e, relay, &where_))
+            }
+        }
+    }
+
+    fn builder<'a>(&self, cfg: &'a SmtpRelay, tls: &TlsConnector) -> SmtpClientBuilder<&'a str> {
+        let mut builder = SmtpClientBuilder::new_with_tls_connector(cfg.host.as_str(), cfg.port, tls.clone())
+            .implicit_tls(cfg.tls == TlsMode::Implicit)
+            .helo_host(cfg.helo.clone().unwrap_or_else(|| self.hostname.clone()))
+            .timeout(cfg.timeout);
+        if let (Some(user), Some(pass)) = (&cfg.user, &cfg.password) {
+            builder = builder.credentials((user.as_str(), pass.as_str()));
+        }
+        builder
+    }
+}
+
+fn params_of(list: &[(String, Option<String>)]) -> Parameters<'static> {
+    let mut params = Parameters::new();
+    for (k, v) in list {
+        params.add(match v {
+            Some(v) => Parameter::from((k.clone(), v.clone())),
+            None => Parameter::from(k.clone()),
+        });
+    }
+    params
+}
+
+/// MAIL, a RCPT per recipient (each answered on its own), DATA, QUIT.
+async fn transaction<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut client: mail_send::SmtpClient<T>,
+    mail_from: &str,
+    mail_params: &[(String, Option<String>)],
+    rcpts: &[DeliveryRcpt<'_>],
+    message: &[u8],
+) -> mail_send::Result<Vec<RcptOutcome>> {
+    client.mail_from(mail_from, &params_of(mail_params)).await?;
+    let mut outcomes = Vec::with_capacity(rcpts.len());
+    let mut accepted = Vec::new();
+    for (i, r) in rcpts.iter().enumerate() {
+        match client.rcpt_to(r.address, &params_of(r.params)).await {
+            Ok(()) => {
+                accepted.push(i);
+                outcomes.push(RcptOutcome::Temporary("not sent yet".into()));
+            }
+            Err(mail_send::Error::UnexpectedReply(resp)) => {
+                let text = reply_line(resp.code, &resp.esc, &resp.message);
+                outcomes.push(if resp.code >= 500 {
+                    RcptOutcome::Permanent(text)
+                } else {
+                    RcptOutcome::Temporary(text)
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if accepted.is_empty() {
+        let _ = client.rset().await;
+        let _ = client.quit().await;
+        return Ok(outcomes);
+    }
+    // mail-send ends the data with CRLF "." CRLF itself.
+    let body = message.strip_suffix(b"\r\n").unwrap_or(message);
+    let settled = match client.data(body).await {
+        Ok(resp) => RcptOutcome::Delivered(reply_line(resp.code, &resp.esc, &resp.message)),
+        Err(mail_send::Error::UnexpectedReply(resp)) if resp.code >= 500 => {
+            RcptOutcome::Permanent(reply_line(resp.code, &resp.esc, &resp.message))
+        }
+        Err(mail_send::Error::UnexpectedReply(resp)) => {
+            RcptOutcome::Temporary(reply_line(resp.code, &resp.esc, &resp.message))
+        }
+        Err(e) => return Err(e),
+    };
+    for i in accepted {
+        outcomes[i] = settled.clone();
+    }
+    let _ = client.quit().await;
+    Ok(outcomes)
+}
+
+/// `code x.y.z text`, one printable line.
+fn reply_line(code: u16, esc_code: &[u8; 3], message: &str) -> String {
+    sanitize_text(&format!("{code} {} {message}", esc(esc_code, code)))
+}
+
 fn tls_connector(cfg: &SmtpRelay) -> Result<TlsConnector> {
     if !cfg.verify_certificate {
         let builder =

@@ -17,7 +17,7 @@ fn start_server(relay: String) -> Server {
     export_upstream_password();
     Server::start(Setup {
         // The default pipeline, with smtp-forward pointed at the stand-in.
-        plugins: Some(DEFAULT_PLUGINS.replace("relay = \"outbox\"", "relay = \"up\"")),
+        plugins: Some(DEFAULT_PLUGINS.replace("relay = \"outbox\"", "mode = \"sync\"\nrelay = \"up\"")),
         users: users_with_all_schemes(),
         extra: relay,
         ..Default::default()

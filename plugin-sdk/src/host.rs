@@ -97,6 +97,22 @@ impl Host {
         self.backend.send_now(relay, &msg.backend)
     }
 
+    /// Stores the message, with the transaction's envelope, in the host's
+    /// durable queue for delivery through `route` (a `[routes.NAME]` or a
+    /// relay's name; a route listing the sender's domain is taken instead).
+    /// `Ok` carries the queue id and comes only once the message is on
+    /// stable storage, so answering `250` after it is safe. Needs the
+    /// `outbound` grant.
+    pub fn enqueue(&self, route: &str, msg: &Message<'_>) -> Result<String, Failure> {
+        self.backend.enqueue(route, &msg.backend)
+    }
+
+    /// The route a message from `sender` takes when `route` is asked for;
+    /// `None` if there is no such route or relay. Needs the `outbound` grant.
+    pub fn route_for(&self, route: &str, sender: &str) -> Option<String> {
+        self.backend.route_for(route, sender)
+    }
+
     /// The host's default signing options: its recommended header list,
     /// `From` over-signed, `relaxed/relaxed`, no expiry. Needs the `dkim` grant.
     pub fn dkim_default_options(&self) -> SignOptions {

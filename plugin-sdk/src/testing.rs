@@ -100,8 +100,20 @@ pub struct SignRequest {
     pub result: Result<Signed, String>,
 }
 
+/// One call of [`Host::enqueue`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMessage {
+    pub route: String,
+    /// The envelope at the time of the call.
+    pub envelope: Option<Envelope>,
+    /// The message as it would have been queued, header edits included.
+    pub message: Vec<u8>,
+}
+
 struct State {
     config: RefCell<String>,
+    routes: RefCell<Vec<String>>,
+    queued: RefCell<Vec<QueuedMessage>>,
     dkim_keys: RefCell<Vec<DkimKey>>,
     signatures: RefCell<Vec<SignRequest>>,
     connection: RefCell<Connection>,
@@ -137,6 +149,8 @@ impl TestHost {
         TestHost {
             state: Rc::new(State {
                 config: RefCell::new(String::new()),
+                routes: RefCell::new(Vec::new()),
+                queued: RefCell::new(Vec::new()),
                 dkim_keys: RefCell::new(Vec::new()),
                 signatures: RefCell::new(Vec::new()),
                 connection: RefCell::new(TestHost::default_connection()),
@@ -206,6 +220,18 @@ impl TestHost {
     pub fn password_verifier(self, verify: impl Fn(&str, &str) -> Result<bool, String> + 'static) -> Self {
         *self.state.verifier.borrow_mut() = Box::new(verify);
         self
+    }
+
+    /// Makes a route (or relay) name known: [`Host::enqueue`] queues to it,
+    /// [`Host::route_for`] returns it. Unknown names fail temporarily.
+    pub fn route(self, name: &str) -> Self {
+        self.state.routes.borrow_mut().push(name.to_string());
+        self
+    }
+
+    /// Every [`Host::enqueue`] call that succeeded so far.
+    pub fn queued(&self) -> Vec<QueuedMessage> {
+        self.state.queued.borrow().clone()
     }
 
     /// Gives the host a DKIM key. The test host does not sign for real: its
@@ -586,6 +612,22 @@ impl HostBackend {
 }
 
 impl HostBackend {
+    pub(crate) fn enqueue(&self, route: &str, msg: &MessageBackend<'_>) -> Result<String, Failure> {
+        if !self.0.routes.borrow().iter().any(|r| r == route) {
+            return Err(Failure {
+                temporary: true,
+                reply: Reply::new(451, "4.3.5", "message not queued: no delivery route is configured for it"),
+            });
+        }
+        let mut queued = self.0.queued.borrow_mut();
+        queued.push(QueuedMessage { route: route.to_string(), envelope: self.envelope(), message: msg.0.to_bytes() });
+        Ok(format!("TESTQ{}", queued.len()))
+    }
+
+    pub(crate) fn route_for(&self, route: &str, _sender: &str) -> Option<String> {
+        self.0.routes.borrow().iter().find(|r| *r == route).cloned()
+    }
+
     pub(crate) fn dkim_default_options(&self) -> SignOptions {
         SignOptions {
             headers: ["From", "Reply-To", "Subject", "Date", "Message-ID", "To", "Cc", "MIME-Version", "Content-Type"]

@@ -101,6 +101,14 @@ impl HostBackend {
             .map_err(|f| Failure { temporary: f.temporary, reply: f.reply.into() })
     }
 
+    pub(crate) fn enqueue(&self, route: &str, msg: &MessageBackend<'_>) -> Result<String, Failure> {
+        wit::outbound::enqueue(route, msg.0).map_err(|f| Failure { temporary: f.temporary, reply: f.reply.into() })
+    }
+
+    pub(crate) fn route_for(&self, route: &str, sender: &str) -> Option<String> {
+        wit::outbound::route_for(route, sender)
+    }
+
     pub(crate) fn dkim_default_options(&self) -> SignOptions {
         let o = wit::dkim::default_options();
         SignOptions {

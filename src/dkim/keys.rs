@@ -146,8 +146,10 @@ impl KeyStore {
             }
             let domain = name.to_ascii_lowercase();
             if !is_domain(&domain) {
-                errors.push(format!(
-                    "{}: the folder name {name:?} is not a domain; name each folder after the signing domain, e.g. dkim/example.com/",
+                // `lost+found` on a mounted volume, an `old/` folder of
+                // retired keys: not keys, and no reason to refuse the rest.
+                store.warnings.push(format!(
+                    "{}: ignored: {name:?} is not a domain (each folder is named after its signing domain, e.g. example.com)",
                     domain_dir.display()
                 ));
                 continue;
@@ -162,7 +164,9 @@ impl KeyStore {
             let mut files: Vec<PathBuf> = files.filter_map(|e| e.ok()).map(|e| e.path()).collect();
             files.sort();
             for path in files {
-                if path.extension().and_then(|e| e.to_str()) != Some("pem") || !path.is_file() {
+                let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+                if hidden || path.extension().and_then(|e| e.to_str()) != Some("pem") || !path.is_file() {
+                    // Editor and macOS `._` files, keygen's temporary file.
                     continue;
                 }
                 let selector = path.file_stem().unwrap_or_default().to_string_lossy().to_string();
@@ -247,9 +251,10 @@ pub fn parse_private_key(pem: &[u8]) -> Result<(DkimKey, Algorithm, Vec<u8>), St
             rsa_key(der)
         }
         PrivateKeyDer::Pkcs1(_) => rsa_key(der),
-        PrivateKeyDer::Sec1(_) => Err(
-            "an EC (ECDSA) key: DKIM signs with RSA or Ed25519 only; create one with `mailferry dkim keygen`".into(),
-        ),
+        PrivateKeyDer::Sec1(_) => {
+            Err("an EC (ECDSA) key: DKIM signs with RSA or Ed25519 only; create one with `mailferry dkim keygen`"
+                .into())
+        }
         _ => Err("an unsupported key format; use PKCS#8 or PKCS#1 PEM".into()),
     }
 }
@@ -316,9 +321,8 @@ pub fn is_domain(s: &str) -> bool {
 pub fn is_selector(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.split('.').all(|l| {
-            !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !l.starts_with('-')
-        })
+        && s.split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !l.starts_with('-'))
 }
 
 /// Splits a TXT value into character-strings of at most 255 octets
@@ -360,6 +364,19 @@ mod tests {
         assert!(is_selector("s1.eu"));
         assert!(!is_selector("a/b"));
         assert!(!is_selector(""));
+    }
+
+    #[test]
+    fn unrelated_entries_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("lost+found")).unwrap();
+        std::fs::create_dir_all(dir.path().join("example.com")).unwrap();
+        std::fs::write(dir.path().join("example.com/._s.pem"), b"resource fork").unwrap();
+        std::fs::write(dir.path().join("example.com/notes.txt"), b"x").unwrap();
+        let store = KeyStore::load(dir.path()).unwrap();
+        assert!(store.is_empty());
+        assert_eq!(store.warnings.len(), 1, "{:?}", store.warnings);
+        assert!(store.warnings[0].contains("lost+found"));
     }
 
     #[test]

@@ -91,12 +91,14 @@ impl Default for SignOptions {
 /// Parses `relaxed/relaxed`, `relaxed/simple`, `simple/simple`, `simple/relaxed`
 /// (or a single word for the header form, the body then `simple`, as RFC 6376 §3.5 `c=` reads).
 pub fn parse_canonicalization(s: &str) -> Result<(Canonicalization, Canonicalization), String> {
-    let word = |w: &str| match w.trim().to_ascii_lowercase().as_str() {
+    let word = |w: &str| {
+        match w.trim().to_ascii_lowercase().as_str() {
         "relaxed" => Ok(Canonicalization::Relaxed),
         "simple" => Ok(Canonicalization::Simple),
         _ => Err(format!(
             "canonicalization {s:?} is not one of \"relaxed/relaxed\", \"relaxed/simple\", \"simple/relaxed\", \"simple/simple\""
         )),
+    }
     };
     match s.split_once('/') {
         Some((h, b)) => Ok((word(h)?, word(b)?)),
@@ -137,41 +139,99 @@ impl SigningKey for KeyRef<'_> {
 /// which is exactly one extra, empty instance: over-signing.
 fn header_list(message: &[u8], opts: &SignOptions) -> Vec<String> {
     let present = present_fields(message);
-    let mut list: Vec<String> = Vec::new();
-    let push_unique = |name: &str, list: &mut Vec<String>| {
-        if !list.iter().any(|n| n.eq_ignore_ascii_case(name)) {
-            list.push(name.to_string());
-        }
-    };
-    push_unique("From", &mut list);
+    let is_present = |name: &str| present.iter().any(|(p, _)| p.eq_ignore_ascii_case(name));
+    let listed = |list: &Vec<String>, name: &str| list.iter().any(|n| n.eq_ignore_ascii_case(name));
+    let mut list: Vec<String> = vec!["From".to_string()];
     for name in &opts.headers {
-        if present.iter().any(|p| p.eq_ignore_ascii_case(name)) {
-            push_unique(name, &mut list);
+        if is_present(name) && !listed(&list, name) {
+            list.push(name.clone());
         }
     }
     for name in &opts.oversign {
+        // A present field not listed yet needs one entry for its
+        // occurrences and one for the extra, empty instance.
+        if is_present(name) && !listed(&list, name) {
+            list.push(name.clone());
+        }
         list.push(name.clone());
     }
     list
 }
 
-/// The field names of a message's header section, in order.
-fn present_fields(message: &[u8]) -> Vec<String> {
-    let mut names = Vec::new();
-    for line in message.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
+/// Refuses fields that signers and verifiers canonicalize differently:
+/// control characters other than tab in a signed field (mail-auth treats a
+/// form feed as white space under relaxed canonicalization; RFC 6376 and
+/// other verifiers do not).
+fn check_signable(message: &[u8], list: &[String]) -> Result<(), String> {
+    for (name, value) in present_fields(message) {
+        if !list.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
+            continue;
+        }
+        let mut bytes = value.iter().peekable();
+        while let Some(&b) = bytes.next() {
+            let folding = (b == b'\r' && bytes.peek() == Some(&&b'\n')) || b == b'\n';
+            if (b < 0x20 && b != b'\t' && !folding) || b == 0x7f {
+                return Err(format!(
+                    "the {name} field contains the control character 0x{b:02x}; it is not signed, as verifiers would disagree about it"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The fields of a message's header section, in order: (name, the raw
+/// value after the colon, folding included).
+fn present_fields(message: &[u8]) -> Vec<(String, &[u8])> {
+    let head = &message[..body_offset(message)];
+    let mut fields: Vec<(String, usize, usize)> = Vec::new();
+    let mut pos = 0;
+    while pos < head.len() {
+        let end = head[pos..].iter().position(|&b| b == b'\n').map(|i| pos + i + 1).unwrap_or(head.len());
+        let line = &head[pos..end];
+        if line == b"\r\n" {
             break;
         }
         if line[0] == b' ' || line[0] == b'\t' {
-            continue;
+            if let Some(last) = fields.last_mut() {
+                last.2 = end;
+            }
+        } else if let Some(colon) = line.iter().position(|&b| b == b':') {
+            let name = String::from_utf8_lossy(&line[..colon]).trim_end().to_string();
+            fields.push((name, pos + colon + 1, end));
         }
-        if let Some(colon) = line.iter().position(|&b| b == b':') {
-            names.push(String::from_utf8_lossy(&line[..colon]).trim_end().to_string());
-        }
+        pos = end;
     }
-    names
+    fields.into_iter().map(|(n, a, b)| (n, &head[a..b])).collect()
 }
+
+/// Whether a `DKIM-Signature` field names this domain and selector, read
+/// from the header alone (no body hashing); `None` if there are so many
+/// signature fields that checking them is not worth the work.
+fn has_signature_by(message: &[u8], domain: &str, selector: &str) -> Option<bool> {
+    let sigs: Vec<&[u8]> = present_fields(message)
+        .into_iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("DKIM-Signature"))
+        .map(|(_, v)| v)
+        .collect();
+    if sigs.len() > MAX_CHECKED_SIGNATURES {
+        return None;
+    }
+    Some(sigs.iter().any(|v| {
+        let text: String = String::from_utf8_lossy(v).chars().filter(|c| !c.is_whitespace()).collect();
+        let tag = |t: &str| text.split(';').find_map(|p| p.strip_prefix(t).map(str::to_string));
+        tag("d=").is_some_and(|d| d.eq_ignore_ascii_case(domain)) && tag("s=").as_deref() == Some(selector)
+    }))
+}
+
+/// Existing signatures looked at when deciding whether a message is
+/// already signed; more than this and it is simply signed again.
+const MAX_CHECKED_SIGNATURES: usize = 8;
+
+/// Bounds on `x=` (seconds after signing): shorter would expire in transit,
+/// longer is no expiry worth the name.
+pub const MIN_EXPIRE_SECS: u64 = 3600;
+pub const MAX_EXPIRE_SECS: u64 = 10 * 366 * 24 * 3600;
 
 /// Signs `message` (the exact octets that will be sent) with `key`.
 ///
@@ -182,17 +242,32 @@ fn present_fields(message: &[u8]) -> Vec<String> {
 /// Hashing a large body and an RSA signature take milliseconds of CPU, so
 /// the work runs on a blocking thread, not on an async worker.
 pub async fn sign(key: Arc<Key>, message: Vec<u8>, opts: SignOptions) -> Result<Signed, String> {
-    if has_signature_by(&message, &key.info.domain, &key.info.selector) && verifies(&key, &message).await {
-        return Ok(Signed::AlreadySigned);
-    }
-    tokio::task::spawn_blocking(move || sign_now(&key, &message, &opts))
-        .await
-        .map_err(|e| format!("signing failed: {e}"))?
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        // The check parses and hashes the whole message: it runs here, off
+        // the async workers, and only when a field names this very key.
+        if has_signature_by(&message, &key.info.domain, &key.info.selector) == Some(true)
+            && handle.block_on(verifies(&key, &message))
+        {
+            return Ok(Signed::AlreadySigned);
+        }
+        sign_now(&key, &message, &opts)
+    })
+    .await
+    .map_err(|e| format!("signing failed: {e}"))?
 }
 
 /// Signs without looking for an earlier signature.
 pub fn sign_now(key: &Key, message: &[u8], opts: &SignOptions) -> Result<Signed, String> {
     let headers = header_list(message, opts);
+    if opts.header_canonicalization == Canonicalization::Relaxed {
+        check_signable(message, &headers)?;
+    }
+    if let Some(x) = opts.expire {
+        if !(MIN_EXPIRE_SECS..=MAX_EXPIRE_SECS).contains(&x.as_secs()) {
+            return Err(format!("expiry {} s is outside {MIN_EXPIRE_SECS}..={MAX_EXPIRE_SECS} s", x.as_secs()));
+        }
+    }
     // mail-auth 0.13 keeps whitespace-only lines at the end of the body
     // under relaxed body canonicalization, where RFC 6376 §3.4.4 drops
     // them; every other verifier then sees a body hash mismatch. Relaxed
@@ -271,12 +346,6 @@ pub fn relaxed_body(body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Whether a `DKIM-Signature` field names this domain and selector.
-fn has_signature_by(message: &[u8], domain: &str, selector: &str) -> bool {
-    let Some(parsed) = AuthenticatedMessage::parse(message) else { return false };
-    parsed.dkim_headers.iter().any(|h| h.header.d.eq_ignore_ascii_case(domain) && h.header.s == selector)
-}
-
 /// Whether the message has a passing signature by `key`, checked against
 /// the key itself (no DNS).
 async fn verifies(key: &Key, message: &[u8]) -> bool {
@@ -308,7 +377,8 @@ pub async fn verify_with_records(message: &[u8], records: &[(String, String)]) -
     let body = &message[(parsed.body_offset as usize).min(message.len())..];
     let mut relaxed = None;
     for (c, hash_alg, len, hash) in parsed.body_hashes.iter_mut() {
-        if *c == Canonicalization::Relaxed && *len == 0 && *hash_alg == mail_auth::common::crypto::HashAlgorithm::Sha256 {
+        if *c == Canonicalization::Relaxed && *len == 0 && *hash_alg == mail_auth::common::crypto::HashAlgorithm::Sha256
+        {
             use sha2::Digest;
             let canon = relaxed.get_or_insert_with(|| relaxed_body(body));
             *hash = sha2::Sha256::digest(&canon[..]).to_vec();
@@ -347,8 +417,10 @@ pub async fn verify_with_records(message: &[u8], records: &[(String, String)]) -
 fn offline_authenticator() -> Option<MessageAuthenticator> {
     use mail_auth::hickory_resolver::config::{ResolverConfig, ResolverOpts};
     static AUTH: std::sync::OnceLock<Option<MessageAuthenticator>> = std::sync::OnceLock::new();
-    AUTH.get_or_init(|| MessageAuthenticator::new(ResolverConfig::from_name_servers(vec![]), ResolverOpts::default()).ok())
-        .clone()
+    AUTH.get_or_init(|| {
+        MessageAuthenticator::new(ResolverConfig::from_name_servers(vec![]), ResolverOpts::default()).ok()
+    })
+    .clone()
 }
 
 /// TXT answers known in advance; every other name has no record.
@@ -400,11 +472,13 @@ impl ResolverCache<Box<str>, Txt> for StaticRecords {
 pub struct Keys {
     dir: Option<PathBuf>,
     current: RwLock<Arc<KeyStore>>,
+    /// What the folder looked like at the last load; held for the whole of
+    /// a reload, so a SIGHUP and the watcher cannot race.
     seen: Mutex<Fingerprint>,
 }
 
 /// What the keys folder looked like at the last load.
-type Fingerprint = Vec<(PathBuf, u64, i64, u64)>;
+type Fingerprint = Vec<(PathBuf, u64, i64, i64, u64, u32, u32)>;
 
 impl Keys {
     /// No keys: signing always reports a missing key.
@@ -426,12 +500,19 @@ impl Keys {
         self.current.read().unwrap().clone()
     }
 
-    /// Reads the folder again. A folder that no longer loads keeps the old
-    /// keys in use and returns why.
+    /// Reads the folder again. A folder that no longer loads (or no longer
+    /// exists: an unmounted volume) keeps the old keys in use and returns why.
     pub fn reload(&self) -> Result<usize, String> {
         let Some(dir) = &self.dir else { return Ok(0) };
-        let seen = fingerprint(dir);
-        *self.seen.lock().unwrap() = seen;
+        let mut seen = self.seen.lock().unwrap();
+        self.reload_locked(dir, &mut seen)
+    }
+
+    fn reload_locked(&self, dir: &Path, seen: &mut Fingerprint) -> Result<usize, String> {
+        *seen = fingerprint(dir);
+        if !dir.is_dir() {
+            return Err(format!("{}: the keys folder is gone", dir.display()));
+        }
         let store = KeyStore::load(dir)?;
         for w in &store.warnings {
             tracing::warn!("{w}");
@@ -444,18 +525,16 @@ impl Keys {
     /// Reloads if any file below the folder changed since the last load.
     pub fn reload_if_changed(&self) {
         let Some(dir) = &self.dir else { return };
-        if fingerprint(dir) == *self.seen.lock().unwrap() {
+        let mut seen = self.seen.lock().unwrap();
+        if fingerprint(dir) == *seen {
             return;
         }
-        self.reload_logged("a key file changed");
+        log_reload(self.reload_locked(dir, &mut seen), "a key file changed");
     }
 
     /// Reloads and logs the outcome.
     pub fn reload_logged(&self, why: &str) {
-        match self.reload() {
-            Ok(n) => tracing::info!(keys = n, "DKIM keys reloaded ({why})"),
-            Err(e) => tracing::error!("DKIM keys not reloaded, the previous keys stay in use: {e}"),
-        }
+        log_reload(self.reload(), why);
     }
 
     /// Watches the folder: checks for changes every `every`.
@@ -478,9 +557,17 @@ impl Keys {
     }
 }
 
-/// (path, size, mtime, inode) of every file below `dir`, two levels deep:
-/// enough to notice a replaced, edited or new key (also a Kubernetes
-/// secret's symlink swap, which changes the inode).
+fn log_reload(result: Result<usize, String>, why: &str) {
+    match result {
+        Ok(n) => tracing::info!(keys = n, "DKIM keys reloaded ({why})"),
+        Err(e) => tracing::error!("DKIM keys not reloaded, the previous keys stay in use: {e}"),
+    }
+}
+
+/// (path, size, mtime, ctime, inode, mode, owner) of every file below
+/// `dir`, two levels deep: enough to notice a replaced, edited or new key
+/// (also a Kubernetes secret's symlink swap, which changes the inode) and a
+/// chmod or chown that makes an unreadable key readable.
 fn fingerprint(dir: &Path) -> Fingerprint {
     use std::os::unix::fs::MetadataExt;
     let mut out = Vec::new();
@@ -489,7 +576,15 @@ fn fingerprint(dir: &Path) -> Fingerprint {
         let Ok(files) = std::fs::read_dir(d.path()) else { continue };
         for f in files.flatten() {
             if let Ok(m) = std::fs::metadata(f.path()) {
-                out.push((f.path(), m.len(), m.mtime() * 1_000_000_000 + m.mtime_nsec(), m.ino()));
+                out.push((
+                    f.path(),
+                    m.len(),
+                    m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+                    m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+                    m.ino(),
+                    m.mode(),
+                    m.uid(),
+                ));
             }
         }
     }
@@ -516,9 +611,49 @@ mod tests {
     }
 
     #[test]
+    fn a_vanished_keys_folder_keeps_the_old_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys_dir = dir.path().join("keys");
+        keygen::create(&keys_dir, "example.com", "s", keygen::KeyKind::Ed25519).unwrap();
+        let keys = Keys::load(&keys_dir).unwrap();
+        std::fs::rename(&keys_dir, dir.path().join("moved")).unwrap();
+        assert!(keys.reload().unwrap_err().contains("gone"));
+        assert_eq!(keys.current().len(), 1);
+    }
+
+    #[test]
     fn header_list_signs_present_fields_and_oversigns() {
         let m = b"From: a@example.com\r\nSubject: s\r\nX-Other: o\r\n\r\nbody\r\n";
         let list = header_list(m, &SignOptions::default());
         assert_eq!(list, vec!["From", "Subject", "From"]);
+        // An over-signed name that is present but not otherwise listed gets
+        // an entry for its occurrence and one more.
+        let opts = SignOptions {
+            headers: vec!["From".into()],
+            oversign: vec!["From".into(), "Subject".into(), "Reply-To".into()],
+            ..SignOptions::default()
+        };
+        assert_eq!(header_list(m, &opts), vec!["From", "From", "Subject", "Subject", "Reply-To"]);
+    }
+
+    #[test]
+    fn control_characters_in_signed_fields_are_refused() {
+        let list = vec!["From".to_string(), "Subject".to_string()];
+        assert!(check_signable(b"From: a@example.com\r\nSubject: a\x0cb\r\n\r\nx\r\n", &list)
+            .unwrap_err()
+            .contains("0x0c"));
+        // Not signed, not checked; folding and tabs are fine.
+        assert!(check_signable(b"From: a@example.com\r\nX-Other: a\x0cb\r\nSubject: a\tb\r\n c\r\n\r\nx\r\n", &list)
+            .is_ok());
+    }
+
+    #[test]
+    fn signature_fields_are_read_from_the_header_only() {
+        let m = b"DKIM-Signature: v=1; a=rsa-sha256; d=Example.com;\r\n s=sel; b=x\r\nFrom: a@example.com\r\n\r\nDKIM-Signature: d=other; s=o\r\n";
+        assert_eq!(has_signature_by(m, "example.com", "sel"), Some(true));
+        assert_eq!(has_signature_by(m, "example.com", "other"), Some(false));
+        assert_eq!(has_signature_by(m, "other", "o"), Some(false), "a body line is not a field");
+        let many = "DKIM-Signature: d=x; s=y\r\n".repeat(9) + "\r\nbody\r\n";
+        assert_eq!(has_signature_by(many.as_bytes(), "x", "y"), None);
     }
 }

@@ -27,6 +27,9 @@ use crate::outbound::Relays;
 pub struct Services {
     pub relays: Arc<Relays>,
     pub dkim: Arc<crate::dkim::Keys>,
+    /// The delivery queue; `None` outside `serve` (`check`, benchmarks).
+    pub queue: Option<Arc<crate::queue::Queue>>,
+    pub routes: std::collections::BTreeMap<String, crate::config::Route>,
 }
 
 impl Services {
@@ -35,12 +38,23 @@ impl Services {
         let relays = Arc::new(Relays::from_config(config)?);
         let dkim = crate::dkim::Keys::load(&config.dkim.keys)
             .map_err(|e| anyhow::anyhow!("DKIM keys (dkim.keys = {}):\n{e}", config.dkim.keys.display()))?;
-        Ok(Services { relays, dkim: Arc::new(dkim) })
+        Ok(Services { relays, dkim: Arc::new(dkim), queue: None, routes: config.routes.clone() })
+    }
+
+    /// Opens the delivery queue (for `serve`; one server per spool).
+    pub fn with_queue(mut self, config: &Config) -> anyhow::Result<Services> {
+        self.queue = Some(crate::queue::Queue::open(config, self.relays.clone())?);
+        Ok(self)
     }
 
     /// No relays and no keys (benchmarks, tests).
     pub fn none(config: &Config) -> anyhow::Result<Services> {
-        Ok(Services { relays: Arc::new(Relays::from_config(config)?), dkim: Arc::new(crate::dkim::Keys::none()) })
+        Ok(Services {
+            relays: Arc::new(Relays::from_config(config)?),
+            dkim: Arc::new(crate::dkim::Keys::none()),
+            queue: None,
+            routes: config.routes.clone(),
+        })
     }
 }
 
@@ -73,6 +87,9 @@ pub struct HostState {
     /// call. Their time is not charged to the CPU budget, so their number is
     /// bounded instead: a plugin looping on them cannot hold a session forever.
     pub slow_calls: u32,
+    /// DKIM signatures made in the current hook call (bounded apart from
+    /// slow calls: a domain may well have several keys).
+    pub signatures: u32,
     pub call_timeout: Duration,
     message_limit: usize,
 }
@@ -131,6 +148,9 @@ impl CallClock {
 /// Slow host calls allowed in one hook call.
 pub const MAX_SLOW_CALLS: u32 = 8;
 
+/// DKIM signatures allowed in one hook call.
+pub const MAX_SIGNATURES: u32 = 16;
+
 impl HostState {
     pub fn new(
         plugin: Arc<LoadedPlugin>,
@@ -160,6 +180,7 @@ impl HostState {
             output,
             clock: Arc::new(CallClock::new()),
             slow_calls: 0,
+            signatures: 0,
             call_timeout: limits.call_timeout,
             message_limit: limits.message_size,
         })
@@ -168,7 +189,7 @@ impl HostState {
     fn count_slow_call(&mut self) -> Result<()> {
         self.slow_calls += 1;
         if self.slow_calls > MAX_SLOW_CALLS {
-            bail!("made more than {MAX_SLOW_CALLS} password, relay or signing calls in one hook call");
+            bail!("made more than {MAX_SLOW_CALLS} password, relay or queue calls in one hook call");
         }
         Ok(())
     }
@@ -448,6 +469,39 @@ impl outbound::Host for HostState {
         self.clock.leave_host();
         Ok(result.map_err(|f| outbound::Failure { temporary: f.temporary, reply: f.reply }))
     }
+
+    async fn enqueue(
+        &mut self,
+        route: String,
+        _msg: Resource<MessageHandle>,
+    ) -> Result<Result<String, outbound::Failure>> {
+        self.count_slow_call()?;
+        let Some(queue) = self.services.queue.clone() else {
+            return Ok(Err(outbound::Failure {
+                temporary: true,
+                reply: wit::Reply {
+                    code: 451,
+                    enhanced: Some("4.3.0".into()),
+                    text: "message not queued: the queue is not running".into(),
+                },
+            }));
+        };
+        let (envelope, bytes) = {
+            let s = self.session();
+            let envelope = s.envelope.clone().ok_or_else(|| format_err!("no envelope"))?;
+            let bytes = s.message.as_ref().ok_or_else(|| format_err!("no message"))?.to_bytes();
+            (envelope, bytes)
+        };
+        let id = self.session_id();
+        self.clock.enter_host();
+        let result = queue.enqueue(&route, &envelope, bytes, &id).await;
+        self.clock.leave_host();
+        Ok(result.map_err(|f| outbound::Failure { temporary: f.temporary, reply: f.reply }))
+    }
+
+    fn route_for(&mut self, route: String, sender: String) -> Result<Option<String>> {
+        Ok(crate::queue::resolve_route(&self.services.routes, &self.services.relays, &route, &sender).ok())
+    }
 }
 
 impl dkim::Host for HostState {
@@ -483,7 +537,10 @@ impl dkim::Host for HostState {
         selector: String,
         options: dkim::SignOptions,
     ) -> Result<Result<dkim::Signed, String>> {
-        self.count_slow_call()?;
+        self.signatures += 1;
+        if self.signatures > MAX_SIGNATURES {
+            return Ok(Err(format!("more than {MAX_SIGNATURES} DKIM signatures in one hook call")));
+        }
         let Some(key) = self.services.dkim.current().get(&domain, &selector) else {
             return Ok(Err(format!("no DKIM key for domain {domain:?} selector {selector:?}")));
         };
@@ -491,9 +548,21 @@ impl dkim::Host for HostState {
             Ok(o) => o,
             Err(e) => return Ok(Err(e)),
         };
-        let bytes = self.with_message(|m| m.to_bytes())?;
+        let bytes = self.with_message(|m| {
+            if !m.is_separated() {
+                return Err("the header section is malformed (a line that is not a header field ends it before any empty line); such a message cannot be signed so that receivers agree".to_string());
+            }
+            // Obsolete `Name :` syntax: signers and verifiers disagree about
+            // it, so fix it as a submission server may (RFC 6409 section 8).
+            m.fix_field_names();
+            Ok(m.to_bytes())
+        })?;
+        let bytes = match bytes {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(e)),
+        };
         // Hashing a large body and an RSA signature take milliseconds of
-        // host CPU, not charged to the plugin's budget.
+        // host CPU: bounded by MAX_SIGNATURES, not charged to the plugin.
         self.clock.enter_host();
         let signed = crate::dkim::sign(key, bytes, opts).await;
         self.clock.leave_host();
@@ -518,6 +587,14 @@ fn sign_options(o: dkim::SignOptions) -> Result<crate::dkim::SignOptions, String
     }
     if o.headers.len() + o.oversign.len() > 200 {
         return Err("more than 200 header names to sign".into());
+    }
+    if o.expire_secs != 0 && !(crate::dkim::MIN_EXPIRE_SECS..=crate::dkim::MAX_EXPIRE_SECS).contains(&o.expire_secs) {
+        return Err(format!(
+            "expire_secs = {}: use 0 (no expiry) or between {} and {}",
+            o.expire_secs,
+            crate::dkim::MIN_EXPIRE_SECS,
+            crate::dkim::MAX_EXPIRE_SECS
+        ));
     }
     Ok(crate::dkim::SignOptions {
         headers: o.headers,

@@ -31,6 +31,7 @@ wasmtime::component::bindgen!({
     imports: {
         "mailferry:plugin/password.verify": async | trappable,
         "mailferry:plugin/outbound.send-now": async | trappable,
+        "mailferry:plugin/outbound.enqueue": async | trappable,
         "mailferry:plugin/dkim.sign": async | trappable,
         default: trappable,
     },

@@ -134,6 +134,7 @@ pub fn begin_call(store: &mut Store<HostState>) {
     let state = store.data_mut();
     state.clock.begin();
     state.slow_calls = 0;
+    state.signatures = 0;
     store.set_epoch_deadline(1);
 }
 

@@ -210,8 +210,27 @@ impl Server {
         self.dir.path().join(rel)
     }
 
-    /// Messages in the outbox, oldest first.
+    /// Waits until the delivery queue is empty (every accepted message
+    /// delivered or bounced).
+    pub fn wait_queue_empty(&self) {
+        let dir = self.path("state/queue");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let queued = std::fs::read_dir(&dir)
+                .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.path().extension().is_some_and(|x| x == "json")).count())
+                .unwrap_or(0);
+            if queued == 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{queued} messages still queued:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Messages in the outbox, oldest first, once the queue has delivered
+    /// everything it accepted.
     pub fn outbox(&self) -> Vec<String> {
+        self.wait_queue_empty();
         let mut files: Vec<_> = match std::fs::read_dir(self.path("outbox")) {
             Ok(rd) => rd
                 .filter_map(|e| e.ok())

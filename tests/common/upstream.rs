@@ -185,4 +185,3 @@ pub fn field_name(field: &[u8]) -> String {
     let colon = field.iter().position(|&b| b == b':').unwrap_or(0);
     String::from_utf8_lossy(&field[..colon]).to_ascii_lowercase()
 }
-

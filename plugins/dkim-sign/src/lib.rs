@@ -58,6 +58,9 @@ use serde::Deserialize;
 /// The transaction note naming the route the message will take.
 pub const ROUTE_NOTE: &str = "route";
 
+/// The longest signature lifetime accepted: ten years.
+const MAX_EXPIRE_SECS: u64 = 10 * 366 * 24 * 3600;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -122,6 +125,12 @@ impl Plugin for DkimSign {
                 options.canonicalization
             ));
         }
+        if config.expire_secs != 0 && !(3600..=MAX_EXPIRE_SECS).contains(&config.expire_secs) {
+            return Err(format!(
+                "expire_secs = {}: use 0 (no expiry) or between 3600 (an hour: mail can sit in queues) and {MAX_EXPIRE_SECS} (ten years)",
+                config.expire_secs
+            ));
+        }
         for name in options.headers.iter().chain(&options.oversign).chain(&config.exclude_headers) {
             check_field_name(name)?;
         }
@@ -183,7 +192,18 @@ impl Plugin for DkimSign {
         }
         let options = match host.note(Scope::Transaction, ROUTE_NOTE) {
             Some(NoteValue::Text(route)) => self.routes.get(&route).unwrap_or(&self.options),
-            _ => &self.options,
+            _ => {
+                if !self.routes.is_empty() {
+                    // A plugin before smtp-forward answered MAIL FROM itself,
+                    // so the route is unknown: the per-route exclusions
+                    // cannot apply. Say so rather than sign what a provider
+                    // may rewrite without a word.
+                    host.warn(
+                        "no `route` note (set by smtp-forward at MAIL FROM); signing without per-route exclusions",
+                    );
+                }
+                &self.options
+            }
         };
         let mut signed = Vec::new();
         let mut failures = Vec::new();
@@ -311,11 +331,7 @@ mod tests {
     }
 
     fn signed_with(host: &TestHost) -> Vec<(String, String)> {
-        host.signatures()
-            .into_iter()
-            .filter(|s| s.result.is_ok())
-            .map(|s| (s.domain, s.selector))
-            .collect()
+        host.signatures().into_iter().filter(|s| s.result.is_ok()).map(|s| (s.domain, s.selector)).collect()
     }
 
     #[test]
@@ -327,10 +343,7 @@ mod tests {
         let p = host.instantiate::<DkimSign>().unwrap();
         let m = message("\"Doe, John\" (work) <John@Example.COM>");
         assert_eq!(p.data(&m), Some(Verdict::Continue));
-        assert_eq!(
-            signed_with(&host),
-            vec![("example.com".into(), "r1".into()), ("example.com".into(), "e1".into())]
-        );
+        assert_eq!(signed_with(&host), vec![("example.com".into(), "r1".into()), ("example.com".into(), "e1".into())]);
         assert_eq!(m.header("DKIM-Signature").len(), 2);
         // The default options come from the host and keep From over-signed.
         let opts = &host.signatures()[0].options;
@@ -402,13 +415,11 @@ mod tests {
 
     #[test]
     fn several_from_domains_each_get_their_keys() {
-        let host = TestHost::new().dkim_key("example.com", "a", "rsa-sha256").dkim_key("example.net", "b", "rsa-sha256");
+        let host =
+            TestHost::new().dkim_key("example.com", "a", "rsa-sha256").dkim_key("example.net", "b", "rsa-sha256");
         let p = host.instantiate::<DkimSign>().unwrap();
         p.data(&message("x@example.com, y@example.net, z@example.com"));
-        assert_eq!(
-            signed_with(&host),
-            vec![("example.com".into(), "a".into()), ("example.net".into(), "b".into())]
-        );
+        assert_eq!(signed_with(&host), vec![("example.com".into(), "a".into()), ("example.net".into(), "b".into())]);
     }
 
     #[test]
@@ -437,6 +448,8 @@ mod tests {
             ("on_missing_key = \"drop\"", "unknown variant"),
             ("default_domain = \"nodots\"", "not a domain"),
             ("[routes.ses]\nexclude_headers = [\"from\"]", "may not name From"),
+            ("expire_secs = 60", "expire_secs = 60"),
+            ("expire_secs = 18446744073709551615", "expire_secs"),
         ] {
             let err = TestHost::new().config_toml(cfg).instantiate::<DkimSign>().err().unwrap_or_default();
             assert!(err.contains(needle), "{cfg}: {err}");
@@ -446,7 +459,10 @@ mod tests {
     #[test]
     fn from_domains_reads_display_names_groups_and_comments() {
         assert_eq!(
-            from_domains(&["\"Doe, John\" (work) <john@Example.com> (c)".into(), "team: a@x.org, b@EXAMPLE.com;".into()]),
+            from_domains(&[
+                "\"Doe, John\" (work) <john@Example.com> (c)".into(),
+                "team: a@x.org, b@EXAMPLE.com;".into()
+            ]),
             vec!["example.com".to_string(), "x.org".to_string()]
         );
         assert!(from_domains(&["undisclosed".into()]).is_empty());

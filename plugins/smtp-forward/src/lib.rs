@@ -1,16 +1,22 @@
-//! `smtp-forward`: relays each message upstream before answering DATA
-//! (synchronous forwarding).
+//! `smtp-forward`: hands each message to the host for delivery upstream.
 //!
-//! In the `queue` hook the plugin hands the message to a relay named in the
-//! host configuration and waits for the upstream's answer, so the client's
-//! reply to DATA is the upstream's decision: `250` means the upstream has
-//! the message.
+//! Two modes:
+//! - `"queue"` (the default): the message goes into the host's durable
+//!   queue and the client gets `250` once it is on stable storage; the host
+//!   then delivers it through the route's relays, retrying and bouncing as
+//!   needed. Nothing acknowledged is lost if the upstream is down or the
+//!   server dies.
+//! - `"sync"`: the message is relayed before answering DATA, so the client's
+//!   reply is the upstream's decision (`250` means the upstream has it).
+//!   No local copy is kept; all or nothing per message.
 //!
 //! # Configuration
 //!
 //! | Key | Default | Meaning |
 //! |-----|---------|---------|
-//! | `relay` | `"outbox"` | Name of the relay in the host configuration |
+//! | `mode` | `"queue"` | `"queue"` or `"sync"` |
+//! | `route` | `relay`, else `"default"` | Queue mode: the `[routes.NAME]` (or relay name) to deliver through |
+//! | `relay` | `"outbox"` | Sync mode: the `[relays.NAME]` to relay to |
 //!
 //! Needs the `outbound` grant:
 //!
@@ -18,10 +24,15 @@
 //! [[plugins]]
 //! name = "smtp-forward"
 //! grants = ["outbound"]
-//! config = { relay = "upstream" }
+//! config = { route = "default" }
 //! ```
 //!
 //! # Outcomes
+//!
+//! Queue mode: `250 2.0.0 queued as <id>`, or `451 4.3.x` if the message
+//! could not be stored (the client retries).
+//!
+//! Sync mode:
 //!
 //! | Upstream | Reply to the client |
 //! |----------|---------------------|
@@ -33,52 +44,101 @@
 //! whatever the upstream says cannot break the reply. Every outcome is
 //! logged.
 //!
-//! At `MAIL FROM` the plugin sets the transaction note `route` to the relay
-//! name, so plugins that act before the queue hook can adapt to the route
-//! (`dkim-sign` leaves out the header fields a provider rewrites).
+//! At `MAIL FROM` the plugin sets the transaction note `route` to the route
+//! (queue mode) or relay (sync mode) the message will take, so plugins that
+//! act before the queue hook can adapt to it (`dkim-sign` leaves out the
+//! header fields a provider rewrites).
 
 use mailferry_plugin_sdk::{export_plugin, Address, Host, Message, Plugin, Reply, Scope, Verdict};
+use serde::Deserialize;
 
 /// The transaction note naming the route of the message.
 pub const ROUTE_NOTE: &str = "route";
-use serde::Deserialize;
 
 /// Longest upstream text passed on to the client; replies stay well under
 /// the 512-octet SMTP line limit.
 const MAX_UPSTREAM_TEXT: usize = 200;
 
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Queue,
+    Sync,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    #[serde(default = "default_relay")]
-    pub relay: String,
-}
-
-fn default_relay() -> String {
-    "outbox".into()
+    #[serde(default)]
+    pub mode: Mode,
+    pub route: Option<String>,
+    pub relay: Option<String>,
 }
 
 pub struct SmtpForward {
-    relay: String,
+    mode: Mode,
+    /// The route (queue mode) or relay (sync mode).
+    target: String,
 }
 
 impl Plugin for SmtpForward {
     type Config = Config;
 
-    fn new(config: Config, _host: &Host) -> Result<Self, String> {
-        if config.relay.trim().is_empty() {
-            return Err("`relay` must name a relay of the host configuration".into());
+    fn new(config: Config, host: &Host) -> Result<Self, String> {
+        let target = match config.mode {
+            Mode::Queue => config.route.or(config.relay).unwrap_or_else(|| "default".into()),
+            Mode::Sync => {
+                if config.route.is_some() {
+                    return Err("`route` is for mode = \"queue\"; in sync mode name the relay with `relay`".into());
+                }
+                config.relay.unwrap_or_else(|| "outbox".into())
+            }
+        };
+        if target.trim().is_empty() {
+            return Err("`route`/`relay` must name a route or relay of the host configuration".into());
         }
-        Ok(SmtpForward { relay: config.relay })
+        if config.mode == Mode::Queue && host.route_for(&target, "").is_none() {
+            return Err(format!(
+                "route {target:?} is neither a [routes.{target}] nor a [relays.{target}] of the host configuration"
+            ));
+        }
+        Ok(SmtpForward { mode: config.mode, target })
     }
 
-    fn mail(&self, host: &Host, _sender: &Address) -> Verdict {
-        host.set_note(Scope::Transaction, ROUTE_NOTE, self.relay.as_str());
+    fn mail(&self, host: &Host, sender: &Address) -> Verdict {
+        let route = match self.mode {
+            Mode::Queue => host.route_for(&self.target, &sender.address).unwrap_or_else(|| self.target.clone()),
+            Mode::Sync => self.target.clone(),
+        };
+        host.set_note(Scope::Transaction, ROUTE_NOTE, route);
         Verdict::Continue
     }
 
     fn queue(&self, host: &Host, msg: &Message) -> Verdict {
-        let relay = &self.relay;
+        match self.mode {
+            Mode::Queue => self.enqueue(host, msg),
+            Mode::Sync => self.relay_now(host, msg),
+        }
+    }
+}
+
+export_plugin!(SmtpForward);
+
+impl SmtpForward {
+    fn enqueue(&self, host: &Host, msg: &Message) -> Verdict {
+        match host.enqueue(&self.target, msg) {
+            Ok(id) => Verdict::accept_with(250, "2.0.0", format!("queued as {id}")),
+            Err(failure) => {
+                host.warn(format!("route {:?}: not queued: {}", self.target, describe(&failure.reply)));
+                let enhanced = enhanced_of_class(&failure.reply, '4').unwrap_or("4.3.0");
+                Verdict::deny_soft(451, enhanced, with_upstream_text("message not queued", &failure.reply.text))
+            }
+        }
+    }
+
+    fn relay_now(&self, host: &Host, msg: &Message) -> Verdict {
+        let relay = &self.target;
         match host.send_now(relay, msg) {
             Ok(upstream) => {
                 host.info(format!("relay {relay:?} accepted the message: {}", describe(&upstream)));
@@ -100,8 +160,6 @@ impl Plugin for SmtpForward {
         }
     }
 }
-
-export_plugin!(SmtpForward);
 
 /// The reply for the log: code, enhanced code, and the text with control
 /// characters escaped (it came from the network).
@@ -175,6 +233,11 @@ mod tests {
 
     use super::*;
 
+    /// A host for sync mode, as most of these tests are about relaying now.
+    fn sync_host() -> TestHost {
+        TestHost::new().config_toml("mode = \"sync\"")
+    }
+
     fn message() -> TestMessage {
         TestMessage::parse("From: a@example.org\r\nSubject: hi\r\n\r\nhello\r\n")
     }
@@ -185,7 +248,7 @@ mod tests {
 
     #[test]
     fn accepted_upstream_accepts_with_its_text() {
-        let host = TestHost::new()
+        let host = sync_host()
             .envelope("a@example.org", ["b@example.org"])
             .relay(|_, _| Ok(Reply::new(250, "2.0.0", "Ok: queued as 4F2A1")));
         let p = host.instantiate::<SmtpForward>().unwrap();
@@ -202,7 +265,7 @@ mod tests {
 
     #[test]
     fn configured_relay_is_used() {
-        let host = TestHost::new().config_toml(r#"relay = "smarthost""#).relay(|relay, _| {
+        let host = sync_host().config_toml("mode = \"sync\"\nrelay = \"smarthost\"").relay(|relay, _| {
             if relay == "smarthost" {
                 Ok(Reply::new(250, "", ""))
             } else {
@@ -216,8 +279,8 @@ mod tests {
 
     #[test]
     fn temporary_failure_is_451_keeping_a_class_4_enhanced_code() {
-        let host = TestHost::new()
-            .relay(|_, _| Err(Failure { temporary: true, reply: Reply::new(452, "4.2.2", "mailbox full") }));
+        let host =
+            sync_host().relay(|_, _| Err(Failure { temporary: true, reply: Reply::new(452, "4.2.2", "mailbox full") }));
         let p = host.instantiate::<SmtpForward>().unwrap();
         assert_eq!(
             p.queue(&message()),
@@ -231,7 +294,7 @@ mod tests {
         for (code, enhanced) in
             [(421, ""), (451, "5.1.1"), (450, "4.x.1"), (450, "4.1"), (450, "4.1.1.1"), (450, "4.1234.1")]
         {
-            let host = TestHost::new().relay(move |_, _| {
+            let host = sync_host().relay(move |_, _| {
                 Err(Failure { temporary: true, reply: Reply::new(code, enhanced, "connection refused") })
             });
             let reply = reply_of(host.instantiate::<SmtpForward>().unwrap().queue(&message()));
@@ -243,7 +306,7 @@ mod tests {
 
     #[test]
     fn permanent_failure_keeps_the_upstream_5xx() {
-        let host = TestHost::new()
+        let host = sync_host()
             .relay(|_, _| Err(Failure { temporary: false, reply: Reply::new(550, "5.1.1", "no such user") }));
         let p = host.instantiate::<SmtpForward>().unwrap();
         assert_eq!(p.queue(&message()), Some(Verdict::deny(550, "5.1.1", "upstream refused: 550 no such user")));
@@ -253,7 +316,7 @@ mod tests {
     #[test]
     fn permanent_failure_with_a_non_5xx_code_is_554() {
         let host =
-            TestHost::new().relay(|_, _| Err(Failure { temporary: false, reply: Reply::new(421, "4.4.2", "weird") }));
+            sync_host().relay(|_, _| Err(Failure { temporary: false, reply: Reply::new(421, "4.4.2", "weird") }));
         let reply = reply_of(host.instantiate::<SmtpForward>().unwrap().queue(&message()));
         assert_eq!(reply, Reply::new(554, "5.0.0", "upstream refused: 421 weird"));
     }
@@ -261,7 +324,7 @@ mod tests {
     #[test]
     fn upstream_text_is_sanitized_and_shortened() {
         let long = format!("line one\r\n\tline\x07two ünïcode {}", "x".repeat(500));
-        let host = TestHost::new().relay(move |_, _| Ok(Reply::new(250, "2.0.0", long.clone())));
+        let host = sync_host().relay(move |_, _| Ok(Reply::new(250, "2.0.0", long.clone())));
         let reply = reply_of(host.instantiate::<SmtpForward>().unwrap().queue(&message()));
         assert!(reply.text.starts_with("queued upstream: line one line?two ?n?code xxx"), "{}", reply.text);
         assert!(reply.text.ends_with("..."));
@@ -280,17 +343,42 @@ mod tests {
 
     #[test]
     fn configuration_defaults_and_errors() {
-        let p = TestHost::new().instantiate::<SmtpForward>().unwrap();
-        assert_eq!(p.plugin().relay, "outbox");
-        assert!(TestHost::new().config_toml("relays = \"x\"").instantiate::<SmtpForward>().is_err());
-        assert!(TestHost::new().config_toml("relay = \" \"").instantiate::<SmtpForward>().is_err());
+        let p = sync_host().instantiate::<SmtpForward>().unwrap();
+        assert_eq!(p.plugin().target, "outbox");
+        assert!(sync_host().config_toml("relays = \"x\"").instantiate::<SmtpForward>().is_err());
+        assert!(sync_host().config_toml("relay = \" \"").instantiate::<SmtpForward>().is_err());
     }
 
     #[test]
-    fn only_queue_is_implemented() {
-        let p = TestHost::new().instantiate::<SmtpForward>().unwrap();
+    fn only_mail_and_queue_are_implemented() {
+        let p = sync_host().instantiate::<SmtpForward>().unwrap();
         assert_eq!(p.connect(), None);
-        assert_eq!(p.mail("a@example.org"), None);
+        assert_eq!(p.mail("a@example.org"), Some(Verdict::Continue));
         assert_eq!(p.data(&message()), None);
+    }
+
+    #[test]
+    fn queue_mode_is_the_default_and_answers_with_the_queue_id() {
+        let host = TestHost::new().route("default").envelope("a@example.org", ["b@example.org"]);
+        let p = host.instantiate::<SmtpForward>().unwrap();
+        assert_eq!(p.queue(&message()), Some(Verdict::accept_with(250, "2.0.0", "queued as TESTQ1")));
+        let q = host.queued();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].route, "default");
+        assert_eq!(q[0].message, message().to_bytes());
+        assert!(host.sent().is_empty());
+    }
+
+    #[test]
+    fn queue_mode_sets_the_route_note_and_checks_the_route_exists() {
+        let host = TestHost::new().config_toml("route = \"ses\"").route("ses");
+        let p = host.instantiate::<SmtpForward>().unwrap();
+        assert_eq!(p.mail("a@example.org"), Some(Verdict::Continue));
+        assert_eq!(host.note(Scope::Transaction, ROUTE_NOTE), Some("ses".into()));
+        let err = TestHost::new().config_toml("route = \"nope\"").instantiate::<SmtpForward>().err().unwrap();
+        assert!(err.contains("neither a [routes.nope] nor a [relays.nope]"), "{err}");
+        let err =
+            TestHost::new().config_toml("mode = \"sync\"\nroute = \"x\"").instantiate::<SmtpForward>().err().unwrap();
+        assert!(err.contains("`route` is for mode"), "{err}");
     }
 }

@@ -1,0 +1,525 @@
+//! The delivery queue: a `250` after DATA means the message is in the spool
+//! (fsynced), and from there it is delivered or bounced.
+//!
+//! Delivery runs in the background: each due message is tried through the
+//! relays of its route in order (failover), one outcome per recipient.
+//! Delivered recipients are done; a recipient refused for good (5xx) is
+//! bounced at once with a DSN to the sender; the rest wait for the next
+//! attempt by the retry schedule until `max_age`, then bounce. Upstream
+//! credentials refused (535) count as temporary: fixing the configuration
+//! must not have cost anyone their mail.
+//!
+//! Hand-written: the queue is the product itself; the pieces under it are
+//! crates (mail-send for SMTP, serde_json for the entries).
+
+pub mod dsn;
+pub mod spool;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::config::{self, Config};
+use crate::outbound::{DeliveryRcpt, RcptOutcome, Relays, SendFailure};
+use crate::pipeline::wit;
+use spool::{Entry, Rcpt, RcptState, Spool};
+
+/// The queue of one server.
+pub struct Queue {
+    spool: Spool,
+    relays: Arc<Relays>,
+    routes: BTreeMap<String, config::Route>,
+    cfg: config::Queue,
+    hostname: String,
+    state: Mutex<State>,
+    wake: Notify,
+    /// Delivery attempts running at once, per relay.
+    slots: HashMap<String, Arc<Semaphore>>,
+    /// Set at shutdown: no new attempts start.
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<String, Entry>,
+    /// Entries with an attempt running.
+    busy: HashSet<String>,
+}
+
+/// What `mailferry queue stats` shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub messages: usize,
+    pub recipients_pending: usize,
+    /// Age of the oldest message, seconds.
+    pub oldest_secs: i64,
+    pub in_flight: usize,
+    pub bytes: u64,
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+impl Queue {
+    /// Opens the spool (repairing what a crash left) with its entries.
+    pub fn open(config: &Config, relays: Arc<Relays>) -> anyhow::Result<Arc<Queue>> {
+        let (spool, entries) = Spool::open(&config.queue.dir)
+            .with_context(|| format!("queue.dir {}: cannot open the spool", config.queue.dir.display()))?;
+        if !entries.is_empty() {
+            tracing::info!(messages = entries.len(), "queued messages found in the spool; delivering them");
+        }
+        let slots = relays
+            .names()
+            .into_iter()
+            .map(|n| (n.to_string(), Arc::new(Semaphore::new(config.queue.concurrency))))
+            .collect();
+        let state = State { entries: entries.into_iter().map(|e| (e.id.clone(), e)).collect(), busy: HashSet::new() };
+        Ok(Arc::new(Queue {
+            spool,
+            relays,
+            routes: config.routes.clone(),
+            cfg: config.queue.clone(),
+            hostname: config.server.hostname.clone(),
+            state: Mutex::new(state),
+            wake: Notify::new(),
+            slots,
+            stopping: std::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+
+    /// The route a message takes: a route listing the sender's domain, else
+    /// the one asked for (a `[routes.NAME]` or a relay's name).
+    pub fn resolve_route(&self, requested: &str, sender: &str) -> Result<String, String> {
+        resolve_route(&self.routes, &self.relays, requested, sender)
+    }
+
+    fn relays_of(&self, route: &str) -> Vec<String> {
+        match self.routes.get(route) {
+            Some(r) => r.relays.clone(),
+            None => vec![route.to_string()],
+        }
+    }
+
+    /// Stores a message durably and schedules its delivery. `Ok` carries the
+    /// queue id; only then may the client be told `250`.
+    pub async fn enqueue(
+        &self,
+        route: &str,
+        envelope: &wit::Envelope,
+        message: Vec<u8>,
+        session: &str,
+    ) -> Result<String, SendFailure> {
+        let route = self.resolve_route(route, &envelope.mail_from.address).map_err(|e| {
+            tracing::error!(session, "{e}");
+            SendFailure {
+                temporary: true,
+                reply: wit::Reply {
+                    code: 451,
+                    enhanced: Some("4.3.5".into()),
+                    text: "message not queued: no delivery route is configured for it".into(),
+                },
+            }
+        })?;
+        let pass = |params: &[wit::Param], keys: &[&str]| -> Vec<(String, Option<String>)> {
+            params
+                .iter()
+                .filter(|p| keys.iter().any(|k| p.key.eq_ignore_ascii_case(k)))
+                .map(|p| (p.key.to_ascii_uppercase(), p.value.clone()))
+                .collect()
+        };
+        let entry = Entry {
+            id: spool::new_id(),
+            created: now(),
+            route,
+            mail_from: envelope.mail_from.address.clone(),
+            mail_params: pass(&envelope.mail_from.params, &["BODY", "SMTPUTF8", "ENVID", "RET"]),
+            rcpts: envelope
+                .rcpt_to
+                .iter()
+                .map(|r| Rcpt {
+                    address: r.address.clone(),
+                    params: pass(&r.params, &["NOTIFY", "ORCPT"]),
+                    state: RcptState::Pending,
+                    last_reply: None,
+                    relay: None,
+                })
+                .collect(),
+            attempts: 0,
+            next_attempt: 0,
+            last_error: None,
+            session: session.to_string(),
+            size: message.len() as u64,
+        };
+        self.store(entry, message).await.map_err(|e| {
+            tracing::error!(session, error = %e, "cannot write to the spool");
+            SendFailure {
+                temporary: true,
+                reply: wit::Reply {
+                    code: 451,
+                    enhanced: Some("4.3.0".into()),
+                    text: "message not queued: local storage problem, please try again later".into(),
+                },
+            }
+        })
+    }
+
+    async fn store(&self, entry: Entry, message: Vec<u8>) -> std::io::Result<String> {
+        self.spool.store(&entry, Arc::new(message)).await?;
+        let id = entry.id.clone();
+        tracing::info!(queue_id = %id, route = %entry.route, rcpts = entry.rcpts.len(), size = entry.size, session = %entry.session, "queued");
+        self.state.lock().unwrap().entries.insert(id.clone(), entry);
+        self.wake.notify_one();
+        Ok(id)
+    }
+
+    /// Starts delivering in the background.
+    pub fn start(self: &Arc<Self>) {
+        let q = self.clone();
+        tokio::spawn(async move { q.run().await });
+    }
+
+    /// Starts no new attempts and waits (up to `grace`) for the running
+    /// ones to record their outcome, so a message just delivered is not
+    /// sent again after a restart.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let busy = self.state.lock().unwrap().busy.len();
+            if busy == 0 {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(attempts = busy, "stopping with delivery attempts still running; they will be retried");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn run(self: Arc<Self>) {
+        loop {
+            if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            let (due, next) = {
+                let mut st = self.state.lock().unwrap();
+                let t = now();
+                let mut due = Vec::new();
+                let mut next: Option<i64> = None;
+                let State { entries, busy } = &mut *st;
+                for e in entries.values() {
+                    if busy.contains(&e.id) {
+                        continue;
+                    }
+                    if e.next_attempt <= t {
+                        due.push(e.id.clone());
+                    } else {
+                        next = Some(next.map_or(e.next_attempt, |n: i64| n.min(e.next_attempt)));
+                    }
+                }
+                for id in &due {
+                    busy.insert(id.clone());
+                }
+                (due, next)
+            };
+            for id in due {
+                let q = self.clone();
+                tokio::spawn(async move {
+                    q.attempt(&id).await;
+                    q.state.lock().unwrap().busy.remove(&id);
+                    q.wake.notify_one();
+                });
+            }
+            let wait = next.map(|n| (n - now()).clamp(1, 60) as u64).unwrap_or(60);
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
+                _ = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// One delivery attempt of one message through its route.
+    async fn attempt(&self, id: &str) {
+        let Some(mut entry) = self.state.lock().unwrap().entries.get(id).cloned() else { return };
+        let message = match self.spool.read_message(id) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(queue_id = id, error = %e, "cannot read the queued message; will retry");
+                self.reschedule(entry, Some(format!("spool read error: {e}"))).await;
+                return;
+            }
+        };
+        let mut bounced_now = Vec::new();
+        for relay in self.relays_of(&entry.route) {
+            let pending: Vec<usize> =
+                (0..entry.rcpts.len()).filter(|&i| entry.rcpts[i].state == RcptState::Pending).collect();
+            if pending.is_empty() {
+                break;
+            }
+            let slot = self.slots.get(&relay).cloned().unwrap_or_else(|| Arc::new(Semaphore::new(1)));
+            let _permit = slot.acquire_owned().await;
+            let rcpts: Vec<DeliveryRcpt> = pending
+                .iter()
+                .map(|&i| DeliveryRcpt { address: &entry.rcpts[i].address, params: &entry.rcpts[i].params })
+                .collect();
+            let result = self.relays.deliver(&relay, &entry.mail_from, &entry.mail_params, &rcpts, &message, id).await;
+            drop(rcpts);
+            match result {
+                Ok(outcomes) => {
+                    for (&i, outcome) in pending.iter().zip(outcomes) {
+                        let r = &mut entry.rcpts[i];
+                        r.relay = Some(relay.clone());
+                        match outcome {
+                            RcptOutcome::Delivered(reply) => {
+                                tracing::info!(queue_id = id, relay = %relay, rcpt = %r.address, reply = %reply, "delivered");
+                                r.state = RcptState::Delivered;
+                                r.last_reply = Some(reply);
+                            }
+                            RcptOutcome::Permanent(reply) => {
+                                tracing::warn!(queue_id = id, relay = %relay, rcpt = %r.address, reply = %reply, "refused for good; bouncing");
+                                r.state = RcptState::Bounced;
+                                r.last_reply = Some(reply);
+                                bounced_now.push(i);
+                            }
+                            RcptOutcome::Temporary(reply) => {
+                                tracing::info!(queue_id = id, relay = %relay, rcpt = %r.address, reply = %reply, "deferred");
+                                r.last_reply = Some(reply);
+                            }
+                        }
+                    }
+                }
+                Err(f) => {
+                    let reply =
+                        format!("{} {} {}", f.reply.code, f.reply.enhanced.as_deref().unwrap_or(""), f.reply.text);
+                    for &i in &pending {
+                        let r = &mut entry.rcpts[i];
+                        r.relay = Some(relay.clone());
+                        r.last_reply = Some(reply.clone());
+                        if !f.temporary {
+                            r.state = RcptState::Bounced;
+                            bounced_now.push(i);
+                        }
+                    }
+                    tracing::warn!(queue_id = id, relay = %relay, temporary = f.temporary, reply = %reply, "delivery attempt failed");
+                    entry.last_error = Some(reply);
+                }
+            }
+        }
+        entry.attempts += 1;
+        let expired = !entry.is_done() && now() - entry.created >= self.cfg.max_age.as_secs() as i64;
+        if expired {
+            for (i, r) in entry.rcpts.iter_mut().enumerate() {
+                if r.state == RcptState::Pending {
+                    let last = r.last_reply.clone().unwrap_or_else(|| "no answer".into());
+                    r.last_reply = Some(format!("4.4.7 gave up after {} attempts; last: {last}", entry.attempts));
+                    r.state = RcptState::Bounced;
+                    bounced_now.push(i);
+                }
+            }
+            tracing::warn!(queue_id = id, attempts = entry.attempts, "expired; bouncing what was not delivered");
+        }
+        if !bounced_now.is_empty() {
+            self.bounce(&entry, &bounced_now, &message).await;
+        }
+        if entry.is_done() {
+            if let Err(e) = self.spool.remove(id).await {
+                tracing::error!(queue_id = id, error = %e, "cannot remove a finished message from the spool");
+            }
+            self.state.lock().unwrap().entries.remove(id);
+            tracing::info!(queue_id = id, attempts = entry.attempts, "done");
+        } else {
+            self.reschedule(entry, None).await;
+        }
+    }
+
+    async fn reschedule(&self, mut entry: Entry, error: Option<String>) {
+        if error.is_some() {
+            entry.last_error = error;
+        }
+        let schedule = &self.cfg.retry_schedule;
+        let step = (entry.attempts.max(1) as usize - 1).min(schedule.len() - 1);
+        entry.next_attempt = now() + schedule[step].as_secs() as i64;
+        if let Err(e) = self.spool.update(&entry).await {
+            tracing::error!(queue_id = %entry.id, error = %e, "cannot update the spool entry");
+        }
+        tracing::info!(queue_id = %entry.id, attempts = entry.attempts, next_in_secs = schedule[step].as_secs(), "will retry");
+        self.state.lock().unwrap().entries.insert(entry.id.clone(), entry);
+    }
+
+    /// Sends a DSN for the given recipients to the envelope sender, through
+    /// the same route. Bounces of bounces (null sender) are only logged.
+    async fn bounce(&self, entry: &Entry, which: &[usize], message: &[u8]) {
+        if entry.mail_from.is_empty() {
+            for &i in which {
+                tracing::warn!(queue_id = %entry.id, rcpt = %entry.rcpts[i].address, "a bounce could not be delivered; dropped (never bounce a bounce)");
+            }
+            return;
+        }
+        // RFC 3461: NOTIFY without FAILURE (e.g. NEVER) asks for no bounce.
+        let which: Vec<usize> = which
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let notify = entry.rcpts[i].params.iter().find(|(k, _)| k == "NOTIFY").and_then(|(_, v)| v.clone());
+                notify.is_none_or(|n| n.to_ascii_uppercase().split(',').any(|w| w == "FAILURE"))
+            })
+            .collect();
+        if which.is_empty() {
+            return;
+        }
+        let header_end = message.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 2).unwrap_or(message.len());
+        let recipients = which
+            .iter()
+            .map(|&i| {
+                let r = &entry.rcpts[i];
+                let reply = r.last_reply.clone().unwrap_or_default();
+                dsn::RecipientReport {
+                    address: r.address.clone(),
+                    original: r.params.iter().find(|(k, _)| k == "ORCPT").and_then(|(_, v)| v.clone()),
+                    action: dsn::Action::Failed,
+                    status: status_of(&reply),
+                    remote_mta: r.relay.clone(),
+                    diagnostic: Some(reply),
+                    last_attempt: Some(chrono::Utc::now()),
+                    will_retry_until: None,
+                }
+            })
+            .collect();
+        let postmaster = format!("MAILER-DAEMON@{}", self.hostname);
+        let report = dsn::Bounce {
+            reporting_mta: &self.hostname,
+            postmaster: &postmaster,
+            to: &entry.mail_from,
+            original_envelope_id: entry.mail_params.iter().find(|(k, _)| k == "ENVID").and_then(|(_, v)| v.as_deref()),
+            arrival: chrono::DateTime::from_timestamp(entry.created, 0).unwrap_or_else(chrono::Utc::now),
+            recipients,
+            original_headers: &message[..header_end],
+            now: chrono::Utc::now(),
+            message_id_domain: &self.hostname,
+        };
+        let bytes = dsn::build(&report);
+        let params =
+            dsn::needs(&bytes).mail_params().into_iter().map(|(key, value)| wit::Param { key, value }).collect();
+        let envelope = wit::Envelope {
+            mail_from: wit::Address { address: String::new(), params },
+            rcpt_to: vec![wit::Address { address: entry.mail_from.clone(), params: vec![] }],
+        };
+        match Box::pin(self.enqueue(&entry.route, &envelope, bytes, &entry.session)).await {
+            Ok(dsn_id) => tracing::info!(queue_id = %entry.id, dsn = %dsn_id, to = %entry.mail_from, "bounce queued"),
+            Err(f) => tracing::error!(queue_id = %entry.id, reply = %f.reply.text, "cannot queue the bounce"),
+        }
+    }
+
+    /// Every entry, oldest first.
+    pub fn list(&self) -> Vec<Entry> {
+        let st = self.state.lock().unwrap();
+        let mut v: Vec<Entry> = st.entries.values().cloned().collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    pub fn stats(&self) -> Stats {
+        stats_of(&self.list(), self.state.lock().unwrap().busy.len())
+    }
+
+    /// Makes a message (or every message) due now.
+    pub async fn retry(&self, id: Option<&str>) -> usize {
+        // Marked busy while their entry is rewritten, so no attempt writes
+        // the same file at the same time.
+        let changed: Vec<Entry> = {
+            let mut st = self.state.lock().unwrap();
+            let State { entries, busy } = &mut *st;
+            let picked: Vec<Entry> = entries
+                .values_mut()
+                .filter(|e| id.is_none_or(|id| e.id == id) && !busy.contains(&e.id))
+                .map(|e| {
+                    e.next_attempt = 0;
+                    e.clone()
+                })
+                .collect();
+            for e in &picked {
+                busy.insert(e.id.clone());
+            }
+            picked
+        };
+        for e in &changed {
+            let _ = self.spool.update(e).await;
+            self.state.lock().unwrap().busy.remove(&e.id);
+        }
+        self.wake.notify_one();
+        changed.len()
+    }
+
+    /// Deletes a message without delivering or bouncing it.
+    pub async fn delete(&self, id: &str) -> Result<(), String> {
+        {
+            let mut st = self.state.lock().unwrap();
+            if st.busy.contains(id) {
+                return Err(format!("{id} is being delivered right now; try again in a moment"));
+            }
+            if st.entries.remove(id).is_none() {
+                return Err(format!("no queued message {id}"));
+            }
+        }
+        self.spool.remove(id).await.map_err(|e| e.to_string())?;
+        tracing::warn!(queue_id = id, "deleted from the queue by the operator");
+        Ok(())
+    }
+
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+}
+
+/// The route a message from `sender` takes when `requested` is asked for:
+/// a route listing the sender's domain, else the one asked for (a
+/// `[routes.NAME]` or a relay's name).
+pub fn resolve_route(
+    routes: &BTreeMap<String, config::Route>,
+    relays: &Relays,
+    requested: &str,
+    sender: &str,
+) -> Result<String, String> {
+    let domain = sender.rsplit_once('@').map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase());
+    if let Some(d) = domain {
+        if let Some((name, _)) = routes.iter().find(|(_, r)| r.sender_domains.contains(&d)) {
+            return Ok(name.clone());
+        }
+    }
+    if routes.contains_key(requested) || relays.has(requested) {
+        Ok(requested.to_string())
+    } else {
+        Err(format!("no route or relay named {requested:?} ([routes.{requested}] or [relays.{requested}])"))
+    }
+}
+
+/// Counts for `stats`.
+pub fn stats_of(entries: &[Entry], in_flight: usize) -> Stats {
+    let t = now();
+    Stats {
+        messages: entries.len(),
+        recipients_pending: entries.iter().map(|e| e.pending().count()).sum(),
+        oldest_secs: entries.iter().map(|e| t - e.created).max().unwrap_or(0),
+        in_flight,
+        bytes: entries.iter().map(|e| e.size).sum(),
+    }
+}
+
+/// The enhanced status in a reply line (`550 5.1.1 …`), else by its class.
+fn status_of(reply: &str) -> String {
+    reply
+        .split_whitespace()
+        .take(3)
+        .find(|w| {
+            let p: Vec<&str> = w.split('.').collect();
+            p.len() == 3 && p.iter().all(|x| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| if reply.starts_with('4') { "4.0.0".into() } else { "5.0.0".into() })
+}
