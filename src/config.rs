@@ -174,6 +174,195 @@ pub struct SmtpRelay {
     pub ca_file: Option<PathBuf>,
     pub timeout: Duration,
     pub helo: Option<String>,
+    /// The preset (`provider = "..."`) this relay was set up from, if any.
+    pub provider: Option<Provider>,
+    /// Most recipients the upstream takes in one transaction: split larger
+    /// envelopes. `None`: no known limit. The provider's limit unless the
+    /// `max_recipients` key says otherwise.
+    pub max_recipients: Option<usize>,
+    /// Largest message, in octets, the upstream takes. `None`: no known
+    /// limit. The provider's limit unless the `max_message_size` key says
+    /// otherwise.
+    pub max_message_size: Option<usize>,
+    /// Header fields (name, value) put on top of every message sent through
+    /// this relay, unless the message already has a field of that name. They
+    /// are added after DKIM signing and are not in any signature's `h=` list,
+    /// so signatures stay valid. SendGrid: `X-SMTPAPI` turning click and open
+    /// tracking off (both rewrite the body, which breaks DKIM).
+    pub extra_headers: Vec<(String, String)>,
+}
+
+/// A mail service whose SMTP settings `provider = "..."` fills in
+/// (see docs/providers.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    Ses,
+    Sendgrid,
+    Resend,
+    Mailgun,
+    Postmark,
+    Brevo,
+}
+
+/// Octets in the providers' "MB": the stricter, decimal reading.
+const MB: usize = 1000 * 1000;
+
+/// AWS regions with an SES SMTP endpoint, for the error when `region` is
+/// missing (not a whitelist: a well-formed region not listed here is used).
+pub const SES_REGIONS: &[&str] = &[
+    "us-east-1",
+    "us-east-2",
+    "us-west-2",
+    "ca-central-1",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-central-1",
+    "eu-south-1",
+    "eu-north-1",
+    "ap-south-1",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "sa-east-1",
+];
+
+/// What SendGrid's `X-SMTPAPI` field says for every message: no click or open
+/// tracking (they rewrite links and add a pixel, which breaks DKIM).
+pub const SENDGRID_SMTPAPI: &str =
+    r#"{"filters":{"clicktrack":{"settings":{"enable":0}},"opentrack":{"settings":{"enable":0}}}}"#;
+
+impl Provider {
+    pub const ALL: [Provider; 6] =
+        [Provider::Ses, Provider::Sendgrid, Provider::Resend, Provider::Mailgun, Provider::Postmark, Provider::Brevo];
+
+    /// The value of `provider`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Ses => "ses",
+            Provider::Sendgrid => "sendgrid",
+            Provider::Resend => "resend",
+            Provider::Mailgun => "mailgun",
+            Provider::Postmark => "postmark",
+            Provider::Brevo => "brevo",
+        }
+    }
+
+    /// The name in prose.
+    pub fn label(self) -> &'static str {
+        match self {
+            Provider::Ses => "Amazon SES",
+            Provider::Sendgrid => "SendGrid",
+            Provider::Resend => "Resend",
+            Provider::Mailgun => "Mailgun",
+            Provider::Postmark => "Postmark",
+            Provider::Brevo => "Brevo",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Provider> {
+        Provider::ALL.into_iter().find(|p| p.name() == s)
+    }
+
+    /// The SMTP host; `region` is SES's AWS region or Mailgun's `"us"`/`"eu"`,
+    /// already checked.
+    pub fn host(self, region: Option<&str>) -> String {
+        match (self, region) {
+            (Provider::Ses, Some(region)) => format!("email-smtp.{region}.amazonaws.com"),
+            (Provider::Ses, None) => "email-smtp.us-east-1.amazonaws.com".into(),
+            (Provider::Sendgrid, _) => "smtp.sendgrid.net".into(),
+            (Provider::Resend, _) => "smtp.resend.com".into(),
+            (Provider::Mailgun, Some("eu")) => "smtp.eu.mailgun.org".into(),
+            (Provider::Mailgun, _) => "smtp.mailgun.org".into(),
+            (Provider::Postmark, _) => "smtp.postmarkapp.com".into(),
+            (Provider::Brevo, _) => "smtp-relay.brevo.com".into(),
+        }
+    }
+
+    /// The TLS mode used when `tls` is not set.
+    pub fn tls(self) -> TlsMode {
+        match self {
+            Provider::Resend => TlsMode::Implicit,
+            _ => TlsMode::Starttls,
+        }
+    }
+
+    /// The port for a TLS mode when `port` is not set; `None`: the provider
+    /// has no port for it.
+    pub fn port(self, tls: TlsMode) -> Option<u16> {
+        match (self, tls) {
+            (Provider::Postmark, TlsMode::Implicit) => None,
+            (_, TlsMode::Implicit) => Some(465),
+            _ => Some(587),
+        }
+    }
+
+    /// The login the provider requires, filled in when `user` is absent.
+    pub fn fixed_user(self) -> Option<&'static str> {
+        match self {
+            Provider::Sendgrid => Some("apikey"),
+            Provider::Resend => Some("resend"),
+            _ => None,
+        }
+    }
+
+    /// Recipients per message the provider takes.
+    pub fn max_recipients(self) -> usize {
+        match self {
+            Provider::Ses => 50,
+            Provider::Sendgrid => 1000,
+            Provider::Resend => 50,
+            Provider::Mailgun => 1000,
+            Provider::Postmark => 50,
+            Provider::Brevo => 99,
+        }
+    }
+
+    /// Largest message (headers, body and encoded attachments), in octets.
+    pub fn max_message_size(self) -> usize {
+        match self {
+            Provider::Ses => 40 * MB,
+            Provider::Sendgrid => 30 * MB,
+            Provider::Resend => 40 * MB,
+            Provider::Mailgun => 25 * MB,
+            Provider::Postmark => 10 * MB,
+            Provider::Brevo => 20 * MB,
+        }
+    }
+
+    /// Header fields put on every message.
+    pub fn extra_headers(self) -> Vec<(String, String)> {
+        match self {
+            Provider::Sendgrid => vec![("X-SMTPAPI".into(), SENDGRID_SMTPAPI.into())],
+            _ => Vec::new(),
+        }
+    }
+
+    /// How to fill in the credentials, for errors.
+    fn credentials_hint(self) -> &'static str {
+        match self {
+            Provider::Ses => {
+                "user = \"AKIA...\" and password = \"${SES_SMTP_PASSWORD}\": the SES SMTP credentials (SES console, SMTP settings, Create SMTP credentials); they are not your IAM access keys and work in one region only"
+            }
+            Provider::Sendgrid => "password = \"${SENDGRID_API_KEY}\": an API key with Mail Send permission",
+            Provider::Resend => "password = \"${RESEND_API_KEY}\": a Resend API key",
+            Provider::Mailgun => {
+                "user = \"postmaster@mg.example.com\" and password = \"${MAILGUN_SMTP_PASSWORD}\": the sending domain's SMTP credentials (Mailgun, domain settings, SMTP credentials)"
+            }
+            Provider::Postmark => {
+                "password = \"${POSTMARK_SERVER_TOKEN}\": the Server API token, which is also the user"
+            }
+            Provider::Brevo => {
+                "user = \"<your SMTP login>\" and password = \"${BREVO_SMTP_KEY}\": the SMTP login and an SMTP key (not an API key) from Brevo's SMTP & API settings"
+            }
+        }
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -305,6 +494,10 @@ struct RawRelay {
     ca_file: Option<String>,
     timeout_secs: Option<u64>,
     helo: Option<String>,
+    provider: Option<String>,
+    region: Option<String>,
+    max_recipients: Option<usize>,
+    max_message_size: Option<usize>,
 }
 
 /// Defaults, in one place so the docs can be checked against them.
@@ -643,8 +836,31 @@ impl Resolver<'_> {
 
     fn relay(&mut self, name: &str, r: RawRelay) -> Option<Relay> {
         let key = format!("relays.{name}");
+        let provider = match self.string(&format!("{key}.provider"), r.provider) {
+            None => None,
+            Some(p) => match Provider::parse(&p) {
+                Some(p) => Some(p),
+                None => {
+                    self.error(format!(
+                        "{key}.provider = {p:?} is not a known provider; use one of {} (or leave provider out and set host)",
+                        Provider::ALL.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(", ")
+                    ));
+                    return None;
+                }
+            },
+        };
+        let region = self.string(&format!("{key}.region"), r.region);
         match r.kind.as_deref().unwrap_or("smtp") {
             "outbox" => {
+                if let Some(p) = provider {
+                    self.error(format!(
+                        "{key}: provider = \"{p}\" sets up an SMTP relay, but kind = \"outbox\" writes to a folder; remove one of them"
+                    ));
+                    return None;
+                }
+                if region.is_some() {
+                    self.error(format!("{key}.region is for provider = \"ses\" or \"mailgun\", not kind = \"outbox\""));
+                }
                 let Some(dir) = r.dir else {
                     self.error(format!("{key}: kind = \"outbox\" needs dir = \"folder\""));
                     return None;
@@ -652,23 +868,86 @@ impl Resolver<'_> {
                 Some(Relay::Outbox { dir: self.path(&dir) })
             }
             "smtp" => {
-                let Some(host) = self.string(&format!("{key}.host"), r.host) else {
-                    self.error(format!("{key}: kind = \"smtp\" needs host = \"smtp.example.com\""));
-                    return None;
+                let explicit_host = self.string(&format!("{key}.host"), r.host);
+                let region = self.region(&key, provider, region, explicit_host.is_some())?;
+                let host = match (explicit_host, provider) {
+                    (Some(host), _) => host,
+                    (None, Some(p)) => p.host(region.as_deref()),
+                    (None, None) => {
+                        self.error(format!(
+                            "{key}: kind = \"smtp\" needs host = \"smtp.example.com\", or provider = \"ses\" (or another preset, see docs/providers.md)"
+                        ));
+                        return None;
+                    }
                 };
-                let tls = r.tls.unwrap_or(TlsMode::Starttls);
-                let port = r.port.unwrap_or(match tls {
-                    TlsMode::Implicit => 465,
-                    _ => 587,
-                });
-                let user = self.string(&format!("{key}.user"), r.user);
+                let tls = r.tls.unwrap_or(provider.map(Provider::tls).unwrap_or(TlsMode::Starttls));
+                let port = match (r.port, provider) {
+                    (Some(port), _) => port,
+                    (None, Some(p)) => match p.port(tls) {
+                        Some(port) => port,
+                        None => {
+                            self.error(format!(
+                                "{key}: {} offers no implicit-TLS port; use tls = \"starttls\" (port 587), or set port if you know better",
+                                p.label()
+                            ));
+                            return None;
+                        }
+                    },
+                    (None, None) => match tls {
+                        TlsMode::Implicit => 465,
+                        _ => 587,
+                    },
+                };
+                let (user_given, password_given) = (r.user.is_some(), r.password.is_some());
+                let mut user = self.string(&format!("{key}.user"), r.user);
                 let password = self.string(&format!("{key}.password"), r.password);
-                if user.is_some() != password.is_some() {
-                    self.error(format!("{key}: user and password go together"));
+                match provider {
+                    Some(p) => {
+                        if let Some(fixed) = p.fixed_user() {
+                            match &user {
+                                None if !user_given => user = Some(fixed.to_string()),
+                                Some(u) if u != fixed => self.error(format!(
+                                    "{key}.user = {u:?}: {} SMTP logs in as the literal user `{fixed}` with an API key as password; remove user (it defaults to \"{fixed}\") and set password = the API key",
+                                    p.label()
+                                )),
+                                _ => {}
+                            }
+                        }
+                        if p == Provider::Postmark && !user_given {
+                            // The Server API token is both user and password.
+                            user = password.clone();
+                        }
+                        if p == Provider::Mailgun {
+                            if let Some(u) = user.as_deref().filter(|u| !u.contains('@')) {
+                                self.error(format!(
+                                    "{key}.user = {u:?}: Mailgun SMTP logins are full addresses on your sending domain, e.g. \"postmaster@mg.example.com\""
+                                ));
+                            }
+                        }
+                        let needs_user = p.fixed_user().is_none() && p != Provider::Postmark;
+                        if !password_given || (needs_user && !user_given) {
+                            self.error(format!("{key}: provider = \"{p}\" needs {}", p.credentials_hint()));
+                        }
+                    }
+                    None => {
+                        if user_given != password_given {
+                            self.error(format!("{key}: user and password go together"));
+                        }
+                    }
                 }
                 if user.is_some() && tls == TlsMode::None && !is_loopback_host(&host) {
                     self.error(format!(
                         "{key}: refusing to send the upstream password in clear text to {host}; use tls = \"starttls\" or \"implicit\""
+                    ));
+                }
+                let max_recipients = r.max_recipients.or(provider.map(Provider::max_recipients));
+                if max_recipients == Some(0) {
+                    self.error(format!("{key}.max_recipients must be at least 1"));
+                }
+                let max_message_size = r.max_message_size.or(provider.map(Provider::max_message_size));
+                if let Some(size) = max_message_size.filter(|s| *s < 1024) {
+                    self.error(format!(
+                        "{key}.max_message_size = {size} is below the minimum of 1024 octets; it counts octets, e.g. 10000000 for 10 MB"
                     ));
                 }
                 Some(Relay::Smtp(SmtpRelay {
@@ -681,12 +960,73 @@ impl Resolver<'_> {
                     ca_file: r.ca_file.map(|p| self.path(&p)),
                     timeout: Duration::from_secs(r.timeout_secs.unwrap_or(defaults::RELAY_TIMEOUT_SECS)),
                     helo: r.helo,
+                    provider,
+                    max_recipients,
+                    max_message_size,
+                    extra_headers: provider.map(Provider::extra_headers).unwrap_or_default(),
                 }))
             }
             other => {
                 self.error(format!("{key}.kind = {other:?}: use \"smtp\" or \"outbox\""));
                 None
             }
+        }
+    }
+
+    /// Checks `region` against the provider: SES needs an AWS region (unless
+    /// `host` is set), Mailgun takes `"us"` or `"eu"`, the others none.
+    /// `None` (with an error recorded) when the relay cannot be built.
+    fn region(
+        &mut self,
+        key: &str,
+        provider: Option<Provider>,
+        region: Option<String>,
+        has_host: bool,
+    ) -> Option<Option<String>> {
+        match (provider, region) {
+            (Some(Provider::Ses), None) if !has_host => {
+                self.error(format!(
+                    "{key}: provider = \"ses\" needs region = \"...\", the AWS region of your SES account and SMTP credentials, e.g. {}",
+                    SES_REGIONS.join(", ")
+                ));
+                None
+            }
+            (Some(Provider::Ses), Some(region)) => {
+                let ok = region.split('-').count() >= 3
+                    && region.split('-').all(|part| !part.is_empty())
+                    && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && region.ends_with(|c: char| c.is_ascii_digit());
+                if !ok {
+                    self.error(format!(
+                        "{key}.region = {region:?} is not an AWS region name; use the code, e.g. \"eu-west-1\" (Ireland) or \"us-east-1\" (N. Virginia)"
+                    ));
+                    return None;
+                }
+                Some(Some(region))
+            }
+            (Some(Provider::Mailgun), Some(region)) => match region.as_str() {
+                "us" | "eu" => Some(Some(region)),
+                _ => {
+                    self.error(format!(
+                        "{key}.region = {region:?}: Mailgun's regions are \"us\" (the default, smtp.mailgun.org) and \"eu\" (smtp.eu.mailgun.org)"
+                    ));
+                    None
+                }
+            },
+            (Some(p), Some(_)) => {
+                self.error(format!(
+                    "{key}.region: {} has no regions to choose from; remove region (it is for provider = \"ses\" or \"mailgun\")",
+                    p.label()
+                ));
+                None
+            }
+            (None, Some(_)) => {
+                self.error(format!(
+                    "{key}.region is only used with provider = \"ses\" or \"mailgun\"; with host set, the host name already says the region"
+                ));
+                None
+            }
+            (_, None) => Some(None),
         }
     }
 }
@@ -822,6 +1162,209 @@ mod tests {
         std::env::set_var("MF_TEST_SECRET", "s3cret");
         assert_eq!(expand_env("a${MF_TEST_SECRET}b").unwrap(), "as3cretb");
         assert_eq!(expand_env("${MF_TEST_UNSET_VAR}").unwrap_err(), "MF_TEST_UNSET_VAR");
+    }
+
+    /// One `[relays.r]` table after a minimal listener.
+    fn relay(body: &str) -> Result<SmtpRelay, ConfigError> {
+        std::env::set_var("MF_TEST_RELAY_SECRET", "s3cret");
+        let c = parse(&format!("[[listeners]]\naddress = \"127.0.0.1:1\"\n[relays.r]\n{body}"))?;
+        let Relay::Smtp(r) = c.relays["r"].clone() else { panic!("not an smtp relay") };
+        Ok(r)
+    }
+
+    fn relay_err(body: &str) -> String {
+        relay(body).map(|r| panic!("accepted: {r:?}")).unwrap_err().message
+    }
+
+    #[test]
+    fn ses_preset() {
+        let r = relay("provider = \"ses\"\nregion = \"eu-west-1\"\nuser = \"AKIAEXAMPLE\"\npassword = \"${MF_TEST_RELAY_SECRET}\"\n")
+            .unwrap();
+        assert_eq!(r.host, "email-smtp.eu-west-1.amazonaws.com");
+        assert_eq!((r.port, r.tls), (587, TlsMode::Starttls));
+        assert_eq!((r.user.as_deref(), r.password.as_deref()), (Some("AKIAEXAMPLE"), Some("s3cret")));
+        assert_eq!(r.provider, Some(Provider::Ses));
+        assert_eq!((r.max_recipients, r.max_message_size), (Some(50), Some(40_000_000)));
+        assert!(r.extra_headers.is_empty());
+        // Implicit TLS moves the port with it.
+        let r = relay(
+            "provider = \"ses\"\nregion = \"us-east-2\"\ntls = \"implicit\"\nuser = \"AKIA\"\npassword = \"p\"\n",
+        )
+        .unwrap();
+        assert_eq!((r.host.as_str(), r.port, r.tls), ("email-smtp.us-east-2.amazonaws.com", 465, TlsMode::Implicit));
+    }
+
+    #[test]
+    fn ses_needs_a_region_and_credentials() {
+        let e = relay_err("provider = \"ses\"\nuser = \"AKIA\"\npassword = \"p\"\n");
+        assert!(e.contains("relays.r: provider = \"ses\" needs region"), "{e}");
+        assert!(e.contains("eu-west-1") && e.contains("us-east-1"), "the usual regions are listed: {e}");
+        let e = relay_err("provider = \"ses\"\nregion = \"Ireland\"\nuser = \"AKIA\"\npassword = \"p\"\n");
+        assert!(e.contains("relays.r.region = \"Ireland\" is not an AWS region"), "{e}");
+        let e = relay_err("provider = \"ses\"\nregion = \"eu-west-1\"\npassword = \"p\"\n");
+        assert!(e.contains("needs user = \"AKIA...\" and password") && e.contains("not your IAM access keys"), "{e}");
+        let e = relay_err("provider = \"ses\"\nregion = \"eu-west-1\"\n");
+        assert!(e.contains("SES SMTP credentials"), "{e}");
+        // A host of your own (e.g. a VPC endpoint) needs no region.
+        let r = relay("provider = \"ses\"\nhost = \"vpce-1.email-smtp.eu-west-1.vpce.amazonaws.com\"\nuser = \"AKIA\"\npassword = \"p\"\n")
+            .unwrap();
+        assert_eq!(r.host, "vpce-1.email-smtp.eu-west-1.vpce.amazonaws.com");
+        assert_eq!(r.max_recipients, Some(50));
+    }
+
+    #[test]
+    fn sendgrid_preset() {
+        let r = relay("provider = \"sendgrid\"\npassword = \"SG.x.y\"\n").unwrap();
+        assert_eq!((r.host.as_str(), r.port, r.tls), ("smtp.sendgrid.net", 587, TlsMode::Starttls));
+        assert_eq!((r.user.as_deref(), r.password.as_deref()), (Some("apikey"), Some("SG.x.y")));
+        assert_eq!((r.max_recipients, r.max_message_size), (Some(1000), Some(30_000_000)));
+        assert_eq!(r.extra_headers, vec![("X-SMTPAPI".to_string(), SENDGRID_SMTPAPI.to_string())]);
+        // The header is JSON turning both tracking filters off.
+        assert!(SENDGRID_SMTPAPI.contains(r#""clicktrack":{"settings":{"enable":0}}"#));
+        assert!(SENDGRID_SMTPAPI.contains(r#""opentrack":{"settings":{"enable":0}}"#));
+        // Writing the literal user is fine too.
+        assert_eq!(
+            relay("provider = \"sendgrid\"\nuser = \"apikey\"\npassword = \"k\"\n").unwrap().user.as_deref(),
+            Some("apikey")
+        );
+    }
+
+    #[test]
+    fn sendgrid_logs_in_as_apikey_only() {
+        let e = relay_err("provider = \"sendgrid\"\nuser = \"me@example.com\"\npassword = \"k\"\n");
+        assert!(
+            e.contains("relays.r.user = \"me@example.com\": SendGrid SMTP logs in as the literal user `apikey` with an API key as password"),
+            "{e}"
+        );
+        let e = relay_err("provider = \"sendgrid\"\n");
+        assert!(e.contains("needs password = \"${SENDGRID_API_KEY}\""), "{e}");
+    }
+
+    #[test]
+    fn resend_preset() {
+        let r = relay("provider = \"resend\"\npassword = \"re_x\"\n").unwrap();
+        assert_eq!((r.host.as_str(), r.port, r.tls), ("smtp.resend.com", 465, TlsMode::Implicit));
+        assert_eq!(r.user.as_deref(), Some("resend"));
+        assert_eq!((r.max_recipients, r.max_message_size), (Some(50), Some(40_000_000)));
+        let r = relay("provider = \"resend\"\ntls = \"starttls\"\npassword = \"re_x\"\n").unwrap();
+        assert_eq!((r.port, r.tls), (587, TlsMode::Starttls));
+        let e = relay_err("provider = \"resend\"\nuser = \"apikey\"\npassword = \"re_x\"\n");
+        assert!(e.contains("Resend SMTP logs in as the literal user `resend`"), "{e}");
+    }
+
+    #[test]
+    fn mailgun_preset() {
+        let r = relay("provider = \"mailgun\"\nuser = \"postmaster@mg.example.com\"\npassword = \"p\"\n").unwrap();
+        assert_eq!((r.host.as_str(), r.port, r.tls), ("smtp.mailgun.org", 587, TlsMode::Starttls));
+        assert_eq!((r.max_recipients, r.max_message_size), (Some(1000), Some(25_000_000)));
+        let r =
+            relay("provider = \"mailgun\"\nregion = \"eu\"\nuser = \"postmaster@mg.example.com\"\npassword = \"p\"\n")
+                .unwrap();
+        assert_eq!(r.host, "smtp.eu.mailgun.org");
+        assert_eq!(
+            relay("provider = \"mailgun\"\nregion = \"us\"\nuser = \"a@b\"\npassword = \"p\"\n").unwrap().host,
+            "smtp.mailgun.org"
+        );
+        let e = relay_err("provider = \"mailgun\"\nregion = \"eu-west-1\"\nuser = \"a@b\"\npassword = \"p\"\n");
+        assert!(e.contains("Mailgun's regions are \"us\"") && e.contains("\"eu\""), "{e}");
+        let e = relay_err("provider = \"mailgun\"\nuser = \"postmaster\"\npassword = \"p\"\n");
+        assert!(e.contains("relays.r.user = \"postmaster\": Mailgun SMTP logins are full addresses"), "{e}");
+        let e = relay_err("provider = \"mailgun\"\npassword = \"p\"\n");
+        assert!(e.contains("needs user = \"postmaster@mg.example.com\""), "{e}");
+    }
+
+    #[test]
+    fn postmark_preset() {
+        // The Server API token alone: it is the user too.
+        let r = relay("provider = \"postmark\"\npassword = \"${MF_TEST_RELAY_SECRET}\"\n").unwrap();
+        assert_eq!((r.host.as_str(), r.port, r.tls), ("smtp.postmarkapp.com", 587, TlsMode::Starttls));
+        assert_eq!((r.user.as_deref(), r.password.as_deref()), (Some("s3cret"), Some("s3cret")));
+        assert_eq!((r.max_recipients, r.max_message_size), (Some(50), Some(10_000_000)));
+        // SMTP tokens (access key and secret) differ, and are taken as written.
+        let r = relay("provider = \"postmark\"\nuser = \"access\"\npassword = \"secret\"\n").unwrap();
+        assert_eq!((r.user.as_deref(), r.password.as_deref()), (Some("access"), Some("secret")));
+        let e = relay_err("provider = \"postmark\"\ntls = \"implicit\"\npassword = \"t\"\n");
+        assert!(e.contains("Postmark offers no implicit-TLS port"), "{e}");
+        let e = relay_err("provider = \"postmark\"\nuser = \"t\"\n");
+        assert!(e.contains("needs password = \"${POSTMARK_SERVER_TOKEN}\""), "{e}");
+    }
+
+    #[test]
+    fn brevo_preset() {
+        let r = relay("provider = \"brevo\"\nuser = \"login@smtp-brevo.com\"\npassword = \"xsmtpsib-k\"\n").unwrap();
+        assert_eq!((r.host.as_str(), r.port, r.tls), ("smtp-relay.brevo.com", 587, TlsMode::Starttls));
+        assert_eq!((r.max_recipients, r.max_message_size), (Some(99), Some(20_000_000)));
+        let e = relay_err("provider = \"brevo\"\npassword = \"k\"\n");
+        assert!(e.contains("an SMTP key (not an API key)"), "{e}");
+    }
+
+    #[test]
+    fn explicit_keys_override_a_preset() {
+        let r = relay(
+            "provider = \"postmark\"\nhost = \"smtp-broadcasts.postmarkapp.com\"\nport = 2525\npassword = \"t\"\nmax_recipients = 10\nmax_message_size = 5000000\n",
+        )
+        .unwrap();
+        assert_eq!((r.host.as_str(), r.port, r.tls), ("smtp-broadcasts.postmarkapp.com", 2525, TlsMode::Starttls));
+        assert_eq!((r.max_recipients, r.max_message_size), (Some(10), Some(5_000_000)));
+        // Implicit TLS on an explicit port, even where the preset has none.
+        let r = relay("provider = \"postmark\"\ntls = \"implicit\"\nport = 4465\npassword = \"t\"\n").unwrap();
+        assert_eq!((r.port, r.tls), (4465, TlsMode::Implicit));
+        // Limits on a plain smarthost; none by default.
+        let r = relay("host = \"smtp.example.com\"\nmax_recipients = 20\n").unwrap();
+        assert_eq!((r.provider, r.max_recipients, r.max_message_size), (None, Some(20), None));
+        assert!(r.extra_headers.is_empty());
+    }
+
+    #[test]
+    fn provider_mistakes_name_the_key() {
+        let e = relay_err("provider = \"sparkpost\"\n");
+        assert!(
+            e.contains("relays.r.provider = \"sparkpost\" is not a known provider; use one of \"ses\", \"sendgrid\""),
+            "{e}"
+        );
+        let e = relay_err("kind = \"outbox\"\ndir = \"out\"\nprovider = \"ses\"\n");
+        assert!(e.contains("relays.r: provider = \"ses\" sets up an SMTP relay, but kind = \"outbox\""), "{e}");
+        let e = relay_err("host = \"smtp.example.com\"\nregion = \"eu-west-1\"\n");
+        assert!(e.contains("relays.r.region is only used with provider = \"ses\" or \"mailgun\""), "{e}");
+        let e = relay_err("provider = \"sendgrid\"\nregion = \"eu\"\npassword = \"k\"\n");
+        assert!(e.contains("relays.r.region: SendGrid has no regions"), "{e}");
+        let e = relay_err("provider = \"sendgrid\"\npassword = \"k\"\nmax_recipients = 0\n");
+        assert!(e.contains("relays.r.max_recipients must be at least 1"), "{e}");
+        let e = relay_err("provider = \"sendgrid\"\npassword = \"k\"\nmax_message_size = 30\n");
+        assert!(e.contains("relays.r.max_message_size = 30 is below the minimum"), "{e}");
+        let e = relay_err("provider = \"sendgrid\"\npassword = \"k\"\ntls = \"none\"\n");
+        assert!(e.contains("refusing to send the upstream password in clear text to smtp.sendgrid.net"), "{e}");
+        let e = relay_err("user = \"u\"\n");
+        assert!(e.contains("needs host = \"smtp.example.com\", or provider = \"ses\""), "{e}");
+    }
+
+    #[test]
+    fn providers_doc_matches_the_presets() {
+        let doc = include_str!("../docs/providers.md");
+        for p in Provider::ALL {
+            let host = match p {
+                Provider::Ses => "email-smtp.<region>.amazonaws.com".to_string(),
+                _ => p.host(None),
+            };
+            let tls = match p.tls() {
+                TlsMode::Implicit => "implicit",
+                _ => "STARTTLS",
+            };
+            let row = format!(
+                "| `{}` | `{host}` | {} | {tls} | {} | {} | {} MB |",
+                p.name(),
+                p.port(p.tls()).unwrap(),
+                match p.fixed_user() {
+                    Some(u) => format!("`{u}`"),
+                    None if p == Provider::Postmark => "the token".to_string(),
+                    None => "yours".to_string(),
+                },
+                p.max_recipients(),
+                p.max_message_size() / MB,
+            );
+            assert!(doc.contains(&row), "docs/providers.md has no row {row:?}");
+        }
+        assert!(doc.contains(SENDGRID_SMTPAPI), "docs/providers.md shows the X-SMTPAPI value");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! a folder, fsynced, so a fresh install shows the whole path working with
 //! nothing else installed. Secrets (upstream passwords) stay here in the host.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -123,6 +124,29 @@ impl Relays {
         self.relays.contains_key(relay)
     }
 
+    /// Most recipients the relay takes in one transaction (`max_recipients`,
+    /// or its provider's limit); `None`: no known limit (outbox relays, plain
+    /// smarthosts, unknown names).
+    pub fn max_recipients(&self, relay: &str) -> Option<usize> {
+        match self.relays.get(relay)? {
+            RelayImpl::Smtp { cfg, .. } => cfg.max_recipients,
+            RelayImpl::Outbox { .. } => None,
+        }
+    }
+
+    /// Largest message, in octets, to hand to the relay as stored (before the
+    /// relay's extra header fields are put on top: their size is already taken
+    /// off); `None`: no known limit.
+    pub fn max_message_size(&self, relay: &str) -> Option<usize> {
+        match self.relays.get(relay)? {
+            RelayImpl::Smtp { cfg, .. } => cfg.max_message_size.map(|max| {
+                let extra: usize = cfg.extra_headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+                max.saturating_sub(extra)
+            }),
+            RelayImpl::Outbox { .. } => None,
+        }
+    }
+
     /// One delivery attempt of a queued message through `relay`, with an
     /// outcome per recipient (in order). `Err` when the attempt failed as a
     /// whole (connection, TLS, credentials, MAIL FROM or DATA refused):
@@ -157,6 +181,12 @@ impl Relays {
             }
             RelayImpl::Smtp { cfg, tls } => {
                 let where_ = format!("{}:{}", cfg.host, cfg.port);
+                let message: Cow<'_, [u8]> = if cfg.extra_headers.is_empty() {
+                    Cow::Borrowed(message)
+                } else {
+                    Cow::Owned(with_extra_headers(message, &cfg.extra_headers))
+                };
+                let message = &*message;
                 let builder = self.builder(cfg, tls);
                 let result = match cfg.tls {
                     TlsMode::None => match builder.connect_plain().await {
@@ -183,6 +213,53 @@ impl Relays {
         }
         builder
     }
+}
+
+/// The message with `headers` (name, value) put on top, in order, each as one
+/// `Name: value` line, except a name the message's header section already has
+/// (compared without regard to case): the sender's own field wins. A field added
+/// on top is not in any DKIM signature's `h=` list, so signatures made before
+/// stay valid. CR and LF in a value become spaces; a name that is not a valid
+/// field name is left out.
+pub fn with_extra_headers(message: &[u8], headers: &[(String, String)]) -> Vec<u8> {
+    let present = header_names(message);
+    let mut out = Vec::with_capacity(message.len() + headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>());
+    for (name, value) in headers {
+        let valid = !name.is_empty() && name.bytes().all(|b| (33..=126).contains(&b) && b != b':');
+        if !valid {
+            tracing::warn!(name, "not a valid header field name; not added");
+            continue;
+        }
+        if present.iter().any(|p| p.eq_ignore_ascii_case(name.as_bytes())) {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend(value.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(message);
+    out
+}
+
+/// The field names of a message's header section (up to the first empty line).
+fn header_names(message: &[u8]) -> Vec<&[u8]> {
+    let mut names = Vec::new();
+    for line in message.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            continue; // folded continuation
+        }
+        if let Some(colon) = line.iter().position(|&b| b == b':') {
+            let name = &line[..colon];
+            let end = name.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
+            names.push(&name[..end]);
+        }
+    }
+    names
 }
 
 fn params_of(list: &[(String, Option<String>)]) -> Parameters<'static> {
@@ -304,6 +381,9 @@ async fn send_smtp(
     envelope: &wit::Envelope,
     mut body: Vec<u8>,
 ) -> Result<wit::Reply, SendFailure> {
+    if !cfg.extra_headers.is_empty() {
+        body = with_extra_headers(&body, &cfg.extra_headers);
+    }
     // mail-send ends the data with CRLF "." CRLF itself; the message's own
     // final CRLF would otherwise become an extra empty line upstream.
     if body.ends_with(b"\r\n") {
@@ -409,4 +489,62 @@ fn write_outbox(dir: &Path, envelope: &wit::Envelope, message: &[u8], session: &
         return Err(e);
     }
     Ok(wit::Reply { code: 250, enhanced: Some("2.0.0".into()), text: format!("saved to outbox as {name}") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn smtpapi() -> Vec<(String, String)> {
+        vec![("X-SMTPAPI".to_string(), crate::config::SENDGRID_SMTPAPI.to_string())]
+    }
+
+    #[test]
+    fn extra_headers_go_on_top_and_leave_the_message_intact() {
+        let msg = b"DKIM-Signature: v=1; a=rsa-sha256; d=example.com;\r\n b=abc\r\nFrom: a@example.com\r\nSubject: hi\r\n\r\nbody\r\n";
+        let out = with_extra_headers(msg, &smtpapi());
+        let expected_head = format!("X-SMTPAPI: {}\r\n", crate::config::SENDGRID_SMTPAPI);
+        assert!(out.starts_with(expected_head.as_bytes()), "{}", String::from_utf8_lossy(&out));
+        assert_eq!(&out[expected_head.len()..], &msg[..], "the signed message follows byte for byte");
+    }
+
+    #[test]
+    fn several_headers_keep_their_order() {
+        let headers = vec![("X-A".to_string(), "1".to_string()), ("X-B".to_string(), "2".to_string())];
+        let out = with_extra_headers(b"Subject: s\r\n\r\nb\r\n", &headers);
+        assert_eq!(out, b"X-A: 1\r\nX-B: 2\r\nSubject: s\r\n\r\nb\r\n");
+    }
+
+    #[test]
+    fn a_field_the_sender_set_wins() {
+        let msg = b"From: a@example.com\r\nx-smtpapi : {\"category\":[\"x\"]}\r\n\r\nbody\r\n";
+        assert_eq!(with_extra_headers(msg, &smtpapi()), msg.to_vec());
+    }
+
+    #[test]
+    fn only_the_header_section_counts() {
+        // The name in the body (after the empty line) or in a folded line is not a field.
+        let msg = b"Subject: s\r\n X-SMTPAPI: folded\r\n\r\nX-SMTPAPI: in the body\r\n";
+        let out = with_extra_headers(msg, &smtpapi());
+        assert!(out.starts_with(b"X-SMTPAPI: {"), "{}", String::from_utf8_lossy(&out));
+        assert!(out.ends_with(msg));
+    }
+
+    #[test]
+    fn values_cannot_inject_lines_and_bad_names_are_dropped() {
+        let headers = vec![
+            ("X-Ok".to_string(), "a\r\nBcc: evil@example.net".to_string()),
+            ("Bad Name".to_string(), "x".to_string()),
+            ("Bad:Name".to_string(), "x".to_string()),
+            (String::new(), "x".to_string()),
+        ];
+        let out = with_extra_headers(b"Subject: s\r\n\r\n", &headers);
+        assert_eq!(out, b"X-Ok: a  Bcc: evil@example.net\r\nSubject: s\r\n\r\n");
+    }
+
+    #[test]
+    fn no_headers_no_change() {
+        let msg = b"Subject: s\r\n\r\nbody\r\n";
+        assert_eq!(with_extra_headers(msg, &[]), msg.to_vec());
+    }
 }

@@ -846,7 +846,8 @@ fn kill_minus_9_never_loses_an_acknowledged_message() {
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "lock")
+        // The lock file and the running server's control socket belong there.
+        .filter(|n| n != "lock" && n != "control.sock")
         .collect();
     let log = logs.lock().unwrap().join("\n");
     let recovered = log.lines().filter(|l| l.contains("queued messages found in the spool")).count();
@@ -871,4 +872,147 @@ fn kill_minus_9_never_loses_an_acknowledged_message() {
     assert!(refused.is_empty(), "replies other than 250 to DATA: {refused:?}");
     assert!(!log.contains("unreadable queue entry") && !log.contains("without its message file"), "{log}");
     drop(daemon);
+}
+
+/// `mailferry queue …` on a running server (through its control socket),
+/// then on the spool of a stopped one.
+#[test]
+fn queue_commands_work_live_and_offline() {
+    // An upstream that is gone: messages stay queued.
+    let up = Upstream::start();
+    // Never reached: nothing to verify.
+    let relay = up.relay("starttls", "verify_certificate = false\n");
+    drop(up);
+    export_upstream_password();
+    let mut server = Server::start(Setup {
+        plugins: Some(queue_plugins()),
+        users: users_with_all_schemes(),
+        // Long waits: nothing moves unless asked.
+        extra: format!("{relay}\n[queue]\nretry_schedule_secs = [3600]\n"),
+        ..Default::default()
+    });
+    let mut c = submitter(&server);
+    let m = b"From: alice@example.com\r\nTo: bob@example.org\r\nSubject: stuck\r\n\r\nbody\r\n";
+    let a = assert_queued(&send(&mut c, "alice@example.com", &["bob@example.org", "carol@example.org"], m));
+    let b = assert_queued(&send(&mut c, "alice@example.com", &["dave@example.org"], m));
+    c.expect("QUIT", 221);
+    server.wait_log(&["will retry", &a]);
+    server.wait_log(&["will retry", &b]);
+    let config = server.path("mailferry.toml");
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN).arg("queue").args(args).arg("--config").arg(&config).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+
+    let (ok, list) = cli(&["list"]);
+    assert!(ok, "{list}");
+    assert!(list.contains(&a) && list.contains(&b), "{list}");
+    assert!(list.contains("bob@example.org, carol@example.org") && list.contains("attempts 1"), "{list}");
+    assert!(list.contains("last error: 451 4.4.1"), "{list}");
+    let (ok, show) = cli(&["show", &a]);
+    assert!(ok && show.contains("route:     up") && show.contains("<carol@example.org>  Pending"), "{show}");
+    let (ok, stats) = cli(&["stats"]);
+    assert!(ok && stats.contains("messages:            2") && stats.contains("recipients waiting:  3"), "{stats}");
+    // The socket belongs to the live server: retry makes it try at once.
+    let (ok, retry) = cli(&["retry", &a]);
+    assert!(ok && retry.contains("1 message(s)"), "{retry}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.log_text().lines().filter(|l| l.contains("delivery attempt failed") && l.contains(&a)).count() < 2 {
+        assert!(Instant::now() < deadline, "no second attempt after retry:\n{}", server.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (ok, del) = cli(&["delete", &b]);
+    assert!(ok && del.contains("deleted"), "{del}");
+    let (ok, err) = cli(&["show", &b]);
+    assert!(!ok && err.contains("no queued message"), "{err}");
+    let (ok, err) = cli(&["retry"]);
+    assert!(!ok && err.contains("--all"), "{err}");
+
+    // Stopped: the same commands read and change the spool itself.
+    unsafe { libc::kill(server.pid() as i32, libc::SIGTERM) };
+    assert!(server.wait_exit(Duration::from_secs(15)).is_some());
+    let (ok, list) = cli(&["list"]);
+    assert!(ok && list.contains(&a) && !list.contains(&b), "{list}");
+    let (ok, retry) = cli(&["retry", "--all"]);
+    assert!(ok && retry.contains("1 message(s)"), "{retry}");
+    let (ok, del) = cli(&["delete", &a]);
+    assert!(ok && del.contains("deleted"), "{del}");
+    let (ok, list) = cli(&["list"]);
+    assert!(ok && list.contains("The queue is empty."), "{list}");
+    assert!(spool_files(&server.path("state/queue")).is_empty());
+}
+
+/// SES answers `454 Throttling failure` when sending too fast: the relay
+/// is paused briefly and the message tried again after the pause, not after
+/// the (long) retry schedule, and without a bounce.
+#[test]
+fn throttling_pauses_the_relay_and_retries_soon() {
+    let up = Upstream::start();
+    export_upstream_password();
+    let server = Server::start(Setup {
+        plugins: Some(queue_plugins()),
+        users: users_with_all_schemes(),
+        // Only the throttle path can deliver within the test.
+        extra: format!("{}\n[queue]\nretry_schedule_secs = [600]\n", up.verified_relay()),
+        ..Default::default()
+    });
+    let mut c = submitter(&server);
+    let m = b"From: alice@example.com\r\nTo: x@example.org\r\nSubject: slow down\r\n\r\nbody\r\n";
+    let id = assert_queued(&send(&mut c, "alice@example.com", &["throttle2-x@example.org"], m));
+    c.expect("QUIT", 221);
+    server.wait_log(&["asks us to slow down", "pause_secs"]);
+    let stored = wait_stored(&out_of(&up), 1, Duration::from_secs(20), &server);
+    assert_eq!(stored[0].meta["rcpt_tos"], serde_json::json!(["throttle2-x@example.org"]));
+    // Paused twice (1 s, then 2 s), never bounced.
+    let pauses = server.log_text().lines().filter(|l| l.contains("asks us to slow down")).count();
+    assert_eq!(pauses, 2, "{}", server.log_text());
+    assert!(!server.log_text().contains("bouncing"));
+    wait_spool_empty(&server.path("state/queue"), Duration::from_secs(10), &|| server.log_text());
+    assert!(server.log_text().contains(&id));
+}
+
+/// A relay with `max_recipients` gets the recipients in parts, one
+/// transaction each; every recipient is delivered once.
+#[test]
+fn recipients_over_the_relay_limit_are_split() {
+    let up = Upstream::start();
+    export_upstream_password();
+    let relay = up.verified_relay().replace("timeout_secs = 20", "timeout_secs = 20\nmax_recipients = 2");
+    let server = start_server(relay, None);
+    let mut c = submitter(&server);
+    let rcpts = ["r1@example.org", "r2@example.org", "r3@example.org", "r4@example.org", "r5@example.org"];
+    let m = b"From: alice@example.com\r\nTo: list@example.org\r\nSubject: many\r\n\r\nbody\r\n";
+    assert_queued(&send(&mut c, "alice@example.com", &rcpts, m));
+    c.expect("QUIT", 221);
+    let stored = wait_stored(&out_of(&up), 3, Duration::from_secs(20), &server);
+    let parts: Vec<Vec<String>> = stored
+        .iter()
+        .map(|s| s.meta["rcpt_tos"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect())
+        .collect();
+    assert_eq!(parts.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 2, 1], "{parts:?}");
+    let all: Vec<String> = parts.concat();
+    assert_eq!(all, rcpts.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    wait_spool_empty(&server.path("state/queue"), Duration::from_secs(10), &|| server.log_text());
+}
+
+/// A message larger than every relay of its route takes is refused when it
+/// is submitted, not bounced later.
+#[test]
+fn too_big_for_the_route_is_refused_at_submission() {
+    let up = Upstream::start();
+    export_upstream_password();
+    let relay = up.verified_relay().replace("timeout_secs = 20", "timeout_secs = 20\nmax_message_size = 2048");
+    let server = start_server(relay, None);
+    let mut c = submitter(&server);
+    let line = "y".repeat(70) + "\r\n";
+    let big = format!("From: alice@example.com\r\nTo: bob@example.org\r\nSubject: big\r\n\r\n{}", line.repeat(40));
+    let r = send(&mut c, "alice@example.com", &["bob@example.org"], big.as_bytes());
+    assert_eq!(r.code, 552, "{r}");
+    assert!(r.text().contains("5.3.4") && r.text().contains("2048"), "{r}");
+    // A small one still goes.
+    let small = b"From: alice@example.com\r\nTo: bob@example.org\r\nSubject: small\r\n\r\nok\r\n";
+    assert_queued(&send(&mut c, "alice@example.com", &["bob@example.org"], small));
+    c.expect("QUIT", 221);
+    let stored = wait_stored(&out_of(&up), 1, Duration::from_secs(20), &server);
+    assert_eq!(stored.len(), 1);
 }

@@ -12,6 +12,7 @@
 //! Hand-written: the queue is the product itself; the pieces under it are
 //! crates (mail-send for SMTP, serde_json for the entries).
 
+pub mod control;
 pub mod dsn;
 pub mod spool;
 
@@ -41,6 +42,26 @@ pub struct Queue {
     slots: HashMap<String, Arc<Semaphore>>,
     /// Set at shutdown: no new attempts start.
     stopping: std::sync::atomic::AtomicBool,
+    /// Relays that said "slow down" (SES `454 Throttling failure`): not
+    /// used until the time given, with a wait that doubles while they keep
+    /// saying it.
+    throttled: Mutex<HashMap<String, Throttle>>,
+}
+
+#[derive(Clone, Copy)]
+struct Throttle {
+    until: tokio::time::Instant,
+    wait: Duration,
+}
+
+/// The longest pause a throttling relay gets.
+const MAX_THROTTLE_PAUSE: Duration = Duration::from_secs(60);
+
+/// Whether a reply asks us to send more slowly rather than saying
+/// something about the message.
+fn is_throttling(reply: &str) -> bool {
+    let lower = reply.to_ascii_lowercase();
+    lower.contains("throttl") || (reply.starts_with("454") && lower.contains("rate"))
 }
 
 #[derive(Default)]
@@ -59,6 +80,9 @@ pub struct Stats {
     pub oldest_secs: i64,
     pub in_flight: usize,
     pub bytes: u64,
+    /// fsync calls made by the spool since the server started.
+    #[serde(default)]
+    pub fsyncs: u64,
 }
 
 fn now() -> i64 {
@@ -89,6 +113,7 @@ impl Queue {
             wake: Notify::new(),
             slots,
             stopping: std::sync::atomic::AtomicBool::new(false),
+            throttled: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -125,6 +150,24 @@ impl Queue {
                 },
             }
         })?;
+        // Refuse now what every relay of the route would refuse: the client
+        // learns it at once instead of from a bounce.
+        // The largest any relay takes; none if one of them has no limit.
+        let limit =
+            self.relays_of(&route).iter().try_fold(0usize, |acc, r| self.relays.max_message_size(r).map(|l| acc.max(l)));
+        if let Some(limit) = limit.filter(|&l| l > 0) {
+            if message.len() > limit {
+                tracing::info!(session, size = message.len(), limit, route = %route, "message larger than the route's relays take");
+                return Err(SendFailure {
+                    temporary: false,
+                    reply: wit::Reply {
+                        code: 552,
+                        enhanced: Some("5.3.4".into()),
+                        text: format!("message too big: the relays of this server take at most {limit} octets"),
+                    },
+                });
+            }
+        }
         let pass = |params: &[wit::Param], keys: &[&str]| -> Vec<(String, Option<String>)> {
             params
                 .iter()
@@ -177,8 +220,12 @@ impl Queue {
         Ok(id)
     }
 
-    /// Starts delivering in the background.
+    /// Starts delivering in the background, and answering `mailferry
+    /// queue` on the control socket.
     pub fn start(self: &Arc<Self>) {
+        if let Err(e) = control::serve(self.clone()) {
+            tracing::error!(error = %e, "cannot open the queue control socket; `mailferry queue` will not reach this server");
+        }
         let q = self.clone();
         tokio::spawn(async move { q.run().await });
     }
@@ -192,6 +239,9 @@ impl Queue {
         loop {
             let busy = self.state.lock().unwrap().busy.len();
             if busy == 0 {
+                let stats = self.stats();
+                tracing::info!(messages = stats.messages, fsyncs = stats.fsyncs, "queue stopped");
+                let _ = std::fs::remove_file(control::socket_path(self.spool.dir()));
                 return;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -256,7 +306,15 @@ impl Queue {
             }
         };
         let mut bounced_now = Vec::new();
+        // When the only obstacle was a relay asking us to slow down, try
+        // again right after its pause rather than by the retry schedule.
+        let mut throttled_for: Option<Duration> = None;
+        let mut other_failure = false;
         for relay in self.relays_of(&entry.route) {
+            if let Some(wait) = self.paused(&relay) {
+                throttled_for = Some(throttled_for.map_or(wait, |t| t.min(wait)));
+                continue;
+            }
             let pending: Vec<usize> =
                 (0..entry.rcpts.len()).filter(|&i| entry.rcpts[i].state == RcptState::Pending).collect();
             if pending.is_empty() {
@@ -264,50 +322,73 @@ impl Queue {
             }
             let slot = self.slots.get(&relay).cloned().unwrap_or_else(|| Arc::new(Semaphore::new(1)));
             let _permit = slot.acquire_owned().await;
-            let rcpts: Vec<DeliveryRcpt> = pending
-                .iter()
-                .map(|&i| DeliveryRcpt { address: &entry.rcpts[i].address, params: &entry.rcpts[i].params })
-                .collect();
-            let result = self.relays.deliver(&relay, &entry.mail_from, &entry.mail_params, &rcpts, &message, id).await;
-            drop(rcpts);
-            match result {
-                Ok(outcomes) => {
-                    for (&i, outcome) in pending.iter().zip(outcomes) {
-                        let r = &mut entry.rcpts[i];
-                        r.relay = Some(relay.clone());
-                        match outcome {
-                            RcptOutcome::Delivered(reply) => {
-                                tracing::info!(queue_id = id, relay = %relay, rcpt = %r.address, reply = %reply, "delivered");
-                                r.state = RcptState::Delivered;
-                                r.last_reply = Some(reply);
+            // Providers cap recipients per message (SES: 50): one
+            // transaction per part.
+            let per_message = self.relays.max_recipients(&relay).unwrap_or(usize::MAX).max(1);
+            for part in pending.chunks(per_message) {
+                let rcpts: Vec<DeliveryRcpt> = part
+                    .iter()
+                    .map(|&i| DeliveryRcpt { address: &entry.rcpts[i].address, params: &entry.rcpts[i].params })
+                    .collect();
+                let result =
+                    self.relays.deliver(&relay, &entry.mail_from, &entry.mail_params, &rcpts, &message, id).await;
+                drop(rcpts);
+                let mut throttle = false;
+                match result {
+                    Ok(outcomes) => {
+                        for (&i, outcome) in part.iter().zip(outcomes) {
+                            let r = &mut entry.rcpts[i];
+                            r.relay = Some(relay.clone());
+                            match outcome {
+                                RcptOutcome::Delivered(reply) => {
+                                    tracing::info!(queue_id = id, relay = %relay, rcpt = %r.address, reply = %reply, "delivered");
+                                    r.state = RcptState::Delivered;
+                                    r.last_reply = Some(reply);
+                                    self.unthrottle(&relay);
+                                }
+                                RcptOutcome::Permanent(reply) => {
+                                    tracing::warn!(queue_id = id, relay = %relay, rcpt = %r.address, reply = %reply, "refused for good; bouncing");
+                                    r.state = RcptState::Bounced;
+                                    r.last_reply = Some(reply);
+                                    bounced_now.push(i);
+                                }
+                                RcptOutcome::Temporary(reply) => {
+                                    tracing::info!(queue_id = id, relay = %relay, rcpt = %r.address, reply = %reply, "deferred");
+                                    if is_throttling(&reply) {
+                                        throttle = true;
+                                    } else {
+                                        other_failure = true;
+                                    }
+                                    r.last_reply = Some(reply);
+                                }
                             }
-                            RcptOutcome::Permanent(reply) => {
-                                tracing::warn!(queue_id = id, relay = %relay, rcpt = %r.address, reply = %reply, "refused for good; bouncing");
+                        }
+                    }
+                    Err(f) => {
+                        let reply =
+                            format!("{} {} {}", f.reply.code, f.reply.enhanced.as_deref().unwrap_or(""), f.reply.text);
+                        for &i in part {
+                            let r = &mut entry.rcpts[i];
+                            r.relay = Some(relay.clone());
+                            r.last_reply = Some(reply.clone());
+                            if !f.temporary {
                                 r.state = RcptState::Bounced;
-                                r.last_reply = Some(reply);
                                 bounced_now.push(i);
                             }
-                            RcptOutcome::Temporary(reply) => {
-                                tracing::info!(queue_id = id, relay = %relay, rcpt = %r.address, reply = %reply, "deferred");
-                                r.last_reply = Some(reply);
-                            }
                         }
+                        tracing::warn!(queue_id = id, relay = %relay, temporary = f.temporary, reply = %reply, "delivery attempt failed");
+                        if f.temporary && is_throttling(&reply) {
+                            throttle = true;
+                        } else if f.temporary {
+                            other_failure = true;
+                        }
+                        entry.last_error = Some(reply);
                     }
                 }
-                Err(f) => {
-                    let reply =
-                        format!("{} {} {}", f.reply.code, f.reply.enhanced.as_deref().unwrap_or(""), f.reply.text);
-                    for &i in &pending {
-                        let r = &mut entry.rcpts[i];
-                        r.relay = Some(relay.clone());
-                        r.last_reply = Some(reply.clone());
-                        if !f.temporary {
-                            r.state = RcptState::Bounced;
-                            bounced_now.push(i);
-                        }
-                    }
-                    tracing::warn!(queue_id = id, relay = %relay, temporary = f.temporary, reply = %reply, "delivery attempt failed");
-                    entry.last_error = Some(reply);
+                if throttle {
+                    let wait = self.throttle(&relay);
+                    throttled_for = Some(throttled_for.map_or(wait, |t| t.min(wait)));
+                    break;
                 }
             }
         }
@@ -333,9 +414,42 @@ impl Queue {
             }
             self.state.lock().unwrap().entries.remove(id);
             tracing::info!(queue_id = id, attempts = entry.attempts, "done");
+        } else if let (Some(wait), false) = (throttled_for, other_failure) {
+            self.reschedule_in(entry, wait).await;
         } else {
             self.reschedule(entry, None).await;
         }
+    }
+
+    /// How long `relay` is still paused for, if it is.
+    fn paused(&self, relay: &str) -> Option<Duration> {
+        let t = self.throttled.lock().unwrap().get(relay).copied()?;
+        let left = t.until.saturating_duration_since(tokio::time::Instant::now());
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// Pauses `relay`: 1 s at first, doubling while it keeps throttling.
+    fn throttle(&self, relay: &str) -> Duration {
+        let mut map = self.throttled.lock().unwrap();
+        let wait = map.get(relay).map_or(Duration::from_secs(1), |t| (t.wait * 2).min(MAX_THROTTLE_PAUSE));
+        map.insert(relay.to_string(), Throttle { until: tokio::time::Instant::now() + wait, wait });
+        tracing::warn!(relay, pause_secs = wait.as_secs(), "the relay asks us to slow down; pausing it");
+        wait
+    }
+
+    fn unthrottle(&self, relay: &str) {
+        self.throttled.lock().unwrap().remove(relay);
+    }
+
+    /// Tries again after `wait` without moving along the retry schedule.
+    async fn reschedule_in(&self, mut entry: Entry, wait: Duration) {
+        entry.attempts = entry.attempts.saturating_sub(1);
+        entry.next_attempt = now() + wait.as_secs().max(1) as i64;
+        if let Err(e) = self.spool.update(&entry).await {
+            tracing::error!(queue_id = %entry.id, error = %e, "cannot update the spool entry");
+        }
+        tracing::info!(queue_id = %entry.id, next_in_secs = wait.as_secs().max(1), "relay throttled; will retry after its pause");
+        self.state.lock().unwrap().entries.insert(entry.id.clone(), entry);
     }
 
     async fn reschedule(&self, mut entry: Entry, error: Option<String>) {
@@ -425,7 +539,9 @@ impl Queue {
     }
 
     pub fn stats(&self) -> Stats {
-        stats_of(&self.list(), self.state.lock().unwrap().busy.len())
+        let mut s = stats_of(&self.list(), self.state.lock().unwrap().busy.len());
+        s.fsyncs = self.spool.fsyncs.load(std::sync::atomic::Ordering::Relaxed);
+        s
     }
 
     /// Makes a message (or every message) due now.
@@ -508,6 +624,7 @@ pub fn stats_of(entries: &[Entry], in_flight: usize) -> Stats {
         oldest_secs: entries.iter().map(|e| t - e.created).max().unwrap_or(0),
         in_flight,
         bytes: entries.iter().map(|e| e.size).sum(),
+        fsyncs: 0,
     }
 }
 

@@ -14,6 +14,8 @@ The 250 reply to DATA says "Ok: queued as <n>".
 Failure injection, by the local part of a recipient:
   tempfail...  RCPT -> 451 4.3.0 try later
   permfail...  RCPT -> 550 5.1.1 no such user
+  throttleN... RCPT -> 454 4.7.0 Throttling failure (as Amazon SES says it)
+               the first N times this address is tried, then accepted
   datatemp...  DATA -> 452 4.3.1 insufficient system storage (nothing stored)
   dataperm...  DATA -> 554 5.6.0 message content rejected (nothing stored)
 
@@ -71,9 +73,17 @@ class Handler:
         self.out = out
         self.tls_mode = tls_mode
         self.count = 0
+        # address -> how many times it was refused with 454 so far
+        self.throttled = {}
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         local = local_part(address)
+        if local.startswith("throttle"):
+            digits = "".join(c for c in local[len("throttle"):] if c.isdigit()) or "1"
+            seen = self.throttled.get(address, 0)
+            if seen < int(digits):
+                self.throttled[address] = seen + 1
+                return "454 4.7.0 Throttling failure: Maximum sending rate exceeded."
         if local.startswith("tempfail"):
             return "451 4.3.0 try later"
         if local.startswith("permfail"):

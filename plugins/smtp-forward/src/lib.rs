@@ -129,10 +129,17 @@ impl SmtpForward {
     fn enqueue(&self, host: &Host, msg: &Message) -> Verdict {
         match host.enqueue(&self.target, msg) {
             Ok(id) => Verdict::accept_with(250, "2.0.0", format!("queued as {id}")),
-            Err(failure) => {
+            Err(failure) if failure.temporary => {
                 host.warn(format!("route {:?}: not queued: {}", self.target, describe(&failure.reply)));
                 let enhanced = enhanced_of_class(&failure.reply, '4').unwrap_or("4.3.0");
                 Verdict::deny_soft(451, enhanced, with_upstream_text("message not queued", &failure.reply.text))
+            }
+            Err(failure) => {
+                // Refused for good (too big for every relay of the route).
+                host.info(format!("route {:?}: refused: {}", self.target, describe(&failure.reply)));
+                let code = if (500..=599).contains(&failure.reply.code) { failure.reply.code } else { 554 };
+                let enhanced = enhanced_of_class(&failure.reply, '5').unwrap_or("5.0.0");
+                Verdict::deny(code, enhanced, sanitize(&failure.reply.text))
             }
         }
     }

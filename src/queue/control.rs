@@ -1,0 +1,159 @@
+//! `mailferry queue …` against a running server: a Unix socket in the spool
+//! folder (`control.sock`, owner only), one JSON request line and one JSON
+//! answer line per connection. With no server running, the commands work on
+//! the spool files directly (under the spool's lock).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use super::spool::{self, Entry};
+use super::{Queue, Stats};
+
+/// What the CLI asks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Request {
+    List,
+    Show { id: String },
+    Retry { id: Option<String> },
+    Delete { id: String },
+    Stats,
+}
+
+/// What the server answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Response {
+    Entries(Vec<Entry>),
+    Entry(Box<Entry>),
+    Retried(usize),
+    Deleted(String),
+    Stats(Stats),
+    Error(String),
+}
+
+pub fn socket_path(spool_dir: &Path) -> PathBuf {
+    spool_dir.join("control.sock")
+}
+
+/// Serves the control socket until the server stops.
+pub fn serve(queue: Arc<Queue>) -> std::io::Result<()> {
+    let path = socket_path(queue.spool().dir());
+    // A socket file left by a killed server: the spool lock, held by us,
+    // says nobody else is serving it.
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut line = String::new();
+                let mut reader = BufReader::new(read).take(64 * 1024);
+                if reader.read_line(&mut line).await.is_err() {
+                    return;
+                }
+                let response = match serde_json::from_str::<Request>(&line) {
+                    Ok(req) => answer(&queue, req).await,
+                    Err(e) => Response::Error(format!("bad request: {e}")),
+                };
+                let mut out = serde_json::to_vec(&response).unwrap_or_default();
+                out.push(b'\n');
+                let _ = write.write_all(&out).await;
+            });
+        }
+    });
+    Ok(())
+}
+
+use tokio::io::AsyncReadExt as _;
+
+async fn answer(queue: &Queue, req: Request) -> Response {
+    match req {
+        Request::List => Response::Entries(queue.list()),
+        Request::Show { id } => match queue.list().into_iter().find(|e| e.id == id) {
+            Some(e) => Response::Entry(Box::new(e)),
+            None => Response::Error(format!("no queued message {id}")),
+        },
+        Request::Retry { id } => {
+            let n = queue.retry(id.as_deref()).await;
+            match id {
+                Some(id) if n == 0 => Response::Error(format!("no queued message {id} (or it is being delivered now)")),
+                _ => Response::Retried(n),
+            }
+        }
+        Request::Delete { id } => match queue.delete(&id).await {
+            Ok(()) => Response::Deleted(id),
+            Err(e) => Response::Error(e),
+        },
+        Request::Stats => Response::Stats(queue.stats()),
+    }
+}
+
+/// Asks the running server; `None` if no server listens on the spool.
+pub fn ask(spool_dir: &Path, req: &Request) -> Option<Result<Response, String>> {
+    use std::io::{BufRead, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket_path(spool_dir)).ok()?;
+    let result = (|| {
+        let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+        line.push(b'\n');
+        stream.write_all(&line).map_err(|e| e.to_string())?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).map_err(|e| e.to_string())?;
+        let mut answer = String::new();
+        std::io::BufReader::new(&stream).read_line(&mut answer).map_err(|e| e.to_string())?;
+        serde_json::from_str(&answer).map_err(|e| format!("bad answer from the server: {e}"))
+    })();
+    Some(result)
+}
+
+/// Answers a request from the spool files, with no server running.
+pub fn offline(spool_dir: &Path, req: &Request) -> Result<Response, String> {
+    let entries = || spool::read_entries(spool_dir).map_err(|e| format!("{}: {e}", spool_dir.display()));
+    match req {
+        Request::List => Ok(Response::Entries(entries()?)),
+        Request::Show { id } => entries()?
+            .into_iter()
+            .find(|e| &e.id == id)
+            .map(|e| Response::Entry(Box::new(e)))
+            .ok_or_else(|| format!("no queued message {id}")),
+        Request::Stats => Ok(Response::Stats(super::stats_of(&entries()?, 0))),
+        Request::Retry { .. } | Request::Delete { .. } => {
+            // Changing entries needs the spool's lock: fails clearly if a
+            // server holds it without answering on its socket.
+            let (spool, entries) = spool::Spool::open(spool_dir).map_err(|e| e.to_string())?;
+            let rt = tokio::runtime::Builder::new_current_thread().build().map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                match req {
+                    Request::Delete { id } => {
+                        if !entries.iter().any(|e| &e.id == id) {
+                            return Err(format!("no queued message {id}"));
+                        }
+                        spool.remove(id).await.map_err(|e| e.to_string())?;
+                        Ok(Response::Deleted(id.clone()))
+                    }
+                    Request::Retry { id } => {
+                        let mut n = 0;
+                        for mut e in entries.into_iter().filter(|e| id.as_deref().is_none_or(|id| e.id == id)) {
+                            e.next_attempt = 0;
+                            spool.update(&e).await.map_err(|e| e.to_string())?;
+                            n += 1;
+                        }
+                        if n == 0 {
+                            if let Some(id) = id {
+                                return Err(format!("no queued message {id}"));
+                            }
+                        }
+                        Ok(Response::Retried(n))
+                    }
+                    _ => unreachable!(),
+                }
+            })
+        }
+    }
+}
