@@ -293,6 +293,10 @@ fn serve(config: config::Config) -> Result<()> {
             tokio::task::spawn_blocking(move || pipeline::Pipeline::load(&config, services)).await??
         };
         pipeline.init_plugins().await?;
+        let pipeline = Arc::new(pipeline);
+        if let Some(queue) = &services.queue {
+            queue.set_pipeline(pipeline.clone());
+        }
         tracing::info!(
             plugins = ?pipeline.plugin_names(),
             relays = ?services.relays.names(),
@@ -318,7 +322,7 @@ fn serve(config: config::Config) -> Result<()> {
             tracing::info!("shutdown requested: no new connections");
             let _ = tx.send(true);
         });
-        let served = net::serve(config.clone(), Arc::new(pipeline), rx).await;
+        let served = net::serve(config.clone(), pipeline, rx).await;
         if let Some(queue) = &services.queue {
             queue.shutdown(config.server.shutdown_grace).await;
         }
@@ -506,7 +510,11 @@ fn queue_command(action: QueueCmd, config: &config::Config) -> Result<()> {
             }
             for e in entries {
                 let waiting: Vec<&str> = e.pending().map(|r| r.address.as_str()).collect();
-                let next = if e.next_attempt <= now { "now".to_string() } else { format!("in {}", human_secs(e.next_attempt - now)) };
+                let next = if e.next_attempt <= now {
+                    "now".to_string()
+                } else {
+                    format!("in {}", human_secs(e.next_attempt - now))
+                };
                 println!(
                     "{}  age {}  {} bytes  attempts {}  next {}  from <{}>  to {}{}",
                     e.id,

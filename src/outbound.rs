@@ -188,17 +188,28 @@ impl Relays {
                 };
                 let message = &*message;
                 let builder = self.builder(cfg, tls);
+                // A refusal before MAIL FROM (greeting, EHLO, STARTTLS, AUTH)
+                // or an authentication demand at MAIL FROM says something
+                // about our configuration, never about the message: always
+                // temporary, so no queued mail is bounced for it.
                 let result = match cfg.tls {
                     TlsMode::None => match builder.connect_plain().await {
                         Ok(c) => transaction(c, mail_from, mail_params, rcpts, message).await,
-                        Err(e) => Err(e),
+                        Err(e) => Err((e, true)),
                     },
                     _ => match builder.connect().await {
                         Ok(c) => transaction(c, mail_from, mail_params, rcpts, message).await,
-                        Err(e) => Err(e),
+                        Err(e) => Err((e, true)),
                     },
                 };
-                result.map_err(|e| map_error(e, relay, &where_))
+                result.map_err(|(e, ours)| {
+                    let mut f = map_error(e, relay, &where_);
+                    if ours && !f.temporary {
+                        tracing::error!(relay, upstream = %where_, code = f.reply.code, text = %f.reply.text, "the relay refused us before any message was sent: check relays.{relay} (address, tls, credentials, allowed IPs); messages stay queued");
+                        f.temporary = true;
+                    }
+                    f
+                })
             }
         }
     }
@@ -280,8 +291,22 @@ async fn transaction<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     mail_params: &[(String, Option<String>)],
     rcpts: &[DeliveryRcpt<'_>],
     message: &[u8],
+) -> Result<Vec<RcptOutcome>, (mail_send::Error, bool)> {
+    match client.mail_from(mail_from, &params_of(mail_params)).await {
+        Ok(()) => {}
+        Err(mail_send::Error::UnexpectedReply(r)) if r.code == 530 || r.esc == [5, 7, 0] || r.esc == [5, 7, 8] => {
+            return Err((mail_send::Error::UnexpectedReply(r), true));
+        }
+        Err(e) => return Err((e, false)),
+    }
+    transaction_rest(client, rcpts, message).await.map_err(|e| (e, false))
+}
+
+async fn transaction_rest<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut client: mail_send::SmtpClient<T>,
+    rcpts: &[DeliveryRcpt<'_>],
+    message: &[u8],
 ) -> mail_send::Result<Vec<RcptOutcome>> {
-    client.mail_from(mail_from, &params_of(mail_params)).await?;
     let mut outcomes = Vec::with_capacity(rcpts.len());
     let mut accepted = Vec::new();
     for (i, r) in rcpts.iter().enumerate() {

@@ -901,7 +901,10 @@ fn queue_commands_work_live_and_offline() {
     let config = server.path("mailferry.toml");
     let cli = |args: &[&str]| {
         let out = Command::new(BIN).arg("queue").args(args).arg("--config").arg(&config).output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
     };
 
     let (ok, list) = cli(&["list"]);
@@ -1015,4 +1018,145 @@ fn too_big_for_the_route_is_refused_at_submission() {
     c.expect("QUIT", 221);
     let stored = wait_stored(&out_of(&up), 1, Duration::from_secs(20), &server);
     assert_eq!(stored.len(), 1);
+}
+
+/// Plugins hear about deliveries: `delivered`, `deferred` and `bounced`,
+/// with the queue id, recipient, relay and reply, in a queue context.
+#[test]
+fn plugins_get_delivery_events() {
+    let up = Upstream::start();
+    export_upstream_password();
+    let scripted = test_plugin("scripted");
+    let plugins =
+        format!("{}\n[[plugins]]\nname = \"watcher\"\npath = {:?}\n", queue_plugins(), scripted.to_str().unwrap());
+    let server = Server::start(Setup {
+        plugins: Some(plugins),
+        users: users_with_all_schemes(),
+        extra: format!("{}\n{}", up.verified_relay(), queue_section(Some(2))),
+        ..Default::default()
+    });
+    let mut c = submitter(&server);
+    let m = b"From: alice@example.com\r\nTo: x@example.org\r\nSubject: events\r\n\r\nbody\r\n";
+    let id = assert_queued(&send(
+        &mut c,
+        "alice@example.com",
+        &["good@example.org", "permfail-p@example.org", "tempfail-t@example.org"],
+        m,
+    ));
+    c.expect("QUIT", 221);
+    let delivered = server.wait_log(&["event delivered", &id, "rcpt=good@example.org"]);
+    assert!(delivered.contains("relay=up") && delivered.contains("listener=queue"), "{delivered}");
+    assert!(delivered.contains("envelope_from=alice@example.com") && delivered.contains("attempts=1"), "{delivered}");
+    let bounced = server.wait_log(&["event bounced", &id, "rcpt=permfail-p@example.org"]);
+    assert!(bounced.contains("550"), "{bounced}");
+    server.wait_log(&["event deferred", &id, "rcpt=tempfail-t@example.org"]);
+    // The temporary one expires (max_age 2 s) and is bounced in the end.
+    server.wait_log(&["event bounced", &id, "rcpt=tempfail-t@example.org", "4.4.7"]);
+}
+
+// ---------------------------------------------------------------------------
+// A relay that refuses us, and one too small for the message.
+
+/// A fake upstream: greeting, then answers each command line by `answer`.
+fn fake_upstream(greeting: &'static str, answer: fn(&str) -> &'static str) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                let mut r = BufReader::new(s);
+                let _ = w.write_all(greeting.as_bytes());
+                let mut in_data = false;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if in_data {
+                        if line == ".\r\n" {
+                            in_data = false;
+                            let _ = w.write_all(answer(".").as_bytes());
+                        }
+                        continue;
+                    }
+                    let a = answer(line.trim_end());
+                    if a.starts_with("354") {
+                        in_data = true;
+                    }
+                    let _ = w.write_all(a.as_bytes());
+                    if line.to_ascii_uppercase().starts_with("QUIT") {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A greeting 554 (e.g. our IP not allowlisted upstream: our configuration)
+/// must not bounce the queued mail; it is temporary for the message.
+#[test]
+fn a_refusal_before_mail_from_keeps_the_message_queued() {
+    let port = fake_upstream("554 5.7.1 no service for your address\r\n", |_| "554 5.7.1 no\r\n");
+    export_upstream_password();
+    let relay = format!(
+        "\n[relays.up]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\ntimeout_secs = 5\n"
+    );
+    let server = start_server(relay, None);
+    let mut c = submitter(&server);
+    let m = b"From: alice@example.com\r\nTo: bob@example.org\r\nSubject: s\r\n\r\nbody\r\n";
+    let id = assert_queued(&send(&mut c, "alice@example.com", &["bob@example.org"], m));
+    c.expect("QUIT", 221);
+    server.wait_log(&["the relay refused us before any message was sent"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let files = spool_files(&server.path("state/queue"));
+    assert!(
+        files.iter().any(|f| f.starts_with(&id)),
+        "acknowledged message {id} gone from the spool, never delivered:\n{}",
+        server.log_text()
+    );
+    assert!(!server.log_text().contains("bouncing"), "{}", server.log_text());
+}
+
+/// Route [small, up]: `small` refuses the size (552 at DATA), `up` takes it.
+/// The message was accepted because `up` can take it; it must go through
+/// `up`, not bounce on `small`'s size refusal.
+#[test]
+fn a_relay_too_small_is_skipped_for_the_next_one() {
+    let small = fake_upstream("220 small ESMTP\r\n", |l| {
+        let u = l.to_ascii_uppercase();
+        if u.starts_with("EHLO") {
+            "250-small\r\n250 SIZE 2048\r\n"
+        } else if u.starts_with("DATA") {
+            "354 go\r\n"
+        } else if l == "." {
+            "552 5.3.4 message too big for this relay\r\n"
+        } else if u.starts_with("QUIT") {
+            "221 bye\r\n"
+        } else {
+            "250 ok\r\n"
+        }
+    });
+    let up = Upstream::start();
+    export_upstream_password();
+    let relays = format!(
+        "\n[relays.small]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {small}\ntls = \"none\"\ntimeout_secs = 5\nmax_message_size = 2048\n{}\n[routes.r]\nrelays = [\"small\", \"up\"]\n",
+        up.verified_relay()
+    );
+    let server = Server::start(Setup {
+        plugins: Some(DEFAULT_PLUGINS.replace("relay = \"outbox\"", "route = \"r\"")),
+        users: users_with_all_schemes(),
+        extra: format!("{relays}\n{}", queue_section(None)),
+        ..Default::default()
+    });
+    let mut c = submitter(&server);
+    let line = "y".repeat(70) + "\r\n";
+    let big = format!("From: alice@example.com\r\nTo: bob@example.org\r\nSubject: big\r\n\r\n{}", line.repeat(40));
+    assert_queued(&send(&mut c, "alice@example.com", &["bob@example.org"], big.as_bytes()));
+    c.expect("QUIT", 221);
+    let stored = wait_stored(&out_of(&up), 1, Duration::from_secs(15), &server);
+    assert_eq!(stored[0].meta["mail_from"], "alice@example.com", "{}", server.log_text());
 }

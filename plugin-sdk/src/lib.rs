@@ -63,6 +63,9 @@
 //! | [`data`](Plugin::data) | the message has arrived | [`Message`] (headers editable) | the message goes on to `queue` |
 //! | [`queue`](Plugin::queue) | decide where the message goes | [`Message`] | `451`: nobody took the message |
 //! | [`disconnect`](Plugin::disconnect) | the client is gone | — | — |
+//! | [`delivered`](Plugin::delivered) | the queue delivered to one recipient | [`DeliveryEvent`] | — |
+//! | [`deferred`](Plugin::deferred) | delivery to one recipient failed for now | [`DeliveryEvent`] | — |
+//! | [`bounced`](Plugin::bounced) | delivery to one recipient failed for good | [`DeliveryEvent`] | — |
 //!
 //! `accept` in `auth` logs the client in as the login; in `queue` it means
 //! the plugin took care of the message (for example relayed it).
@@ -143,7 +146,9 @@ mod wasm;
 pub use host::Host;
 pub use message::{BodyChunks, Message, BODY_CHUNK};
 pub use runtime::parse_config;
-pub use types::{Address, Connection, DkimKey, Envelope, Failure, Level, NoteValue, Param, Scope, SignOptions, Signed};
+pub use types::{
+    Address, Connection, DeliveryEvent, DkimKey, Envelope, Failure, Level, NoteValue, Param, Scope, SignOptions, Signed,
+};
 pub use verdict::{Reply, Verdict};
 
 /// Re-exported so plugins can name the exact serde the SDK uses.
@@ -210,6 +215,25 @@ pub trait Plugin: Sized + 'static {
     /// The client is gone; the instance is dropped after this.
     fn disconnect(&self, host: &Host) {
         let _ = host;
+    }
+
+    /// A relay accepted a queued message for `event.recipient`. Delivery
+    /// events run outside client sessions, on their own instance.
+    fn delivered(&self, host: &Host, event: &DeliveryEvent) {
+        let _ = (host, event);
+        runtime::not_implemented();
+    }
+
+    /// Delivery to `event.recipient` failed for now and will be retried.
+    fn deferred(&self, host: &Host, event: &DeliveryEvent) {
+        let _ = (host, event);
+        runtime::not_implemented();
+    }
+
+    /// Delivery to `event.recipient` failed for good (refused or expired).
+    fn bounced(&self, host: &Host, event: &DeliveryEvent) {
+        let _ = (host, event);
+        runtime::not_implemented();
     }
 }
 

@@ -59,8 +59,8 @@ use std::rc::Rc;
 
 use crate::runtime::{instantiate, observe};
 use crate::{
-    Address, Connection, DkimKey, Envelope, Failure, Host, Level, Message, NoteValue, Plugin, Reply, Scope, SignOptions,
-    Signed, Verdict,
+    Address, Connection, DeliveryEvent, DkimKey, Envelope, Failure, Host, Level, Message, NoteValue, Plugin, Reply,
+    Scope, SignOptions, Signed, Verdict,
 };
 
 type Verifier = Box<dyn Fn(&str, &str) -> Result<bool, String>>;
@@ -421,6 +421,29 @@ impl<P: Plugin> TestPlugin<P> {
 
     pub fn disconnect(&self) {
         self.plugin.disconnect(&self.host);
+    }
+
+    /// Runs `delivered`; `false` if the plugin does not implement it.
+    pub fn delivered(&self, event: &DeliveryEvent) -> bool {
+        self.event(|p, h| p.delivered(h, event))
+    }
+
+    /// Runs `deferred`; `false` if the plugin does not implement it.
+    pub fn deferred(&self, event: &DeliveryEvent) -> bool {
+        self.event(|p, h| p.deferred(h, event))
+    }
+
+    /// Runs `bounced`; `false` if the plugin does not implement it.
+    pub fn bounced(&self, event: &DeliveryEvent) -> bool {
+        self.event(|p, h| p.bounced(h, event))
+    }
+
+    fn event(&self, call: impl FnOnce(&P, &Host)) -> bool {
+        observe(|| {
+            call(&self.plugin, &self.host);
+            Verdict::Continue
+        })
+        .is_some()
     }
 }
 

@@ -217,3 +217,21 @@ pub enum Signed {
     /// was added.
     AlreadySigned,
 }
+
+/// What happened to one recipient of a queued message
+/// ([`crate::Plugin::delivered`], [`deferred`](crate::Plugin::deferred),
+/// [`bounced`](crate::Plugin::bounced)).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeliveryEvent {
+    /// The queue id, as in the `250 … queued as` reply and the logs.
+    pub queue_id: String,
+    /// The envelope sender; empty for a bounce.
+    pub sender: String,
+    pub recipient: String,
+    /// The relay that answered, if one did.
+    pub relay: Option<String>,
+    /// The last reply about this recipient (the upstream's, or the host's).
+    pub reply: String,
+    /// Delivery attempts made so far, this one included.
+    pub attempts: u32,
+}

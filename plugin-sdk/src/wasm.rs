@@ -10,8 +10,8 @@ use std::marker::PhantomData;
 
 use crate::runtime::{instantiate, observe};
 use crate::{
-    Address, Connection, DkimKey, Envelope, Failure, Host, Level, NoteValue, Param, Plugin, Reply, Scope, SignOptions,
-    Signed, Verdict,
+    Address, Connection, DeliveryEvent, DkimKey, Envelope, Failure, Host, Level, NoteValue, Param, Plugin, Reply,
+    Scope, SignOptions, Signed, Verdict,
 };
 
 pub mod bindings {
@@ -311,5 +311,44 @@ impl<E: Exported> wit_hooks::Guest for Adapter<E> {
 
     fn disconnect() {
         E::with_plugin(|p, h| p.disconnect(h));
+    }
+
+    fn delivered(event: wit_hooks::DeliveryEvent) -> bool {
+        let event = DeliveryEvent::from(event);
+        event_hook::<E>(|p, h| p.delivered(h, &event))
+    }
+
+    fn deferred(event: wit_hooks::DeliveryEvent) -> bool {
+        let event = DeliveryEvent::from(event);
+        event_hook::<E>(|p, h| p.deferred(h, &event))
+    }
+
+    fn bounced(event: wit_hooks::DeliveryEvent) -> bool {
+        let event = DeliveryEvent::from(event);
+        event_hook::<E>(|p, h| p.bounced(h, &event))
+    }
+}
+
+/// Runs an event hook; `false` if it was the trait's default.
+fn event_hook<E: Exported>(call: impl FnOnce(&E::Plugin, &Host)) -> bool {
+    E::with_plugin(|plugin, host| {
+        observe(|| {
+            call(plugin, host);
+            Verdict::Continue
+        })
+    })
+    .is_some()
+}
+
+impl From<wit_hooks::DeliveryEvent> for DeliveryEvent {
+    fn from(e: wit_hooks::DeliveryEvent) -> Self {
+        DeliveryEvent {
+            queue_id: e.queue_id,
+            sender: e.sender,
+            recipient: e.recipient,
+            relay: e.relay,
+            reply: e.reply,
+            attempts: e.attempts,
+        }
     }
 }

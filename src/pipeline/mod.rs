@@ -12,7 +12,7 @@ mod host;
 mod output;
 mod sandbox;
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,9 @@ pub enum Hook {
     Data = 5,
     Queue = 6,
     Disconnect = 7,
+    Delivered = 8,
+    Deferred = 9,
+    Bounced = 10,
 }
 
 impl Hook {
@@ -65,7 +68,16 @@ impl Hook {
             Hook::Data => "data",
             Hook::Queue => "queue",
             Hook::Disconnect => "disconnect",
+            Hook::Delivered => "delivered",
+            Hook::Deferred => "deferred",
+            Hook::Bounced => "bounced",
         }
+    }
+
+    /// Hooks whose outcome answers nobody: every plugin is told, a failing
+    /// one is logged and skipped.
+    fn is_notice(self) -> bool {
+        matches!(self, Hook::Disconnect | Hook::Delivered | Hook::Deferred | Hook::Bounced)
     }
 }
 
@@ -73,13 +85,23 @@ impl Hook {
 pub enum Call<'a> {
     Connect,
     Ehlo(&'a str),
-    Auth { mechanism: &'a str, login: &'a str, password: &'a str },
+    Auth {
+        mechanism: &'a str,
+        login: &'a str,
+        password: &'a str,
+    },
     Mail(&'a wit::Address),
     Rcpt(&'a wit::Address),
     Data,
     Queue,
     Disconnect,
+    /// Delivery events of the queue, outside client sessions.
+    Delivered(&'a DeliveryEvent),
+    Deferred(&'a DeliveryEvent),
+    Bounced(&'a DeliveryEvent),
 }
+
+pub use self::exports::mailferry::plugin::hooks::DeliveryEvent;
 
 impl Call<'_> {
     fn hook(&self) -> Hook {
@@ -92,6 +114,9 @@ impl Call<'_> {
             Call::Data => Hook::Data,
             Call::Queue => Hook::Queue,
             Call::Disconnect => Hook::Disconnect,
+            Call::Delivered(_) => Hook::Delivered,
+            Call::Deferred(_) => Hook::Deferred,
+            Call::Bounced(_) => Hook::Bounced,
         }
     }
 }
@@ -114,7 +139,7 @@ pub struct LoadedPlugin {
     pub read_dirs: Vec<(std::path::PathBuf, String)>,
     pre: PluginPre<HostState>,
     /// Bit per [`Hook`]: set once the plugin said it does not implement it.
-    unimplemented: AtomicU8,
+    unimplemented: AtomicU16,
 }
 
 /// Everything the pipeline needs, built once at start-up.
@@ -264,7 +289,7 @@ fn load_plugin(engine: &Engine, spec: &PluginSpec, cache_dir: &std::path::Path) 
         config_toml,
         read_dirs: spec.read_dirs.clone(),
         pre,
-        unimplemented: AtomicU8::new(0),
+        unimplemented: AtomicU16::new(0),
     })
 }
 
@@ -288,7 +313,7 @@ impl SessionPipeline {
         let hook = call.hook();
         for i in 0..self.pipeline.plugins.len() {
             let plugin = self.pipeline.plugins[i].clone();
-            if plugin.unimplemented.load(Ordering::Relaxed) & (1 << hook as u8) != 0 {
+            if plugin.unimplemented.load(Ordering::Relaxed) & (1 << hook as u16) != 0 {
                 continue;
             }
             // Nothing to say goodbye to if the plugin never ran here.
@@ -300,11 +325,11 @@ impl SessionPipeline {
             tracing::trace!(plugin = %plugin.name, hook = hook.name(), elapsed_us = started.elapsed().as_micros() as u64, "hook");
             match result {
                 Ok(None) => {
-                    plugin.unimplemented.fetch_or(1 << hook as u8, Ordering::Relaxed);
+                    plugin.unimplemented.fetch_or(1 << hook as u16, Ordering::Relaxed);
                 }
                 Ok(Some(wit::Verdict::Continue)) => {}
                 Ok(Some(verdict)) => {
-                    if hook == Hook::Disconnect {
+                    if hook.is_notice() {
                         continue;
                     }
                     return self.checked(&plugin.name, hook, verdict);
@@ -319,7 +344,7 @@ impl SessionPipeline {
                         stderr = %stderr,
                         "plugin failed; answering 451 4.3.0 for this step"
                     );
-                    if hook == Hook::Disconnect {
+                    if hook.is_notice() {
                         continue;
                     }
                     return Outcome::DenySoft(Some(Reply::new(
@@ -369,6 +394,9 @@ impl SessionPipeline {
                     hooks.call_disconnect(&mut *store).await?;
                     Some(wit::Verdict::Continue)
                 }
+                Call::Delivered(e) => hooks.call_delivered(&mut *store, e).await?.then_some(wit::Verdict::Continue),
+                Call::Deferred(e) => hooks.call_deferred(&mut *store, e).await?.then_some(wit::Verdict::Continue),
+                Call::Bounced(e) => hooks.call_bounced(&mut *store, e).await?.then_some(wit::Verdict::Continue),
             })
         };
         let verdict = sandbox::watch(call, &clock, timeout).await?;

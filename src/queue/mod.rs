@@ -46,6 +46,12 @@ pub struct Queue {
     /// used until the time given, with a wait that doubles while they keep
     /// saying it.
     throttled: Mutex<HashMap<String, Throttle>>,
+    /// Attempts running at once, all relays together: after an outage
+    /// thousands of messages fall due together, and each attempt reads its
+    /// message into memory.
+    attempt_slots: Arc<Semaphore>,
+    /// The plugin pipeline, for delivery events (set once it is loaded).
+    events: std::sync::OnceLock<Arc<crate::pipeline::Pipeline>>,
 }
 
 #[derive(Clone, Copy)]
@@ -54,6 +60,9 @@ struct Throttle {
     wait: Duration,
 }
 
+/// Delivery attempts in memory at once, all relays together.
+const MAX_ATTEMPTS: usize = 64;
+
 /// The longest pause a throttling relay gets.
 const MAX_THROTTLE_PAUSE: Duration = Duration::from_secs(60);
 
@@ -61,7 +70,9 @@ const MAX_THROTTLE_PAUSE: Duration = Duration::from_secs(60);
 /// something about the message.
 fn is_throttling(reply: &str) -> bool {
     let lower = reply.to_ascii_lowercase();
-    lower.contains("throttl") || (reply.starts_with("454") && lower.contains("rate"))
+    ["throttl", "sending rate", "rate limit", "rate exceeded", "too many messages", "slow down"]
+        .iter()
+        .any(|w| lower.contains(w))
 }
 
 #[derive(Default)]
@@ -114,6 +125,8 @@ impl Queue {
             slots,
             stopping: std::sync::atomic::AtomicBool::new(false),
             throttled: Mutex::new(HashMap::new()),
+            events: std::sync::OnceLock::new(),
+            attempt_slots: Arc::new(Semaphore::new(MAX_ATTEMPTS)),
         }))
     }
 
@@ -153,8 +166,10 @@ impl Queue {
         // Refuse now what every relay of the route would refuse: the client
         // learns it at once instead of from a bounce.
         // The largest any relay takes; none if one of them has no limit.
-        let limit =
-            self.relays_of(&route).iter().try_fold(0usize, |acc, r| self.relays.max_message_size(r).map(|l| acc.max(l)));
+        let limit = self
+            .relays_of(&route)
+            .iter()
+            .try_fold(0usize, |acc, r| self.relays.max_message_size(r).map(|l| acc.max(l)));
         if let Some(limit) = limit.filter(|&l| l > 0) {
             if message.len() > limit {
                 tracing::info!(session, size = message.len(), limit, route = %route, "message larger than the route's relays take");
@@ -197,6 +212,7 @@ impl Queue {
             last_error: None,
             session: session.to_string(),
             size: message.len() as u64,
+            dsn_pending: Vec::new(),
         };
         self.store(entry, message).await.map_err(|e| {
             tracing::error!(session, error = %e, "cannot write to the spool");
@@ -218,6 +234,71 @@ impl Queue {
         self.state.lock().unwrap().entries.insert(id.clone(), entry);
         self.wake.notify_one();
         Ok(id)
+    }
+
+    /// Tells plugins about deliveries (their `delivered`, `deferred` and
+    /// `bounced` hooks) through this pipeline.
+    pub fn set_pipeline(&self, pipeline: Arc<crate::pipeline::Pipeline>) {
+        let _ = self.events.set(pipeline);
+    }
+
+    /// Runs the delivery event hooks for the recipients of one attempt, in
+    /// the background: plugins learn about deliveries, they do not hold them up.
+    fn notify_plugins(&self, entry: &Entry, touched: &[usize]) {
+        use crate::pipeline::{Call, DeliveryEvent, SessionData};
+        let Some(pipeline) = self.events.get().cloned() else { return };
+        let events: Vec<(RcptState, DeliveryEvent)> = touched
+            .iter()
+            .map(|&i| {
+                let r = &entry.rcpts[i];
+                (
+                    r.state,
+                    DeliveryEvent {
+                        queue_id: entry.id.clone(),
+                        sender: entry.mail_from.clone(),
+                        recipient: r.address.clone(),
+                        relay: r.relay.clone(),
+                        reply: r.last_reply.clone().unwrap_or_default(),
+                        attempts: entry.attempts,
+                    },
+                )
+            })
+            .collect();
+        if events.is_empty() {
+            return;
+        }
+        let envelope = wit::Envelope {
+            mail_from: wit::Address { address: entry.mail_from.clone(), params: vec![] },
+            rcpt_to: entry.rcpts.iter().map(|r| wit::Address { address: r.address.clone(), params: vec![] }).collect(),
+        };
+        let data = SessionData {
+            connection: Some(wit::Connection {
+                id: entry.id.clone(),
+                listener: "queue".into(),
+                remote_ip: "127.0.0.1".into(),
+                remote_port: 0,
+                local_ip: "127.0.0.1".into(),
+                local_port: 0,
+                tls: false,
+                helo: None,
+                auth_user: None,
+                trusted: false,
+            }),
+            envelope: Some(envelope),
+            ..Default::default()
+        };
+        tokio::spawn(async move {
+            let mut session = pipeline.session(Arc::new(Mutex::new(data)));
+            for (state, event) in &events {
+                let call = match state {
+                    RcptState::Delivered => Call::Delivered(event),
+                    RcptState::Bounced => Call::Bounced(event),
+                    RcptState::Pending => Call::Deferred(event),
+                };
+                session.run(call).await;
+            }
+            session.finish();
+        });
     }
 
     /// Starts delivering in the background, and answering `mailferry
@@ -296,8 +377,22 @@ impl Queue {
 
     /// One delivery attempt of one message through its route.
     async fn attempt(&self, id: &str) {
+        let Ok(_slot) = self.attempt_slots.clone().acquire_owned().await else { return };
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let Some(mut entry) = self.state.lock().unwrap().entries.get(id).cloned() else { return };
-        let message = match self.spool.read_message(id) {
+        if !entry.dsn_pending.is_empty() {
+            if !self.retry_bounces(&mut entry).await {
+                // Delivery waits until the sender can be told about the failures.
+                self.reschedule(entry, Some("the bounce could not be queued yet".into())).await;
+                return;
+            }
+            if entry.is_done() {
+                return; // removed by retry_bounces
+            }
+        }
+        let message = match self.read_message(id).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!(queue_id = id, error = %e, "cannot read the queued message; will retry");
@@ -306,6 +401,8 @@ impl Queue {
             }
         };
         let mut bounced_now = Vec::new();
+        let touched: Vec<usize> =
+            (0..entry.rcpts.len()).filter(|&i| entry.rcpts[i].state == RcptState::Pending).collect();
         // When the only obstacle was a relay asking us to slow down, try
         // again right after its pause rather than by the retry schedule.
         let mut throttled_for: Option<Duration> = None;
@@ -320,8 +417,15 @@ impl Queue {
             if pending.is_empty() {
                 break;
             }
+            if self.relays.max_message_size(&relay).is_some_and(|limit| message.len() > limit) {
+                // Another relay of the route takes it (checked at submission).
+                continue;
+            }
             let slot = self.slots.get(&relay).cloned().unwrap_or_else(|| Arc::new(Semaphore::new(1)));
             let _permit = slot.acquire_owned().await;
+            if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
             // Providers cap recipients per message (SES: 50): one
             // transaction per part.
             let per_message = self.relays.max_recipients(&relay).unwrap_or(usize::MAX).max(1);
@@ -405,10 +509,12 @@ impl Queue {
             }
             tracing::warn!(queue_id = id, attempts = entry.attempts, "expired; bouncing what was not delivered");
         }
-        if !bounced_now.is_empty() {
-            self.bounce(&entry, &bounced_now, &message).await;
+        self.notify_plugins(&entry, &touched);
+        if !bounced_now.is_empty() && !self.bounce(&entry, &bounced_now, &message).await {
+            // Kept until the bounce is queued: the sender must hear of it.
+            entry.dsn_pending.extend(bounced_now.iter().copied());
         }
-        if entry.is_done() {
+        if entry.is_done() && entry.dsn_pending.is_empty() {
             if let Err(e) = self.spool.remove(id).await {
                 tracing::error!(queue_id = id, error = %e, "cannot remove a finished message from the spool");
             }
@@ -468,12 +574,13 @@ impl Queue {
 
     /// Sends a DSN for the given recipients to the envelope sender, through
     /// the same route. Bounces of bounces (null sender) are only logged.
-    async fn bounce(&self, entry: &Entry, which: &[usize], message: &[u8]) {
+    /// `false` if the bounce could not be queued (it is tried again later).
+    async fn bounce(&self, entry: &Entry, which: &[usize], message: &[u8]) -> bool {
         if entry.mail_from.is_empty() {
             for &i in which {
                 tracing::warn!(queue_id = %entry.id, rcpt = %entry.rcpts[i].address, "a bounce could not be delivered; dropped (never bounce a bounce)");
             }
-            return;
+            return true;
         }
         // RFC 3461: NOTIFY without FAILURE (e.g. NEVER) asks for no bounce.
         let which: Vec<usize> = which
@@ -485,7 +592,7 @@ impl Queue {
             })
             .collect();
         if which.is_empty() {
-            return;
+            return true;
         }
         let header_end = message.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 2).unwrap_or(message.len());
         let recipients = which
@@ -525,9 +632,40 @@ impl Queue {
             rcpt_to: vec![wit::Address { address: entry.mail_from.clone(), params: vec![] }],
         };
         match Box::pin(self.enqueue(&entry.route, &envelope, bytes, &entry.session)).await {
-            Ok(dsn_id) => tracing::info!(queue_id = %entry.id, dsn = %dsn_id, to = %entry.mail_from, "bounce queued"),
-            Err(f) => tracing::error!(queue_id = %entry.id, reply = %f.reply.text, "cannot queue the bounce"),
+            Ok(dsn_id) => {
+                tracing::info!(queue_id = %entry.id, dsn = %dsn_id, to = %entry.mail_from, "bounce queued");
+                true
+            }
+            Err(f) => {
+                tracing::error!(queue_id = %entry.id, reply = %f.reply.text, "cannot queue the bounce; keeping the message to try again");
+                false
+            }
         }
+    }
+
+    /// Queues bounces that could not be queued before; `true` once none is
+    /// left.
+    async fn retry_bounces(&self, entry: &mut Entry) -> bool {
+        let which = std::mem::take(&mut entry.dsn_pending);
+        let message = self.read_message(&entry.id).await.unwrap_or_default();
+        if self.bounce(entry, &which, &message).await {
+            if entry.is_done() {
+                if let Err(e) = self.spool.remove(&entry.id).await {
+                    tracing::error!(queue_id = %entry.id, error = %e, "cannot remove a finished message from the spool");
+                }
+                self.state.lock().unwrap().entries.remove(&entry.id);
+            }
+            true
+        } else {
+            entry.dsn_pending = which;
+            false
+        }
+    }
+
+    /// A queued message's file, read off the async workers.
+    async fn read_message(&self, id: &str) -> std::io::Result<Vec<u8>> {
+        let path = self.spool.dir().join(format!("{id}.eml"));
+        tokio::task::spawn_blocking(move || std::fs::read(path)).await.map_err(std::io::Error::other)?
     }
 
     /// Every entry, oldest first.
@@ -546,30 +684,19 @@ impl Queue {
 
     /// Makes a message (or every message) due now.
     pub async fn retry(&self, id: Option<&str>) -> usize {
-        // Marked busy while their entry is rewritten, so no attempt writes
-        // the same file at the same time.
-        let changed: Vec<Entry> = {
+        // In memory only: the schedule is not worth an fsync per message,
+        // and after a restart everything is tried at once anyway.
+        let n = {
             let mut st = self.state.lock().unwrap();
-            let State { entries, busy } = &mut *st;
-            let picked: Vec<Entry> = entries
-                .values_mut()
-                .filter(|e| id.is_none_or(|id| e.id == id) && !busy.contains(&e.id))
-                .map(|e| {
-                    e.next_attempt = 0;
-                    e.clone()
-                })
-                .collect();
-            for e in &picked {
-                busy.insert(e.id.clone());
+            let mut n = 0;
+            for e in st.entries.values_mut().filter(|e| id.is_none_or(|id| e.id == id)) {
+                e.next_attempt = 0;
+                n += 1;
             }
-            picked
+            n
         };
-        for e in &changed {
-            let _ = self.spool.update(e).await;
-            self.state.lock().unwrap().busy.remove(&e.id);
-        }
         self.wake.notify_one();
-        changed.len()
+        n
     }
 
     /// Deletes a message without delivering or bouncing it.

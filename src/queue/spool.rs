@@ -70,6 +70,9 @@ pub struct Entry {
     pub session: String,
     /// Size of the message file.
     pub size: u64,
+    /// Recipients whose bounce could not be queued yet.
+    #[serde(default)]
+    pub dsn_pending: Vec<usize>,
 }
 
 impl Entry {
@@ -138,15 +141,16 @@ impl Spool {
         }
         for meta in metas {
             let id = meta.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
-            let entry: Entry = match std::fs::read(&meta)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-            {
+            // An unreadable file (permissions, I/O) stops the start: setting
+            // it aside would strand mail that is fine.
+            let bytes =
+                std::fs::read(&meta).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", meta.display())))?;
+            let entry: Entry = match serde_json::from_slice(&bytes) {
                 Ok(e) => e,
                 Err(e) => {
                     // Never delete what may be an acknowledged message: set
                     // it aside for the operator.
-                    tracing::error!(file = %meta.display(), error = %e, "unreadable queue entry; renamed to .broken, please inspect");
+                    tracing::error!(file = %meta.display(), error = %e, "malformed queue entry; renamed to .broken, please inspect");
                     set_aside(&meta, messages.remove(&id));
                     continue;
                 }
@@ -350,6 +354,7 @@ mod tests {
             last_error: None,
             session: "s".into(),
             size: 5,
+            dsn_pending: vec![],
         }
     }
 

@@ -20,7 +20,9 @@
 //! With an empty configuration every hook is implemented and continues,
 //! without logging: the baseline for measuring pipeline overhead.
 
-use mailferry_plugin_sdk::{export_plugin, Address, Host, Message, NoteValue, Plugin, Reply, Scope, Verdict};
+use mailferry_plugin_sdk::{
+    export_plugin, Address, DeliveryEvent, Host, Message, NoteValue, Plugin, Reply, Scope, Verdict,
+};
 use serde::Deserialize;
 
 #[derive(Deserialize, Default)]
@@ -180,6 +182,34 @@ impl Plugin for Scripted {
     }
 
     fn disconnect(&self, _host: &Host) {}
+
+    // Delivery events are logged, with what the host says about the
+    // context, so tests can see them arrive.
+    fn delivered(&self, host: &Host, event: &DeliveryEvent) {
+        log_event(host, "delivered", event);
+    }
+
+    fn deferred(&self, host: &Host, event: &DeliveryEvent) {
+        log_event(host, "deferred", event);
+    }
+
+    fn bounced(&self, host: &Host, event: &DeliveryEvent) {
+        log_event(host, "bounced", event);
+    }
+}
+
+fn log_event(host: &Host, kind: &str, e: &DeliveryEvent) {
+    let c = host.connection();
+    let from = host.envelope().map(|e| e.mail_from.address).unwrap_or_default();
+    host.info(format!(
+        "event {kind} id={} rcpt={} relay={} attempts={} listener={} envelope_from={from} reply={}",
+        e.queue_id,
+        e.recipient,
+        e.relay.as_deref().unwrap_or("-"),
+        e.attempts,
+        c.listener,
+        e.reply
+    ));
 }
 
 export_plugin!(Scripted);
