@@ -188,17 +188,26 @@ impl Relays {
                 };
                 let message = &*message;
                 let builder = self.builder(cfg, tls);
+                // TCP_NODELAY below: mail-send writes the final dot apart
+                // from the body, which would otherwise wait for the
+                // upstream's delayed ACK (~40 ms a message).
                 // A refusal before MAIL FROM (greeting, EHLO, STARTTLS, AUTH)
                 // or an authentication demand at MAIL FROM says something
                 // about our configuration, never about the message: always
                 // temporary, so no queued mail is bounced for it.
                 let result = match cfg.tls {
                     TlsMode::None => match builder.connect_plain().await {
-                        Ok(c) => transaction(c, mail_from, mail_params, rcpts, message).await,
+                        Ok(c) => {
+                            let _ = c.stream.set_nodelay(true);
+                            transaction(c, mail_from, mail_params, rcpts, message).await
+                        }
                         Err(e) => Err((e, true)),
                     },
                     _ => match builder.connect().await {
-                        Ok(c) => transaction(c, mail_from, mail_params, rcpts, message).await,
+                        Ok(c) => {
+                            let _ = c.stream.get_ref().0.set_nodelay(true);
+                            transaction(c, mail_from, mail_params, rcpts, message).await
+                        }
                         Err(e) => Err((e, true)),
                     },
                 };
@@ -426,9 +435,21 @@ async fn send_smtp(
         msg = msg.to(smtp_address(r));
     }
     let where_ = format!("{}:{}", cfg.host, cfg.port);
+    // mail-send writes the final dot apart from the body: without
+    // TCP_NODELAY it waits for the upstream's delayed ACK (~40 ms a message).
     let result = match cfg.tls {
-        TlsMode::None => deliver(builder.connect_plain().await, msg).await,
-        _ => deliver(builder.connect().await, msg).await,
+        TlsMode::None => {
+            let client = builder.connect_plain().await.inspect(|c| {
+                let _ = c.stream.set_nodelay(true);
+            });
+            deliver(client, msg).await
+        }
+        _ => {
+            let client = builder.connect().await.inspect(|c| {
+                let _ = c.stream.get_ref().0.set_nodelay(true);
+            });
+            deliver(client, msg).await
+        }
     };
     result.map_err(|e| map_error(e, relay, &where_))
 }
