@@ -10,7 +10,6 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use common::upstream::*;
 use common::*;
@@ -101,16 +100,6 @@ fn start(up: &Upstream, keys: &Keys, dkim_config: &str) -> Server {
         extra: format!("{}\n[dkim]\nkeys = {:?}\n", up.verified_relay(), keys.path().to_str().unwrap()),
         ..Default::default()
     })
-}
-
-fn submitter(server: &Server) -> Client {
-    let mut c = Client::connect(server.addr("submission")).greeting();
-    c.expect("EHLO client.example", 250);
-    c.starttls();
-    c.expect("EHLO client.example", 250);
-    let r = c.auth_plain("alice@example.com", "wonderland");
-    assert_eq!(r.code, 235, "AUTH: {r}");
-    c
 }
 
 /// MAIL FROM with the parameters the message needs.

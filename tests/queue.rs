@@ -44,17 +44,6 @@ fn start_server(relay: String, max_age_secs: Option<u64>) -> Server {
     })
 }
 
-/// A client on `submission`, after STARTTLS and AUTH as alice.
-fn submitter(server: &Server) -> Client {
-    let mut c = Client::connect(server.addr("submission")).greeting();
-    c.expect("EHLO client.example", 250);
-    c.starttls();
-    c.expect("EHLO client.example", 250);
-    let r = c.auth_plain("alice@example.com", "wonderland");
-    assert_eq!(r.code, 235, "AUTH: {r}");
-    c
-}
-
 fn send(c: &mut Client, from: &str, rcpts: &[&str], message: &[u8]) -> Resp {
     transaction(c, &format!("MAIL FROM:<{from}>"), rcpts, message)
 }
@@ -133,59 +122,6 @@ fn wait_spool_empty(dir: &Path, timeout: Duration, logs: &dyn Fn() -> String) {
         assert!(Instant::now() < deadline, "spool still holds {files:?} after {timeout:?}\nlog:\n{}", logs());
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Checks what mailferry added to `original` on the way to the upstream and
-/// returns the upstream's copy without it: a `Received:` field on top, and
-/// `Message-ID:`/`Date:` at the end of the header when the original had none.
-/// (From tests/forward.rs.)
-fn strip_added(upstream: &[u8], original: &[u8]) -> Vec<u8> {
-    let (orig_fields, _) = split_header(original);
-    let (mut fields, rest) = split_header(upstream);
-    assert!(!fields.is_empty(), "upstream copy has no header:\n{}", String::from_utf8_lossy(upstream));
-    let received = fields.remove(0);
-    assert_eq!(
-        field_name(received),
-        "received",
-        "first field is not mailferry's Received: {}",
-        String::from_utf8_lossy(received)
-    );
-    let received = String::from_utf8_lossy(received).split_whitespace().collect::<Vec<_>>().join(" ");
-    assert!(received.contains("by mx.test.example (mailferry) with ESMTPSA"), "{received}");
-    for name in ["message-id", "date"] {
-        if orig_fields.iter().any(|f| field_name(f) == name) {
-            continue;
-        }
-        let at: Vec<usize> = fields.iter().enumerate().filter(|(_, f)| field_name(f) == name).map(|(i, _)| i).collect();
-        assert_eq!(at.len(), 1, "expected one added {name} field: {}", String::from_utf8_lossy(upstream));
-        assert!(at[0] >= orig_fields.len(), "added {name} is not at the end of the header");
-        let field = String::from_utf8_lossy(fields.remove(at[0])).into_owned();
-        if name == "message-id" {
-            assert!(field.trim_end().ends_with("@mx.test.example>"), "{field}");
-        }
-    }
-    let mut out: Vec<u8> = fields.concat();
-    out.extend_from_slice(rest);
-    out
-}
-
-/// `assert_eq!` for large byte strings: reports the first difference.
-fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
-    if got == want {
-        return;
-    }
-    let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
-    let show = |b: &[u8]| {
-        let from = at.saturating_sub(80);
-        format!("{:?}", String::from_utf8_lossy(&b[from..(at + 80).min(b.len())]))
-    };
-    panic!(
-        "{what}: differs at octet {at} (got {} octets, want {})\n got: …{}\nwant: …{}",
-        got.len(),
-        want.len(),
-        show(got),
-        show(want)
-    );
 }
 
 /// How upstream.py's meta shows the null reverse-path.

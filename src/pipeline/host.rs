@@ -340,6 +340,14 @@ impl notes::Host for HostState {
 }
 
 impl HostState {
+    /// The transaction's envelope and the message as it will be sent.
+    fn envelope_and_message(&self) -> Result<(wit::Envelope, Vec<u8>)> {
+        let s = self.session();
+        let envelope = s.envelope.clone().ok_or_else(|| format_err!("no envelope"))?;
+        let bytes = s.message.as_ref().ok_or_else(|| format_err!("no message"))?.to_bytes();
+        Ok((envelope, bytes))
+    }
+
     fn with_message<R>(&self, f: impl FnOnce(&mut Message) -> R) -> Result<R> {
         let mut s = self.session();
         let m =
@@ -458,12 +466,7 @@ impl outbound::Host for HostState {
     ) -> Result<Result<wit::Reply, outbound::Failure>> {
         self.count_slow_call()?;
         self.clock.enter_host();
-        let (envelope, bytes) = {
-            let s = self.session();
-            let envelope = s.envelope.clone().ok_or_else(|| format_err!("no envelope"))?;
-            let bytes = s.message.as_ref().ok_or_else(|| format_err!("no message"))?.to_bytes();
-            (envelope, bytes)
-        };
+        let (envelope, bytes) = self.envelope_and_message()?;
         let id = self.session_id();
         let result = self.services.relays.send_now(&relay, &envelope, bytes, &id).await;
         self.clock.leave_host();
@@ -486,12 +489,7 @@ impl outbound::Host for HostState {
                 },
             }));
         };
-        let (envelope, bytes) = {
-            let s = self.session();
-            let envelope = s.envelope.clone().ok_or_else(|| format_err!("no envelope"))?;
-            let bytes = s.message.as_ref().ok_or_else(|| format_err!("no message"))?.to_bytes();
-            (envelope, bytes)
-        };
+        let (envelope, bytes) = self.envelope_and_message()?;
         let id = self.session_id();
         self.clock.enter_host();
         let result = queue.enqueue(&route, &envelope, bytes, &id).await;
