@@ -50,13 +50,23 @@ pub fn serve(queue: Arc<Queue>) -> std::io::Result<()> {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(error = %e, "control socket: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
             let queue = queue.clone();
             tokio::spawn(async move {
                 let (read, mut write) = stream.into_split();
                 let mut line = String::new();
                 let mut reader = BufReader::new(read).take(64 * 1024);
-                if reader.read_line(&mut line).await.is_err() {
+                // A client that never finishes its line does not keep a task.
+                let read = tokio::time::timeout(std::time::Duration::from_secs(10), reader.read_line(&mut line)).await;
+                if !matches!(read, Ok(Ok(_))) {
                     return;
                 }
                 let response = match serde_json::from_str::<Request>(&line) {
