@@ -249,7 +249,11 @@ fn dkim(rt: &tokio::runtime::Runtime, state: &Path) {
             println!("{:<34} {:>10.1} {:>10.1} {:>10.1}", name, s.mean_us(), s.pct_us(0.5), s.pct_us(0.99));
         }
         println!();
-        println!("added by signing: RSA-2048 {:.1} µs, RSA-2048 + Ed25519 {:.1} µs per message", m1.mean_us() - m0.mean_us(), m2.mean_us() - m0.mean_us());
+        println!(
+            "added by signing: RSA-2048 {:.1} µs, RSA-2048 + Ed25519 {:.1} µs per message",
+            m1.mean_us() - m0.mean_us(),
+            m2.mean_us() - m0.mean_us()
+        );
     });
 }
 

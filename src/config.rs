@@ -190,6 +190,12 @@ pub struct SmtpRelay {
     /// so signatures stay valid. SendGrid: `X-SMTPAPI` turning click and open
     /// tracking off (both rewrite the body, which breaks DKIM).
     pub extra_headers: Vec<(String, String)>,
+    /// Messages sent over one upstream connection before it is closed
+    /// (1: a new connection per message).
+    pub connection_max_messages: u32,
+    /// How long an upstream connection is kept open, idle, for the next
+    /// message (0: closed after each delivery attempt).
+    pub connection_idle: Duration,
 }
 
 /// A mail service whose SMTP settings `provider = "..."` fills in
@@ -498,6 +504,8 @@ struct RawRelay {
     region: Option<String>,
     max_recipients: Option<usize>,
     max_message_size: Option<usize>,
+    connection_max_messages: Option<u32>,
+    connection_idle_secs: Option<u64>,
 }
 
 /// Defaults, in one place so the docs can be checked against them.
@@ -518,6 +526,8 @@ pub mod defaults {
     pub const CALL_TIMEOUT_MS: u64 = 1000;
     pub const MEMORY_LIMIT_MB: usize = 64;
     pub const RELAY_TIMEOUT_SECS: u64 = 120;
+    pub const CONNECTION_MAX_MESSAGES: u32 = 100;
+    pub const CONNECTION_IDLE_SECS: u64 = 5;
     pub const DKIM_KEYS: &str = "dkim";
     pub const QUEUE_DIR: &str = "queue";
     pub const RETRY_SCHEDULE_SECS: &[u64] = &[60, 300, 900, 3600, 7200];
@@ -737,7 +747,10 @@ impl Config {
             concurrency: q.concurrency.unwrap_or(QUEUE_CONCURRENCY),
         };
         if queue.retry_schedule.is_empty() || queue.retry_schedule.iter().any(|d| d.is_zero()) {
-            cx.error("queue.retry_schedule_secs must list at least one wait, each above 0, e.g. [60, 300, 900, 3600, 7200]".into());
+            cx.error(
+                "queue.retry_schedule_secs must list at least one wait, each above 0, e.g. [60, 300, 900, 3600, 7200]"
+                    .into(),
+            );
         }
         if queue.concurrency == 0 {
             cx.error("queue.concurrency must be at least 1".into());
@@ -950,6 +963,12 @@ impl Resolver<'_> {
                         "{key}.max_message_size = {size} is below the minimum of 1024 octets; it counts octets, e.g. 10000000 for 10 MB"
                     ));
                 }
+                let connection_max_messages = r.connection_max_messages.unwrap_or(defaults::CONNECTION_MAX_MESSAGES);
+                if connection_max_messages == 0 {
+                    self.error(format!(
+                        "{key}.connection_max_messages must be at least 1 (1: a new connection for every message)"
+                    ));
+                }
                 Some(Relay::Smtp(SmtpRelay {
                     host,
                     port,
@@ -964,6 +983,10 @@ impl Resolver<'_> {
                     max_recipients,
                     max_message_size,
                     extra_headers: provider.map(Provider::extra_headers).unwrap_or_default(),
+                    connection_max_messages,
+                    connection_idle: Duration::from_secs(
+                        r.connection_idle_secs.unwrap_or(defaults::CONNECTION_IDLE_SECS),
+                    ),
                 }))
             }
             other => {
@@ -1139,6 +1162,8 @@ mod tests {
             ("call_timeout_ms", format!("`{CALL_TIMEOUT_MS}`")),
             ("memory_limit_mb", format!("`{MEMORY_LIMIT_MB}`")),
             ("timeout_secs", format!("`{RELAY_TIMEOUT_SECS}`")),
+            ("connection_max_messages", format!("`{CONNECTION_MAX_MESSAGES}`")),
+            ("connection_idle_secs", format!("`{CONNECTION_IDLE_SECS}`")),
             ("bare_line_endings", "`\"reject\"`".to_string()),
             ("keys", format!("`\"{DKIM_KEYS}\"`")),
             ("retry_schedule_secs", format!("`{RETRY_SCHEDULE_SECS:?}`")),

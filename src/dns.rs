@@ -2428,7 +2428,11 @@ mod tests {
             .txt("loop-a.test", "v=spf1 include:loop-b.test ~all")
             .txt("loop-b.test", "v=spf1 include:loop-a.test ~all");
         let report = run(&DnsArgs::new(D, RelayKind::Smtp), &store, &r).await;
-        let c = report.checks.iter().find(|c| c.detail.contains("include loop")).expect(&report.render());
+        let c = report
+            .checks
+            .iter()
+            .find(|c| c.detail.contains("include loop"))
+            .unwrap_or_else(|| panic!("{}", report.render()));
         assert_eq!(c.status, Status::Fail);
         assert!(c.detail.contains("example.com -> loop-a.test -> loop-b.test -> loop-a.test"), "{}", c.detail);
         assert!(!report.ok());
@@ -2506,7 +2510,7 @@ mod tests {
             r = r.txt(&key.dns_name(), p);
         }
         let report = run(&ses_args(), store, &r).await;
-        report.find(&format!("DKIM {}", key.dns_name())).expect(&report.render()).clone()
+        report.find(&format!("DKIM {}", key.dns_name())).unwrap_or_else(|| panic!("{}", report.render())).clone()
     }
 
     #[tokio::test]

@@ -20,7 +20,7 @@ pub mod message;
 pub mod net;
 pub mod outbound;
 pub mod password;
-pub mod queue;
 pub mod pipeline;
+pub mod queue;
 pub mod smtp;
 pub mod users;

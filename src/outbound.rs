@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use mail_send::smtp::message::{Address, Message as SmtpMessage, Parameter, Parameters};
@@ -18,6 +19,8 @@ use tokio_rustls::TlsConnector;
 use crate::config::{Config, Relay, SmtpRelay, TlsMode};
 use crate::pipeline::wit;
 use crate::smtp::reply::sanitize_text;
+
+mod pool;
 
 /// Why a relay did not take a message.
 #[derive(Debug, Clone)]
@@ -31,13 +34,15 @@ fn failure(temporary: bool, code: u16, enhanced: &str, text: String) -> SendFail
 }
 
 enum RelayImpl {
-    Smtp { cfg: SmtpRelay, tls: TlsConnector },
+    Smtp { cfg: Box<SmtpRelay>, tls: TlsConnector },
     Outbox { dir: PathBuf },
 }
 
 pub struct Relays {
     relays: HashMap<String, RelayImpl>,
     hostname: String,
+    /// Connections kept open between queued deliveries.
+    pool: Arc<pool::Pool>,
 }
 
 impl Relays {
@@ -52,12 +57,12 @@ impl Relays {
                 }
                 Relay::Smtp(cfg) => {
                     let tls = tls_connector(cfg).with_context(|| format!("relays.{name}"))?;
-                    RelayImpl::Smtp { cfg: cfg.clone(), tls }
+                    RelayImpl::Smtp { cfg: Box::new(cfg.clone()), tls }
                 }
             };
             relays.insert(name.clone(), r);
         }
-        Ok(Relays { relays, hostname: config.server.hostname.clone() })
+        Ok(Relays { relays, hostname: config.server.hostname.clone(), pool: Arc::default() })
     }
 
     pub fn names(&self) -> Vec<&str> {
@@ -187,40 +192,76 @@ impl Relays {
                     Cow::Owned(with_extra_headers(message, &cfg.extra_headers))
                 };
                 let message = &*message;
-                let builder = self.builder(cfg, tls);
-                // TCP_NODELAY below: mail-send writes the final dot apart
-                // from the body, which would otherwise wait for the
-                // upstream's delayed ACK (~40 ms a message).
-                // A refusal before MAIL FROM (greeting, EHLO, STARTTLS, AUTH)
-                // or an authentication demand at MAIL FROM says something
-                // about our configuration, never about the message: always
-                // temporary, so no queued mail is bounced for it.
-                let result = match cfg.tls {
-                    TlsMode::None => match builder.connect_plain().await {
-                        Ok(c) => {
-                            let _ = c.stream.set_nodelay(true);
-                            transaction(c, mail_from, mail_params, rcpts, message).await
+                let (max_messages, max_idle) = (cfg.connection_max_messages, cfg.connection_idle);
+                if let Some(mut conn) = self.pool.take(relay, max_idle) {
+                    // A kept connection may have been closed by the upstream
+                    // (its own idle timeout) or have died silently: that
+                    // shows at MAIL FROM, before anything of the message was
+                    // sent, so a new connection is safe and costs the message
+                    // nothing. A shorter wait there keeps a dead connection
+                    // from costing the whole reply timeout.
+                    let probe = cfg.timeout.min(REUSE_PROBE_TIMEOUT);
+                    match transaction(&mut conn.client, probe, mail_from, mail_params, rcpts, message).await {
+                        Ok(outcomes) => {
+                            conn.uses += 1;
+                            self.pool.put(relay, conn, max_messages, max_idle);
+                            return Ok(outcomes);
                         }
-                        Err(e) => Err((e, true)),
-                    },
-                    _ => match builder.connect().await {
-                        Ok(c) => {
-                            let _ = c.stream.get_ref().0.set_nodelay(true);
-                            transaction(c, mail_from, mail_params, rcpts, message).await
+                        Err(e) if e.at_mail && upstream_gone(&e.error) => {
+                            tracing::debug!(relay, upstream = %where_, error = %e.error, "a kept connection was closed by the upstream; opening a new one");
                         }
-                        Err(e) => Err((e, true)),
-                    },
-                };
-                result.map_err(|(e, ours)| {
-                    let mut f = map_error(e, relay, &where_);
-                    if ours && !f.temporary {
-                        tracing::error!(relay, upstream = %where_, code = f.reply.code, text = %f.reply.text, "the relay refused us before any message was sent: check relays.{relay} (address, tls, credentials, allowed IPs); messages stay queued");
-                        f.temporary = true;
+                        Err(e) => return Err(self.failed(relay, &where_, e)),
                     }
-                    f
-                })
+                }
+                // A refusal before MAIL FROM (greeting, EHLO, STARTTLS, AUTH)
+                // says something about our configuration, never about the
+                // message: always temporary, so no queued mail is bounced
+                // for it.
+                let mut conn = self
+                    .connect(cfg, tls)
+                    .await
+                    .map_err(|error| self.failed(relay, &where_, TxError { error, at_mail: true, ours: true }))?;
+                match transaction(&mut conn.client, cfg.timeout, mail_from, mail_params, rcpts, message).await {
+                    Ok(outcomes) => {
+                        conn.uses += 1;
+                        self.pool.put(relay, conn, max_messages, max_idle);
+                        Ok(outcomes)
+                    }
+                    Err(e) => Err(self.failed(relay, &where_, e)),
+                }
             }
         }
+    }
+
+    /// A new connection, through TLS and AUTH as configured.
+    async fn connect(&self, cfg: &SmtpRelay, tls: &TlsConnector) -> mail_send::Result<pool::Conn> {
+        let builder = self.builder(cfg, tls);
+        // TCP_NODELAY: mail-send writes the final dot apart from the body,
+        // which would otherwise wait for the upstream's delayed ACK (~40 ms
+        // a message).
+        Ok(match cfg.tls {
+            TlsMode::None => {
+                let c = builder.connect_plain().await?;
+                let _ = c.stream.set_nodelay(true);
+                pool::Conn::new(c)
+            }
+            _ => {
+                let c = builder.connect().await?;
+                let _ = c.stream.get_ref().0.set_nodelay(true);
+                pool::Conn::new(c)
+            }
+        })
+    }
+
+    /// The failure of a whole attempt, made temporary (and logged loudly)
+    /// when it is about our side of the connection.
+    fn failed(&self, relay: &str, upstream: &str, e: TxError) -> SendFailure {
+        let mut f = map_error(e.error, relay, upstream);
+        if e.ours && !f.temporary {
+            tracing::error!(relay, upstream, code = f.reply.code, text = %f.reply.text, "the relay refused us before any message was sent: check relays.{relay} (address, tls, credentials, allowed IPs); messages stay queued");
+            f.temporary = true;
+        }
+        f
     }
 
     fn builder<'a>(&self, cfg: &'a SmtpRelay, tls: &TlsConnector) -> SmtpClientBuilder<&'a str> {
@@ -293,26 +334,58 @@ fn params_of(list: &[(String, Option<String>)]) -> Parameters<'static> {
     params
 }
 
-/// MAIL, a RCPT per recipient (each answered on its own), DATA, QUIT.
-async fn transaction<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
-    mut client: mail_send::SmtpClient<T>,
+/// How long MAIL FROM on a kept connection may take before the connection
+/// is taken for dead (and the message goes over a new one).
+const REUSE_PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A transaction that failed as a whole.
+struct TxError {
+    error: mail_send::Error,
+    /// It failed at MAIL FROM (or before): nothing of the message was sent.
+    at_mail: bool,
+    /// The failure is about us (our address, TLS, credentials), not the
+    /// message.
+    ours: bool,
+}
+
+/// Whether an error on a kept connection means the upstream closed it.
+fn upstream_gone(e: &mail_send::Error) -> bool {
+    use mail_send::Error as E;
+    match e {
+        E::Io(_) | E::UnparseableReply | E::Timeout => true,
+        E::UnexpectedReply(r) => r.code == 421,
+        _ => false,
+    }
+}
+
+/// MAIL, a RCPT per recipient (each answered on its own), DATA. `Ok` leaves
+/// the connection between transactions, ready for the next message; after
+/// an `Err` its state is unknown and it must be dropped. MAIL FROM is given
+/// `mail_timeout`, the rest the client's own timeout.
+async fn transaction(
+    client: &mut pool::Client,
+    mail_timeout: Duration,
     mail_from: &str,
     mail_params: &[(String, Option<String>)],
     rcpts: &[DeliveryRcpt<'_>],
     message: &[u8],
-) -> Result<Vec<RcptOutcome>, (mail_send::Error, bool)> {
-    match client.mail_from(mail_from, &params_of(mail_params)).await {
+) -> Result<Vec<RcptOutcome>, TxError> {
+    let timeout = std::mem::replace(&mut client.timeout, mail_timeout);
+    let mail = client.mail_from(mail_from, &params_of(mail_params)).await;
+    client.timeout = timeout;
+    match mail {
         Ok(()) => {}
         Err(mail_send::Error::UnexpectedReply(r)) if r.code == 530 || r.esc == [5, 7, 0] || r.esc == [5, 7, 8] => {
-            return Err((mail_send::Error::UnexpectedReply(r), true));
+            // An authentication demand: our configuration, not the message.
+            return Err(TxError { error: mail_send::Error::UnexpectedReply(r), at_mail: true, ours: true });
         }
-        Err(e) => return Err((e, false)),
+        Err(error) => return Err(TxError { error, at_mail: true, ours: false }),
     }
-    transaction_rest(client, rcpts, message).await.map_err(|e| (e, false))
+    transaction_rest(client, rcpts, message).await.map_err(|error| TxError { error, at_mail: false, ours: false })
 }
 
-async fn transaction_rest<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
-    mut client: mail_send::SmtpClient<T>,
+async fn transaction_rest(
+    client: &mut pool::Client,
     rcpts: &[DeliveryRcpt<'_>],
     message: &[u8],
 ) -> mail_send::Result<Vec<RcptOutcome>> {
@@ -336,8 +409,8 @@ async fn transaction_rest<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpi
         }
     }
     if accepted.is_empty() {
-        let _ = client.rset().await;
-        let _ = client.quit().await;
+        // Ends the transaction, so the connection can carry the next one.
+        client.rset().await?;
         return Ok(outcomes);
     }
     // mail-send ends the data with CRLF "." CRLF itself.
@@ -355,7 +428,6 @@ async fn transaction_rest<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpi
     for i in accepted {
         outcomes[i] = settled.clone();
     }
-    let _ = client.quit().await;
     Ok(outcomes)
 }
 

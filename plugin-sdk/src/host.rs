@@ -113,6 +113,14 @@ impl Host {
         self.backend.route_for(route, sender)
     }
 
+    /// The largest message, in octets, some relay of `route` (a route or a
+    /// relay's name) takes; `None` when there is no known limit or no such
+    /// route. Lets a plugin refuse `MAIL FROM:<…> SIZE=n` at once instead
+    /// of after the whole message arrived. Needs the `outbound` grant.
+    pub fn max_message_size(&self, route: &str) -> Option<u64> {
+        self.backend.max_message_size(route)
+    }
+
     /// The host's default signing options: its recommended header list,
     /// `From` over-signed, `relaxed/relaxed`, no expiry. Needs the `dkim` grant.
     pub fn dkim_default_options(&self) -> SignOptions {

@@ -113,6 +113,7 @@ pub struct QueuedMessage {
 struct State {
     config: RefCell<String>,
     routes: RefCell<Vec<String>>,
+    route_sizes: RefCell<BTreeMap<String, u64>>,
     queued: RefCell<Vec<QueuedMessage>>,
     dkim_keys: RefCell<Vec<DkimKey>>,
     signatures: RefCell<Vec<SignRequest>>,
@@ -150,6 +151,7 @@ impl TestHost {
             state: Rc::new(State {
                 config: RefCell::new(String::new()),
                 routes: RefCell::new(Vec::new()),
+                route_sizes: RefCell::new(BTreeMap::new()),
                 queued: RefCell::new(Vec::new()),
                 dkim_keys: RefCell::new(Vec::new()),
                 signatures: RefCell::new(Vec::new()),
@@ -226,6 +228,13 @@ impl TestHost {
     /// [`Host::route_for`] returns it. Unknown names fail temporarily.
     pub fn route(self, name: &str) -> Self {
         self.state.routes.borrow_mut().push(name.to_string());
+        self
+    }
+
+    /// Gives a route (see [`TestHost::route`]) a largest message size, which
+    /// [`Host::max_message_size`] returns.
+    pub fn route_max_size(self, name: &str, octets: u64) -> Self {
+        self.state.route_sizes.borrow_mut().insert(name.to_string(), octets);
         self
     }
 
@@ -649,6 +658,10 @@ impl HostBackend {
 
     pub(crate) fn route_for(&self, route: &str, _sender: &str) -> Option<String> {
         self.0.routes.borrow().iter().find(|r| *r == route).cloned()
+    }
+
+    pub(crate) fn max_message_size(&self, route: &str) -> Option<u64> {
+        self.0.route_sizes.borrow().get(route).copied()
     }
 
     pub(crate) fn dkim_default_options(&self) -> SignOptions {

@@ -109,6 +109,10 @@ impl HostBackend {
         wit::outbound::route_for(route, sender)
     }
 
+    pub(crate) fn max_message_size(&self, route: &str) -> Option<u64> {
+        wit::outbound::max_message_size(route)
+    }
+
     pub(crate) fn dkim_default_options(&self) -> SignOptions {
         let o = wit::dkim::default_options();
         SignOptions {

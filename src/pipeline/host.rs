@@ -500,6 +500,10 @@ impl outbound::Host for HostState {
     fn route_for(&mut self, route: String, sender: String) -> Result<Option<String>> {
         Ok(crate::queue::resolve_route(&self.services.routes, &self.services.relays, &route, &sender).ok())
     }
+
+    fn max_message_size(&mut self, route: String) -> Result<Option<u64>> {
+        Ok(crate::queue::route_max_size(&self.services.routes, &self.services.relays, &route).map(|s| s as u64))
+    }
 }
 
 impl dkim::Host for HostState {

@@ -122,6 +122,23 @@ pub fn ask(spool_dir: &Path, req: &Request) -> Option<Result<Response, String>> 
     Some(result)
 }
 
+/// Refuses to change a spool that belongs to another user (typically: root
+/// running the command for a server that runs as its own user): the files
+/// written would be unreadable to the server, and its next start would stop.
+fn same_owner(spool_dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(spool_dir).map_err(|e| format!("{}: {e}", spool_dir.display()))?.uid();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if owner != me {
+        return Err(format!(
+            "{} belongs to uid {owner}, not to you (uid {me}); files written now would be unreadable to the server. Run this as the server's user, e.g. `sudo -u <user> mailferry queue ...`",
+            spool_dir.display()
+        ));
+    }
+    Ok(())
+}
+
 /// Answers a request from the spool files, with no server running.
 pub fn offline(spool_dir: &Path, req: &Request) -> Result<Response, String> {
     let entries = || spool::read_entries(spool_dir).map_err(|e| format!("{}: {e}", spool_dir.display()));
@@ -134,6 +151,7 @@ pub fn offline(spool_dir: &Path, req: &Request) -> Result<Response, String> {
             .ok_or_else(|| format!("no queued message {id}")),
         Request::Stats => Ok(Response::Stats(super::stats_of(&entries()?, 0))),
         Request::Retry { .. } | Request::Delete { .. } => {
+            same_owner(spool_dir)?;
             // Changing entries needs the spool's lock: fails clearly if a
             // server holds it without answering on its socket.
             let (spool, entries) = spool::Spool::open(spool_dir).map_err(|e| e.to_string())?;
@@ -165,5 +183,28 @@ pub fn offline(spool_dir: &Path, req: &Request) -> Result<Response, String> {
                 }
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offline_changes_refuse_a_spool_of_another_user() {
+        // SAFETY: no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: only root can give the folder to another user");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
+        for req in [Request::Retry { id: None }, Request::Delete { id: "x".into() }] {
+            let err = offline(dir.path(), &req).unwrap_err();
+            assert!(err.contains("uid 65534") && err.contains("sudo -u"), "{err}");
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing written, not even a lock file");
+        // Reading is fine for anyone who can.
+        assert!(matches!(offline(dir.path(), &Request::List), Ok(Response::Entries(e)) if e.is_empty()));
     }
 }

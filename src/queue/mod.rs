@@ -137,10 +137,7 @@ impl Queue {
     }
 
     fn relays_of(&self, route: &str) -> Vec<String> {
-        match self.routes.get(route) {
-            Some(r) => r.relays.clone(),
-            None => vec![route.to_string()],
-        }
+        relays_of(&self.routes, route)
     }
 
     /// Stores a message durably and schedules its delivery. `Ok` carries the
@@ -165,12 +162,7 @@ impl Queue {
         })?;
         // Refuse now what every relay of the route would refuse: the client
         // learns it at once instead of from a bounce.
-        // The largest any relay takes; none if one of them has no limit.
-        let limit = self
-            .relays_of(&route)
-            .iter()
-            .try_fold(0usize, |acc, r| self.relays.max_message_size(r).map(|l| acc.max(l)));
-        if let Some(limit) = limit.filter(|&l| l > 0) {
+        if let Some(limit) = route_max_size(&self.routes, &self.relays, &route) {
             if message.len() > limit {
                 tracing::info!(session, size = message.len(), limit, route = %route, "message larger than the route's relays take");
                 return Err(SendFailure {
@@ -685,7 +677,7 @@ impl Queue {
     /// Makes a message (or every message) due now.
     pub async fn retry(&self, id: Option<&str>) -> usize {
         // In memory only: the schedule is not worth an fsync per message,
-        // and after a restart everything is tried at once anyway.
+        // and the attempt this causes records the next time anyway.
         let n = {
             let mut st = self.state.lock().unwrap();
             let mut n = 0;
@@ -740,6 +732,24 @@ pub fn resolve_route(
     } else {
         Err(format!("no route or relay named {requested:?} ([routes.{requested}] or [relays.{requested}])"))
     }
+}
+
+/// The relays of a route, in order (a relay's name is a route of one).
+fn relays_of(routes: &BTreeMap<String, config::Route>, route: &str) -> Vec<String> {
+    match routes.get(route) {
+        Some(r) => r.relays.clone(),
+        None => vec![route.to_string()],
+    }
+}
+
+/// The largest message, in octets, some relay of `route` takes; `None`
+/// when one of them has no limit (or there is no such route).
+pub fn route_max_size(routes: &BTreeMap<String, config::Route>, relays: &Relays, route: &str) -> Option<usize> {
+    let names = relays_of(routes, route);
+    if names.is_empty() || !names.iter().all(|r| relays.has(r)) {
+        return None;
+    }
+    names.iter().try_fold(0usize, |acc, r| relays.max_message_size(r).map(|l| acc.max(l))).filter(|&l| l > 0)
 }
 
 /// Counts for `stats`.

@@ -8,7 +8,9 @@ or serves TLS from the first byte with --implicit-tls (SMTPS, port 465 style).
 Every accepted message is stored in OUT as two files, numbered from 1:
   <n>.eml   the exact octets received (dot-unstuffed, nothing else changed)
   <n>.json  {"mail_from", "rcpt_tos", "mail_options", "rcpt_options",
-             "helo", "login", "tls"}
+             "helo", "login", "tls", "connection"}
+             ("connection": the client's port, the same for every message
+             sent over one connection)
 The 250 reply to DATA says "Ok: queued as <n>".
 
 Failure injection, by the local part of a recipient:
@@ -108,6 +110,7 @@ class Handler:
             "helo": session.host_name,
             "login": getattr(session.auth_data, "login", b"").decode("utf-8", "replace"),
             "tls": self.tls_mode,
+            "connection": session.peer[1],
         }
         # Written under a temporary name and renamed, so a reader never sees
         # half a file.
@@ -131,6 +134,8 @@ async def main():
     p.add_argument("--key", help="PEM private key for --cert")
     p.add_argument("--certdir", help="where to generate the certificate (default: a new temporary folder)")
     p.add_argument("--implicit-tls", action="store_true", help="TLS from the first byte instead of STARTTLS")
+    p.add_argument("--idle-timeout", type=float, default=300,
+                   help="close a connection after this many seconds without a command (default 300)")
     args = p.parse_args()
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="upstream.py %(levelname)s %(message)s")
@@ -174,6 +179,7 @@ async def main():
             auth_require_tls=not implicit,
             authenticator=authenticator,
             loop=loop,
+            timeout=args.idle_timeout,
         )
 
     server = await loop.create_server(factory, "127.0.0.1", args.port, ssl=context if implicit else None)

@@ -44,6 +44,10 @@
 //! whatever the upstream says cannot break the reply. Every outcome is
 //! logged.
 //!
+//! At `MAIL FROM` a declared size (`SIZE=n`) larger than every relay of the
+//! route takes (`max_message_size`, or the provider's limit) is refused with
+//! `552 5.3.4`, before the client sends the message.
+//!
 //! At `MAIL FROM` the plugin sets the transaction note `route` to the route
 //! (queue mode) or relay (sync mode) the message will take, so plugins that
 //! act before the queue hook can adapt to it (`dkim-sign` leaves out the
@@ -111,6 +115,24 @@ impl Plugin for SmtpForward {
             Mode::Queue => host.route_for(&self.target, &sender.address).unwrap_or_else(|| self.target.clone()),
             Mode::Sync => self.target.clone(),
         };
+        // A client that announces the size (`MAIL FROM:<…> SIZE=n`) learns at
+        // once that the route cannot take it, before sending the message.
+        let announced =
+            sender.params.iter().find(|p| p.key.eq_ignore_ascii_case("SIZE")).and_then(|p| p.value.as_deref());
+        if let (Some(announced), Some(limit)) =
+            (announced.and_then(|v| v.parse::<u64>().ok()), host.max_message_size(&route))
+        {
+            if announced > limit {
+                host.info(format!(
+                    "route {route:?}: announced size {announced} is over the relays' limit of {limit} octets"
+                ));
+                return Verdict::deny(
+                    552,
+                    "5.3.4",
+                    format!("message too big: the relays of this server take at most {limit} octets"),
+                );
+            }
+        }
         host.set_note(Scope::Transaction, ROUTE_NOTE, route);
         Verdict::Continue
     }
@@ -374,6 +396,33 @@ mod tests {
         assert_eq!(q[0].route, "default");
         assert_eq!(q[0].message, message().to_bytes());
         assert!(host.sent().is_empty());
+    }
+
+    #[test]
+    fn a_declared_size_over_the_route_limit_is_refused_at_mail_from() {
+        let host = TestHost::new().config_toml("route = \"ses\"").route("ses").route_max_size("ses", 1000);
+        let p = host.instantiate::<SmtpForward>().unwrap();
+        let big = Address::new("a@example.org").with_param("SIZE", Some("1001"));
+        let v = p.mail(big).unwrap();
+        let r = v.reply().expect("a refusal").clone();
+        assert_eq!((r.code, r.enhanced.as_deref()), (552, Some("5.3.4")), "{r:?}");
+        assert!(r.text.contains("at most 1000 octets"), "{r:?}");
+        // At the limit, without SIZE, or with a malformed one: the end of
+        // DATA decides.
+        for sender in [
+            Address::new("a@example.org").with_param("size", Some("1000")),
+            Address::new("a@example.org"),
+            Address::new("a@example.org").with_param("SIZE", Some("lots")),
+        ] {
+            assert_eq!(p.mail(sender), Some(Verdict::Continue));
+        }
+        // No known limit: nothing to check.
+        let host = TestHost::new().config_toml("route = \"ses\"").route("ses");
+        let p = host.instantiate::<SmtpForward>().unwrap();
+        assert_eq!(
+            p.mail(Address::new("a@example.org").with_param("SIZE", Some("99999999999"))),
+            Some(Verdict::Continue)
+        );
     }
 
     #[test]
