@@ -244,47 +244,8 @@ struct PyUpstream {
 }
 
 impl PyUpstream {
-    fn start(args: &[&std::ffi::OsStr], log: &Path) -> PyUpstream {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/upstream.py");
-        let log_file = std::fs::File::create(log).unwrap();
-        let mut child = Command::new("python3")
-            .arg(&script)
-            .args(["--user", UP_USER, "--password", UP_PASSWORD])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .expect("cannot start python3 tests/support/upstream.py");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let port = loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) => {
-                    if let Some(p) = line.strip_prefix("PORT ") {
-                        break p.trim().parse::<u16>().unwrap();
-                    }
-                }
-                Err(_) => {
-                    let exited = child.try_wait().unwrap();
-                    if exited.is_some() || Instant::now() > deadline {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        panic!(
-                            "upstream.py did not start ({exited:?}):\n{}",
-                            std::fs::read_to_string(log).unwrap_or_default()
-                        );
-                    }
-                }
-            }
-        };
+    fn start(args: &[std::ffi::OsString], log: &Path) -> PyUpstream {
+        let (child, _, port) = spawn_upstream(args, log);
         PyUpstream { child, port }
     }
 }
@@ -386,7 +347,6 @@ Date: Mon, 2 Jun 2025 10:00:00 +0000\r\nMessage-ID: <down.1@client.example>\r\n\
         "--out".into(),
         out.clone().into(),
     ];
-    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
     let back = PyUpstream::start(&args, &keep.path().join("upstream.log"));
     assert_eq!(back.port, port);
 

@@ -51,55 +51,11 @@ impl Upstream {
     }
 
     pub fn start_with(extra: &[&str]) -> Upstream {
-        require_program("python3", &["-c", "import aiosmtpd"], "python3 with aiosmtpd is needed: pip install aiosmtpd");
-        require_program("openssl", &["version"], "the openssl CLI is needed to make the upstream's certificate");
         let dir = tempfile::tempdir().unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/upstream.py");
-        let log = std::fs::File::create(dir.path().join("upstream.log")).unwrap();
-        let mut child = Command::new("python3")
-            .arg(&script)
-            .arg("--out")
-            .arg(dir.path().join("out"))
-            .arg("--certdir")
-            .arg(dir.path().join("cert"))
-            .args(["--user", UP_USER, "--password", UP_PASSWORD])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("cannot start python3 tests/support/upstream.py");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let mut ca = None;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let port = loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) => {
-                    if let Some(p) = line.strip_prefix("CA ") {
-                        ca = Some(PathBuf::from(p));
-                    } else if let Some(p) = line.strip_prefix("PORT ") {
-                        break p.trim().parse::<u16>().unwrap();
-                    }
-                }
-                Err(_) => {
-                    let exited = child.try_wait().unwrap();
-                    if exited.is_some() || Instant::now() > deadline {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        let log = std::fs::read_to_string(dir.path().join("upstream.log")).unwrap_or_default();
-                        panic!("upstream.py did not start ({exited:?}):\n{log}");
-                    }
-                }
-            }
-        };
-        let ca = ca.expect("upstream.py printed no CA line");
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["--out".into(), dir.path().join("out").into(), "--certdir".into(), dir.path().join("cert").into()];
+        args.extend(extra.iter().map(Into::into));
+        let (child, ca, port) = spawn_upstream(&args, &dir.path().join("upstream.log"));
         Upstream { child, dir, port, ca }
     }
 
@@ -135,6 +91,56 @@ impl Upstream {
     pub fn verified_relay(&self) -> String {
         self.relay("starttls", &format!("ca_file = {:?}\n", self.ca.to_str().unwrap()))
     }
+}
+
+/// Starts tests/support/upstream.py (with the test account) and `args`,
+/// its log going to `log`; returns the process, the CA certificate it
+/// trusts its certificate by, and its port, once it listens.
+pub fn spawn_upstream(args: &[std::ffi::OsString], log: &Path) -> (Child, PathBuf, u16) {
+    require_program("python3", &["-c", "import aiosmtpd"], "python3 with aiosmtpd is needed: pip install aiosmtpd");
+    require_program("openssl", &["version"], "the openssl CLI is needed to make the upstream's certificate");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/upstream.py");
+    let log_file = std::fs::File::create(log).unwrap();
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .args(["--user", UP_USER, "--password", UP_PASSWORD])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .spawn()
+        .expect("cannot start python3 tests/support/upstream.py");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let mut ca = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let port = loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                if let Some(p) = line.strip_prefix("CA ") {
+                    ca = Some(PathBuf::from(p));
+                } else if let Some(p) = line.strip_prefix("PORT ") {
+                    break p.trim().parse::<u16>().unwrap();
+                }
+            }
+            Err(_) => {
+                let exited = child.try_wait().unwrap();
+                if exited.is_some() || Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let log = std::fs::read_to_string(log).unwrap_or_default();
+                    panic!("upstream.py did not start ({exited:?}):\n{log}");
+                }
+            }
+        }
+    };
+    (child, ca.expect("upstream.py printed no CA line"), port)
 }
 
 impl Drop for Upstream {
