@@ -30,9 +30,11 @@
 //! - fsyncs per message: the server's spool fsync count, logged at shutdown
 //!   (SIGTERM) in the `"queue stopped"` line as `fsyncs`, divided by every
 //!   message queued in that server's life (warm-up included: it runs at the
-//!   same concurrency). Every stored message costs two file fsyncs, a share
-//!   of one group-committed folder fsync, and one folder fsync when it is
-//!   removed after delivery. Printed as `n/a` if the server does not log it.
+//!   same concurrency). Every stored message costs two file fsyncs and a
+//!   share of one group-committed folder fsync; removing it after delivery
+//!   costs none. Printed as `n/a` if the server does not log it.
+//! - sink connections: how many connections the server opened to the sink
+//!   (delivery connections are kept open between messages).
 //!
 //! - CPU ms per message of the server process, and of this bench process
 //!   (clients and sink), over the same window as delivered/s;
@@ -74,6 +76,8 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 struct Sink {
     port: u16,
     received: Arc<AtomicU64>,
+    /// Connections the server opened to the sink.
+    connections: Arc<AtomicU64>,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -88,10 +92,13 @@ impl Sink {
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("sink bind");
         let port = listener.local_addr().unwrap().port();
         let received = Arc::new(AtomicU64::new(0));
+        let connections = Arc::new(AtomicU64::new(0));
         let count = received.clone();
+        let opened = connections.clone();
         rt.spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
+                opened.fetch_add(1, Ordering::SeqCst);
                 let count = count.clone();
                 tokio::spawn(async move {
                     if let Err(e) = sink_session(stream, count).await {
@@ -100,7 +107,7 @@ impl Sink {
                 });
             }
         });
-        Sink { port, received, _rt: rt }
+        Sink { port, received, connections, _rt: rt }
     }
 
     fn received(&self) -> u64 {
@@ -556,6 +563,7 @@ fn message(client: usize) -> Vec<u8> {
 }
 
 struct Scenario {
+    sink_connections: u64,
     clients: usize,
     per_client: usize,
     measured: usize,
@@ -639,7 +647,9 @@ fn run(clients: usize, per_client: usize, users: &str) -> Scenario {
     let peak_rss = peak_rss_mib(server.child.id());
     let lines = server.stop();
     let received = sink.received();
+    let sink_connections = sink.connections.load(Ordering::SeqCst);
     Scenario {
+        sink_connections,
         clients,
         per_client,
         measured,
@@ -722,9 +732,9 @@ fn main() {
         let queued = s.facts.queued as u64;
         match s.facts.fsyncs {
             Some(f) => {
-                // 2 file fsyncs per store and 1 folder fsync per removal
-                // (plus 1 per retry update); the rest are group commits.
-                let commits = f.saturating_sub(3 * queued + s.facts.retries as u64);
+                // 2 file fsyncs per store (plus 1 per retry update); the
+                // rest are group commits.
+                let commits = f.saturating_sub(2 * queued + s.facts.retries as u64);
                 let per_commit = if commits > 0 { format!("{:.1}", queued as f64 / commits as f64) } else { "-".into() };
                 println!(
                     "{:>2} clients: fsyncs: {f} for {queued} messages queued ({:.2}/message; ~{commits} group commits, {per_commit} messages each)",
@@ -734,6 +744,7 @@ fn main() {
             }
             None => println!("{:>2} clients: fsyncs: n/a (no \"queue stopped\" line with fsyncs=N in the log); {queued} messages queued", s.clients),
         }
+        println!("   sink connections: {} for {} messages", s.sink_connections, s.received);
         if s.received != queued {
             println!("   warning: the sink received {} messages but the server queued {queued}", s.received);
         }

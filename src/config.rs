@@ -46,6 +46,14 @@ pub struct Config {
     pub dkim: Dkim,
     pub queue: Queue,
     pub routes: BTreeMap<String, Route>,
+    pub admin: Admin,
+}
+
+/// The admin HTTP listener (`/metrics`, `/healthz`).
+#[derive(Debug, Clone, Default)]
+pub struct Admin {
+    /// Where it listens; `None`: no admin listener.
+    pub address: Option<SocketAddr>,
 }
 
 /// The delivery queue.
@@ -398,6 +406,14 @@ struct RawConfig {
     queue: RawQueue,
     #[serde(default)]
     routes: BTreeMap<String, RawRoute>,
+    #[serde(default)]
+    admin: RawAdmin,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    address: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -773,6 +789,21 @@ impl Config {
             routes.insert(name, Route { relays: r.relays, sender_domains });
         }
 
+        let admin = Admin {
+            address: raw.admin.address.and_then(|a| match a.parse::<SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    cx.error(format!("admin.address = {a:?} is not an IP address and port, e.g. \"127.0.0.1:2580\""));
+                    None
+                }
+            }),
+        };
+        if let (Some(admin), Some(l)) =
+            (admin.address, listeners.iter().find(|l| Some(l.address) == admin.address && l.address.port() != 0))
+        {
+            cx.error(format!("admin.address {admin} is also the address of listener {:?}", l.name));
+        }
+
         Config {
             file: cx.file.to_path_buf(),
             server,
@@ -785,6 +816,7 @@ impl Config {
             dkim,
             queue,
             routes,
+            admin,
         }
     }
 

@@ -10,6 +10,8 @@
 //! - [`pipeline`]: the wasmtime engine, plugin instances, hooks and verdicts,
 //!   and the host capabilities plugins import.
 //! - [`outbound`]: relays (upstream SMTP, outbox folder).
+//! - [`queue`]: the durable spool and delivery.
+//! - [`metrics`]: Prometheus metrics and the admin listener.
 //! - [`message`], [`password`], [`users`]: message headers, password hashes,
 //!   the users file.
 
@@ -17,6 +19,7 @@ pub mod config;
 pub mod dkim;
 pub mod dns;
 pub mod message;
+pub mod metrics;
 pub mod net;
 pub mod outbound;
 pub mod password;

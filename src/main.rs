@@ -308,6 +308,7 @@ fn serve(config: config::Config) -> Result<()> {
         services.dkim.watch(DKIM_RELOAD_CHECK);
         if let Some(queue) = &services.queue {
             queue.start();
+            mailferry::metrics::watch_queue(queue.clone());
         }
         let keys = services.dkim.clone();
         tokio::spawn(async move {
@@ -317,6 +318,16 @@ fn serve(config: config::Config) -> Result<()> {
             }
         });
         let (tx, rx) = tokio::sync::watch::channel(false);
+        if let Some(address) = config.admin.address {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("admin.address {address}: cannot listen"))?;
+            if !address.ip().is_loopback() {
+                tracing::warn!(%address, "the admin listener is not on a loopback address: anyone who can reach it reads /metrics");
+            }
+            tracing::info!(address = %listener.local_addr()?, "admin listener: /metrics and /healthz");
+            tokio::spawn(mailferry::metrics::serve(listener, rx.clone()));
+        }
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutdown requested: no new connections");

@@ -95,9 +95,14 @@ impl Relays {
             }
             RelayImpl::Smtp { cfg, tls } => send_smtp(relay, cfg, tls, &self.hostname, envelope, message).await,
         };
+        let rcpts = envelope.rcpt_to.len() as u64;
         match &result {
-            Ok(reply) => tracing::info!(session, relay, code = reply.code, text = %reply.text, "relayed"),
+            Ok(reply) => {
+                crate::metrics::get().upstream(relay, "delivered", rcpts);
+                tracing::info!(session, relay, code = reply.code, text = %reply.text, "relayed")
+            }
             Err(f) => {
+                crate::metrics::get().upstream(relay, if f.temporary { "temporary" } else { "permanent" }, rcpts);
                 tracing::warn!(session, relay, temporary = f.temporary, code = f.reply.code, text = %f.reply.text, "relay refused or failed")
             }
         }

@@ -158,10 +158,13 @@ pub async fn serve(config: Arc<Config>, pipeline: Arc<Pipeline>, mut shutdown: w
 async fn handle(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, listener: Arc<Listener>) {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(listener.address);
+    let metrics = crate::metrics::get();
+    metrics.connections.get_or_create(&crate::metrics::ListenerLabel { listener: listener.name.clone() }).inc();
     let permit = match admit(&shared.counts, peer.ip(), &shared.config) {
         Ok(p) => p,
         Err(reply) => {
             tracing::warn!(listener = %listener.name, peer = %peer, "{reply}");
+            metrics.refused(&listener.name, "limit");
             refuse(stream, &listener, reply).await;
             return;
         }
@@ -172,10 +175,12 @@ async fn handle(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, listen
             Ok(Ok(tls)) => Conn::Tls(Box::new(tls)),
             Ok(Err(e)) => {
                 tracing::info!(listener = %listener.name, peer = %peer, error = %e, "TLS handshake failed");
+                metrics.refused(&listener.name, "tls");
                 return;
             }
             Err(_) => {
                 tracing::info!(listener = %listener.name, peer = %peer, "TLS handshake timed out");
+                metrics.refused(&listener.name, "tls");
                 return;
             }
         }

@@ -58,6 +58,20 @@ pub enum Hook {
 }
 
 impl Hook {
+    pub const ALL: [Hook; 11] = [
+        Hook::Connect,
+        Hook::Ehlo,
+        Hook::Auth,
+        Hook::Mail,
+        Hook::Rcpt,
+        Hook::Data,
+        Hook::Queue,
+        Hook::Disconnect,
+        Hook::Delivered,
+        Hook::Deferred,
+        Hook::Bounced,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Hook::Connect => "connect",
@@ -140,6 +154,9 @@ pub struct LoadedPlugin {
     pre: PluginPre<HostState>,
     /// Bit per [`Hook`]: set once the plugin said it does not implement it.
     unimplemented: AtomicU16,
+    /// Its hook duration histogram per [`Hook`], looked up on the first call
+    /// rather than on every call (and only for hooks that run).
+    durations: [std::sync::OnceLock<prometheus_client::metrics::histogram::Histogram>; Hook::ALL.len()],
 }
 
 /// Everything the pipeline needs, built once at start-up.
@@ -290,6 +307,7 @@ fn load_plugin(engine: &Engine, spec: &PluginSpec, cache_dir: &std::path::Path) 
         read_dirs: spec.read_dirs.clone(),
         pre,
         unimplemented: AtomicU16::new(0),
+        durations: Default::default(),
     })
 }
 
@@ -322,7 +340,16 @@ impl SessionPipeline {
             }
             let started = Instant::now();
             let result = self.call_one(i, &call).await;
-            tracing::trace!(plugin = %plugin.name, hook = hook.name(), elapsed_us = started.elapsed().as_micros() as u64, "hook");
+            let took = started.elapsed();
+            if result.as_ref().is_ok_and(Option::is_some) {
+                plugin.durations[hook as usize]
+                    .get_or_init(|| {
+                        let labels = crate::metrics::HookLabels { plugin: plugin.name.clone(), hook: hook.name() };
+                        crate::metrics::get().hook_duration.get_or_create(&labels).clone()
+                    })
+                    .observe(took.as_secs_f64());
+            }
+            tracing::trace!(plugin = %plugin.name, hook = hook.name(), elapsed_us = took.as_micros() as u64, "hook");
             match result {
                 Ok(None) => {
                     plugin.unimplemented.fetch_or(1 << hook as u16, Ordering::Relaxed);
@@ -335,6 +362,7 @@ impl SessionPipeline {
                     return self.checked(&plugin.name, hook, verdict);
                 }
                 Err(e) => {
+                    crate::metrics::get().fault(&plugin.name, hook.name());
                     // Discard the instance: its state may be corrupt.
                     let stderr = self.slots[i].take().map(|s| s.store.data().take_output()).unwrap_or_default();
                     tracing::error!(

@@ -437,18 +437,21 @@ impl Queue {
                             r.relay = Some(relay.clone());
                             match outcome {
                                 RcptOutcome::Delivered(reply) => {
+                                    crate::metrics::get().upstream(&relay, "delivered", 1);
                                     tracing::info!(queue_id = id, relay = %relay, rcpt = %r.address, reply = %reply, "delivered");
                                     r.state = RcptState::Delivered;
                                     r.last_reply = Some(reply);
                                     self.unthrottle(&relay);
                                 }
                                 RcptOutcome::Permanent(reply) => {
+                                    crate::metrics::get().upstream(&relay, "permanent", 1);
                                     tracing::warn!(queue_id = id, relay = %relay, rcpt = %r.address, reply = %reply, "refused for good; bouncing");
                                     r.state = RcptState::Bounced;
                                     r.last_reply = Some(reply);
                                     bounced_now.push(i);
                                 }
                                 RcptOutcome::Temporary(reply) => {
+                                    crate::metrics::get().upstream(&relay, "temporary", 1);
                                     tracing::info!(queue_id = id, relay = %relay, rcpt = %r.address, reply = %reply, "deferred");
                                     if is_throttling(&reply) {
                                         throttle = true;
@@ -461,6 +464,8 @@ impl Queue {
                         }
                     }
                     Err(f) => {
+                        let result = if f.temporary { "temporary" } else { "permanent" };
+                        crate::metrics::get().upstream(&relay, result, part.len() as u64);
                         let reply =
                             format!("{} {} {}", f.reply.code, f.reply.enhanced.as_deref().unwrap_or(""), f.reply.text);
                         for &i in part {

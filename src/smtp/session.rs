@@ -115,6 +115,7 @@ impl Session {
     pub async fn run(mut self) {
         let span = tracing::info_span!("session", id = %self.id, peer = %self.peer, listener = %self.listener.name);
         async move {
+            let _open = crate::metrics::SessionGauge::open(&self.listener.name);
             tracing::info!(tls = self.t.is_tls(), trusted = self.trusted, "connected");
             if let Next::Continue = self.greet().await {
                 self.command_loop().await;
@@ -401,6 +402,7 @@ impl Session {
         match outcome {
             Outcome::Accept(r) => {
                 tracing::info!(login = ?login, mechanism = %mechanism, "authenticated");
+                crate::metrics::get().auth(&self.listener.name, &mechanism, true);
                 self.auth_user = Some(login);
                 self.sync_connection();
                 self.t.reply(&r.unwrap_or_else(|| Reply::new(235, "2.7.0", "authentication successful")));
@@ -409,6 +411,7 @@ impl Session {
             other => {
                 // One line per failure with the address, for fail2ban.
                 tracing::warn!(ip = %self.peer.ip(), login = ?login, mechanism = %mechanism, "authentication failed");
+                crate::metrics::get().auth(&self.listener.name, &mechanism, false);
                 // Every failed attempt counts toward max_errors, temporary
                 // ones too, so a session cannot guess passwords forever.
                 match other {
@@ -718,6 +721,7 @@ impl Session {
         };
         if let Some(r) = refusal {
             tracing::info!(reply = %r, "message refused");
+            crate::metrics::get().message(&self.listener.name, r.code, 0);
             self.reset_transaction();
             return self.error(r);
         }
@@ -739,16 +743,25 @@ impl Session {
             Outcome::Accept(r) => {
                 let reply = r.unwrap_or_else(|| Reply::new(250, "2.0.0", "message accepted"));
                 tracing::info!(from = %from, rcpts, size, reply = %reply, "message accepted");
+                crate::metrics::get().message(&self.listener.name, reply.code, size);
                 self.t.reply(&reply);
                 Next::Continue
             }
             Outcome::Continue => {
                 tracing::error!(from = %from, "no plugin took the message in the queue hook (add smtp-forward to [[plugins]])");
                 self.t.reply(&Reply::new(451, "4.3.0", "message not queued: no delivery is configured"));
+                crate::metrics::get().message(&self.listener.name, 451, size);
                 Next::Continue
             }
             outcome => {
                 tracing::info!(from = %from, rcpts, size, outcome = ?outcome, "message refused");
+                let code = match &outcome {
+                    Outcome::Deny(r) => r.as_ref().map_or(550, |r| r.code),
+                    Outcome::DenySoft(r) => r.as_ref().map_or(451, |r| r.code),
+                    Outcome::DenyDisconnect(r) => r.as_ref().map_or(421, |r| r.code),
+                    Outcome::Accept(_) | Outcome::Continue => 250,
+                };
+                crate::metrics::get().message(&self.listener.name, code, size);
                 self.refuse(
                     outcome,
                     Reply::new(550, "5.7.1", "message refused"),
