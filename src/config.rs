@@ -137,6 +137,10 @@ pub struct Listener {
     pub require_auth: bool,
     pub trusted_networks: Vec<IpNet>,
     pub auth_without_tls: bool,
+    /// Every connection opens with a PROXY header (v1 or v2) naming the client.
+    pub proxy_protocol: bool,
+    /// The peers allowed to send that header: the operator's proxies.
+    pub proxy_trusted: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone)]
@@ -480,6 +484,8 @@ struct RawListener {
     #[serde(default)]
     trusted_networks: Vec<String>,
     auth_without_tls: Option<bool>,
+    proxy_protocol: Option<bool>,
+    proxy_trusted: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -673,6 +679,30 @@ impl Config {
                     "{key}: require_auth = true with tls = \"none\" can never succeed, because AUTH is only offered over TLS; use tls = \"starttls\" or set auth_without_tls = true on a loopback address"
                 ));
             }
+            let proxy_protocol = rl.proxy_protocol.unwrap_or(false);
+            let mut proxy_trusted = Vec::new();
+            for n in rl.proxy_trusted.iter().flatten() {
+                match parse_net(n) {
+                    Some(net) => proxy_trusted.push(net),
+                    None => cx.error(format!(
+                        "{key}.proxy_trusted: {n:?} is not an IP address or a CIDR range like \"10.0.0.0/8\""
+                    )),
+                }
+            }
+            // No default list: whoever may send the header chooses the
+            // client address that limits and trusted_networks judge.
+            match (proxy_protocol, &rl.proxy_trusted) {
+                (true, None) => cx.error(format!(
+                    "{key}: proxy_protocol = true needs proxy_trusted, the addresses of your proxies (e.g. [\"127.0.0.1/32\"] for HAProxy on this machine): only they may say who the client is"
+                )),
+                (true, Some(list)) if list.is_empty() => cx.error(format!(
+                    "{key}.proxy_trusted is empty: no proxy could connect; list the addresses of your proxies"
+                )),
+                (false, Some(_)) => cx.error(format!(
+                    "{key}.proxy_trusted is set but proxy_protocol is not: set proxy_protocol = true, or remove proxy_trusted"
+                )),
+                _ => {}
+            }
             if listeners.iter().any(|l: &Listener| l.name == name) {
                 cx.error(format!("{key}: the name {name:?} is used twice"));
             }
@@ -683,6 +713,8 @@ impl Config {
                 require_auth,
                 trusted_networks: trusted,
                 auth_without_tls,
+                proxy_protocol,
+                proxy_trusted,
             });
         }
 
@@ -1167,6 +1199,29 @@ mod tests {
     }
 
     #[test]
+    fn proxy_protocol_needs_a_list_of_trusted_proxies() {
+        let listener =
+            |extra: &str| parse(&format!("[[listeners]]\nname = \"sub\"\naddress = \"127.0.0.1:1\"\n{extra}"));
+        let c = listener("").unwrap();
+        assert!(!c.listeners[0].proxy_protocol);
+        let c = listener("proxy_protocol = true\nproxy_trusted = [\"10.0.0.0/8\", \"::1\"]").unwrap();
+        assert!(c.listeners[0].proxy_protocol);
+        assert_eq!(c.listeners[0].proxy_trusted, ["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]);
+        for (extra, expect) in [
+            ("proxy_protocol = true", "listeners[0] (sub): proxy_protocol = true needs proxy_trusted"),
+            ("proxy_protocol = true\nproxy_trusted = []", "listeners[0] (sub).proxy_trusted is empty"),
+            ("proxy_trusted = [\"10.0.0.1\"]", "proxy_trusted is set but proxy_protocol is not"),
+            (
+                "proxy_protocol = true\nproxy_trusted = [\"10.0.0.0/8\", \"haproxy.internal\"]",
+                "listeners[0] (sub).proxy_trusted: \"haproxy.internal\" is not an IP address or a CIDR range",
+            ),
+        ] {
+            let e = listener(extra).unwrap_err();
+            assert!(e.message.contains(expect), "{extra}: {e}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let e = parse("[server]\nhostnme = \"x\"\n[[listeners]]\naddress = \"127.0.0.1:1\"\n").unwrap_err();
         assert!(e.message.contains("hostnme"), "{e}");
@@ -1202,6 +1257,8 @@ mod tests {
             ("max_age_secs", format!("`{MAX_AGE_SECS}`")),
             ("concurrency", format!("`{QUEUE_CONCURRENCY}`")),
             ("verify_certificate", "`true`".to_string()),
+            ("proxy_protocol", "`false`".to_string()),
+            ("proxy_trusted", "none: required with `proxy_protocol`".to_string()),
         ];
         for (key, default) in expect {
             let row = format!("| `{key}` | {default}");

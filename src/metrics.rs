@@ -28,7 +28,8 @@ pub struct ListenerLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusedLabels {
     pub listener: String,
-    /// `limit` (too many connections), `tls` (handshake failed or timed out).
+    /// `limit` (too many connections), `tls` (handshake failed or timed
+    /// out), `proxy` (no valid PROXY header, or not from a trusted proxy).
     pub reason: &'static str,
 }
 
@@ -113,7 +114,7 @@ impl Metrics {
         r.register("connections", "Connections accepted, by listener", m.connections.clone());
         r.register(
             "connections_refused",
-            "Connections closed before a session: too many connections (limit) or a failed TLS handshake (tls)",
+            "Connections closed before a session: too many connections (limit), a failed TLS handshake (tls), no valid PROXY header (proxy)",
             m.connections_refused.clone(),
         );
         r.register("sessions_open", "SMTP sessions open now, by listener", m.sessions_open.clone());

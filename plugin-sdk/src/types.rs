@@ -85,8 +85,12 @@ pub struct Connection {
     pub id: String,
     /// Name of the listener that accepted it (from the configuration).
     pub listener: String,
+    /// The client's address; behind a load balancer (a listener with
+    /// `proxy_protocol`), the one the balancer reported.
     pub remote_ip: String,
     pub remote_port: u16,
+    /// The address the client connected to; behind a load balancer, the
+    /// balancer's own, as it reported it.
     pub local_ip: String,
     pub local_port: u16,
     /// True once TLS is active (implicit TLS or after STARTTLS).

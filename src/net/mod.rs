@@ -1,6 +1,7 @@
-//! Listeners: accept connections, enforce connection limits, start sessions,
-//! and shut down gracefully.
+//! Listeners: accept connections, read PROXY headers where configured,
+//! enforce connection limits, start sessions, and shut down gracefully.
 
+pub mod proxy;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -30,19 +31,43 @@ pub struct ConnectionCounts {
 /// Releases a connection's place in [`ConnectionCounts`] when dropped.
 pub struct ConnectionPermit {
     counts: Arc<Mutex<ConnectionCounts>>,
-    ip: IpAddr,
+    /// The client it is counted under; none while a PROXY header that will
+    /// name the client is awaited.
+    ip: Option<IpAddr>,
 }
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
         let mut c = self.counts.lock().unwrap();
         c.total -= 1;
-        if let Some(n) = c.per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                c.per_ip.remove(&self.ip);
+        if let Some(ip) = self.ip {
+            if let Some(n) = c.per_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    c.per_ip.remove(&ip);
+                }
             }
         }
+    }
+}
+
+impl ConnectionPermit {
+    /// Counts the connection under its client too, within the per-client limit.
+    fn assign(&mut self, ip: IpAddr, config: &Config) -> Result<(), Reply> {
+        debug_assert!(self.ip.is_none());
+        let ip = client_key(ip);
+        let mut c = self.counts.lock().unwrap();
+        let mine = c.per_ip.get(&ip).copied().unwrap_or(0);
+        if mine >= config.limits.max_connections_per_ip {
+            return Err(Reply::new(
+                421,
+                "4.7.0",
+                format!("{} too many connections from your address, try again later", config.server.hostname),
+            ));
+        }
+        *c.per_ip.entry(ip).or_default() += 1;
+        self.ip = Some(ip);
+        Ok(())
     }
 }
 
@@ -61,8 +86,9 @@ fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn admit(counts: &Arc<Mutex<ConnectionCounts>>, ip: IpAddr, config: &Config) -> Result<ConnectionPermit, Reply> {
-    let ip = client_key(ip);
+/// Takes a place in the total only, for a connection whose client is not
+/// known yet.
+fn admit_total(counts: &Arc<Mutex<ConnectionCounts>>, config: &Config) -> Result<ConnectionPermit, Reply> {
     let mut c = counts.lock().unwrap();
     if c.total >= config.limits.max_connections {
         return Err(Reply::new(
@@ -71,17 +97,14 @@ fn admit(counts: &Arc<Mutex<ConnectionCounts>>, ip: IpAddr, config: &Config) -> 
             format!("{} too many connections, try again later", config.server.hostname),
         ));
     }
-    let mine = c.per_ip.get(&ip).copied().unwrap_or(0);
-    if mine >= config.limits.max_connections_per_ip {
-        return Err(Reply::new(
-            421,
-            "4.7.0",
-            format!("{} too many connections from your address, try again later", config.server.hostname),
-        ));
-    }
     c.total += 1;
-    *c.per_ip.entry(ip).or_default() += 1;
-    Ok(ConnectionPermit { counts: counts.clone(), ip })
+    Ok(ConnectionPermit { counts: counts.clone(), ip: None })
+}
+
+fn admit(counts: &Arc<Mutex<ConnectionCounts>>, ip: IpAddr, config: &Config) -> Result<ConnectionPermit, Reply> {
+    let mut permit = admit_total(counts, config)?;
+    permit.assign(ip, config)?;
+    Ok(permit)
 }
 
 /// Binds every listener first (so a port conflict fails start-up before any
@@ -95,7 +118,14 @@ pub async fn serve(config: Arc<Config>, pipeline: Arc<Pipeline>, mut shutdown: w
             .await
             .with_context(|| format!("listener {}: cannot listen on {}", l.name, l.address))?;
         let local = listener.local_addr()?;
-        tracing::info!(listener = %l.name, address = %local, tls = ?l.tls, require_auth = l.require_auth, "listening");
+        tracing::info!(
+            listener = %l.name,
+            address = %local,
+            tls = ?l.tls,
+            require_auth = l.require_auth,
+            proxy_protocol = l.proxy_protocol,
+            "listening"
+        );
         bound.push((listener, l.clone()));
     }
     let shared = Arc::new(Shared {
@@ -155,18 +185,34 @@ pub async fn serve(config: Arc<Config>, pipeline: Arc<Pipeline>, mut shutdown: w
     Ok(())
 }
 
-async fn handle(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, listener: Arc<Listener>) {
+async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr, listener: Arc<Listener>) {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(listener.address);
     let metrics = crate::metrics::get();
     metrics.connections.get_or_create(&crate::metrics::ListenerLabel { listener: listener.name.clone() }).inc();
-    let permit = match admit(&shared.counts, peer.ip(), &shared.config) {
-        Ok(p) => p,
-        Err(reply) => {
-            tracing::warn!(listener = %listener.name, peer = %peer, "{reply}");
-            metrics.refused(&listener.name, "limit");
-            refuse(stream, &listener, reply).await;
-            return;
+    let (permit, client, local, proxy) = if listener.proxy_protocol {
+        match accept_proxied(&shared, &mut stream, peer, local, &listener).await {
+            Ok((permit, client, local)) => (permit, client, local, Some(peer)),
+            Err(Refused::OverLimit(client, reply)) => {
+                tracing::warn!(listener = %listener.name, peer = %client, proxy = %peer, "{reply}");
+                metrics.refused(&listener.name, "limit");
+                refuse(stream, &listener, reply).await;
+                return;
+            }
+            Err(Refused::Closed) => {
+                metrics.refused(&listener.name, "proxy");
+                return;
+            }
+        }
+    } else {
+        match admit(&shared.counts, peer.ip(), &shared.config) {
+            Ok(p) => (p, peer, local, None),
+            Err(reply) => {
+                tracing::warn!(listener = %listener.name, peer = %peer, "{reply}");
+                metrics.refused(&listener.name, "limit");
+                refuse(stream, &listener, reply).await;
+                return;
+            }
         }
     };
     let conn = if listener.tls == TlsMode::Implicit {
@@ -174,12 +220,12 @@ async fn handle(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, listen
         match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(stream)).await {
             Ok(Ok(tls)) => Conn::Tls(Box::new(tls)),
             Ok(Err(e)) => {
-                tracing::info!(listener = %listener.name, peer = %peer, error = %e, "TLS handshake failed");
+                tracing::info!(listener = %listener.name, peer = %client, error = %e, "TLS handshake failed");
                 metrics.refused(&listener.name, "tls");
                 return;
             }
             Err(_) => {
-                tracing::info!(listener = %listener.name, peer = %peer, "TLS handshake timed out");
+                tracing::info!(listener = %listener.name, peer = %client, "TLS handshake timed out");
                 metrics.refused(&listener.name, "tls");
                 return;
             }
@@ -187,8 +233,63 @@ async fn handle(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, listen
     } else {
         Conn::Plain(stream)
     };
-    Session::new(shared, listener, peer, local, Transport::new(conn)).run().await;
+    Session::new(shared, listener, client, local, proxy, Transport::new(conn)).run().await;
     drop(permit);
+}
+
+/// Why [`accept_proxied`] turned a connection away.
+enum Refused {
+    /// Close it without a word (already logged).
+    Closed,
+    /// The client the header named is over its limit: tell it so.
+    OverLimit(SocketAddr, Reply),
+}
+
+/// On a `proxy_protocol` listener: lets only trusted proxies in, reads the
+/// header, and counts the connection under the client it names. Returns the
+/// client's address and the one it connected to.
+async fn accept_proxied(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    listener: &Listener,
+) -> Result<(ConnectionPermit, SocketAddr, SocketAddr), Refused> {
+    let name = &listener.name;
+    // Before reading anything: a header decides who the client is, so only
+    // the operator's proxies may send one.
+    if !listener.proxy_trusted.iter().any(|n| n.contains(&peer.ip().to_canonical())) {
+        tracing::warn!(listener = %name, peer = %peer, "connection refused: the peer is not in proxy_trusted");
+        return Err(Refused::Closed);
+    }
+    // Until its header names the client, the connection counts toward the
+    // total only: a peer that never sends one still holds a bounded place.
+    let mut permit = match admit_total(&shared.counts, &shared.config) {
+        Ok(p) => p,
+        Err(reply) => {
+            // Closed without a reply: the unread header would turn our
+            // close into a reset that may drop any reply anyway.
+            tracing::warn!(listener = %name, proxy = %peer, "{reply}");
+            return Err(Refused::Closed);
+        }
+    };
+    let timeout = shared.config.limits.command_timeout.min(proxy::HEADER_TIMEOUT);
+    let (client, local) = match proxy::read_header(stream, timeout).await {
+        Ok(proxy::Header::Proxied { client, server }) => (client, server),
+        Ok(proxy::Header::Local) => (peer, local),
+        Err(e @ proxy::Error::Empty) => {
+            tracing::debug!(listener = %name, peer = %peer, "PROXY header: {e}");
+            return Err(Refused::Closed);
+        }
+        Err(e) => {
+            tracing::warn!(listener = %name, peer = %peer, error = %e, "PROXY header refused: connection closed");
+            return Err(Refused::Closed);
+        }
+    };
+    match permit.assign(client.ip(), &shared.config) {
+        Ok(()) => Ok((permit, client, local)),
+        Err(reply) => Err(Refused::OverLimit(client, reply)),
+    }
 }
 
 /// Answers a connection over the limits with `reply` and closes it. On an
@@ -217,5 +318,24 @@ mod tests {
         assert_ne!(client_key(a), client_key(other));
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
         assert_eq!(client_key(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn a_connection_awaiting_its_proxy_header_counts_toward_the_total_only() {
+        let text =
+            "[limits]\nmax_connections = 2\nmax_connections_per_ip = 1\n[[listeners]]\naddress = \"127.0.0.1:1\"\n";
+        let config = Config::parse(text, std::path::Path::new("t.toml"), std::path::Path::new("/")).unwrap();
+        let counts = Arc::new(Mutex::new(ConnectionCounts::default()));
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
+        let mut pending = admit_total(&counts, &config).unwrap();
+        let first = admit(&counts, client, &config).unwrap();
+        assert!(admit_total(&counts, &config).is_err(), "the total includes the pending connection");
+        assert_eq!(pending.assign(client, &config).unwrap_err().code, 421);
+        drop(first);
+        pending.assign(client, &config).unwrap();
+        assert_eq!(counts.lock().unwrap().per_ip[&client], 1);
+        drop(pending);
+        let c = counts.lock().unwrap();
+        assert_eq!((c.total, c.per_ip.len()), (0, 0));
     }
 }

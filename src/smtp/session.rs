@@ -48,7 +48,12 @@ struct Transaction {
 pub struct Session {
     shared: Arc<Shared>,
     listener: Arc<Listener>,
+    /// The client: the TCP peer, or on a `proxy_protocol` listener the
+    /// address its proxy reported. Everything here (trust, logs,
+    /// `Received:`, plugins) uses this one.
     peer: SocketAddr,
+    /// The proxy the connection came through, for the logs.
+    proxy: Option<SocketAddr>,
     id: String,
     t: Transport,
     helo: Option<String>,
@@ -72,6 +77,7 @@ impl Session {
         listener: Arc<Listener>,
         peer: SocketAddr,
         local: SocketAddr,
+        proxy: Option<SocketAddr>,
         mut t: Transport,
     ) -> Session {
         t.set_write_timeout(shared.config.limits.command_timeout);
@@ -95,6 +101,7 @@ impl Session {
             shared,
             listener,
             peer,
+            proxy,
             id,
             t,
             helo: None,
@@ -116,7 +123,12 @@ impl Session {
         let span = tracing::info_span!("session", id = %self.id, peer = %self.peer, listener = %self.listener.name);
         async move {
             let _open = crate::metrics::SessionGauge::open(&self.listener.name);
-            tracing::info!(tls = self.t.is_tls(), trusted = self.trusted, "connected");
+            match self.proxy {
+                Some(proxy) => {
+                    tracing::info!(tls = self.t.is_tls(), trusted = self.trusted, proxy = %proxy, "connected")
+                }
+                None => tracing::info!(tls = self.t.is_tls(), trusted = self.trusted, "connected"),
+            }
             if let Next::Continue = self.greet().await {
                 self.command_loop().await;
             }

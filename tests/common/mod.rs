@@ -330,6 +330,21 @@ impl Client {
         c
     }
 
+    /// Connects and sends `preamble` before anything else, as a load
+    /// balancer sends its PROXY header.
+    pub fn connect_after(addr: SocketAddr, preamble: &[u8]) -> Client {
+        let mut c = Client::connect(addr);
+        c.send_raw(preamble);
+        c
+    }
+
+    /// [`Client::connect_after`], then implicit TLS.
+    pub fn connect_tls_after(addr: SocketAddr, preamble: &[u8]) -> Client {
+        let mut c = Client::connect_after(addr, preamble);
+        c.wrap_tls();
+        c
+    }
+
     fn wrap_tls(&mut self) {
         install_crypto();
         let config = rustls::ClientConfig::builder()

@@ -15,6 +15,7 @@
 //!                                      # recipients containing this
 //! sleep_ms = 30000                     # in `mail`, sleep this long first
 //! print = 4096                         # in `mail`, print this many octets
+//! log_connection = true                # in `connect`, log the connection record
 //! ```
 //!
 //! With an empty configuration every hook is implemented and continues,
@@ -42,6 +43,8 @@ pub struct Config {
     sleep_ms: u64,
     #[serde(default)]
     print: usize,
+    #[serde(default)]
+    log_connection: bool,
 }
 
 #[derive(Deserialize)]
@@ -100,6 +103,7 @@ pub struct Scripted {
     when_rcpt_contains: Option<String>,
     sleep_ms: u64,
     print: usize,
+    log_connection: bool,
 }
 
 fn verdict_of(step: &Option<Step>, hook: &str) -> Result<Verdict, String> {
@@ -126,10 +130,18 @@ impl Plugin for Scripted {
             when_rcpt_contains: c.when_rcpt_contains,
             sleep_ms: c.sleep_ms,
             print: c.print,
+            log_connection: c.log_connection,
         })
     }
 
-    fn connect(&self, _host: &Host) -> Verdict {
+    fn connect(&self, host: &Host) -> Verdict {
+        if self.log_connection {
+            let c = host.connection();
+            host.info(format!(
+                "connection remote={}:{} local={}:{} trusted={}",
+                c.remote_ip, c.remote_port, c.local_ip, c.local_port, c.trusted
+            ));
+        }
         self.connect.clone()
     }
 
