@@ -12,6 +12,7 @@
 //! - [`outbound`]: relays (upstream SMTP, outbox folder).
 //! - [`message`], [`password`], [`users`]: message headers, password hashes,
 //!   the users file.
+//! - [`sendmail`]: the `sendmail` command programs on this machine send with.
 
 pub mod config;
 pub mod dkim;
@@ -22,5 +23,6 @@ pub mod outbound;
 pub mod password;
 pub mod queue;
 pub mod pipeline;
+pub mod sendmail;
 pub mod smtp;
 pub mod users;
