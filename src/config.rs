@@ -47,6 +47,7 @@ pub struct Config {
     pub queue: Queue,
     pub routes: BTreeMap<String, Route>,
     pub admin: Admin,
+    pub sendmail: Sendmail,
 }
 
 /// The admin HTTP listener (`/metrics`, `/healthz`).
@@ -54,6 +55,25 @@ pub struct Config {
 pub struct Admin {
     /// Where it listens; `None`: no admin listener.
     pub address: Option<SocketAddr>,
+}
+
+/// The `sendmail` command: how programs on this machine submit to the
+/// server (see docs/sendmail.md).
+#[derive(Debug, Clone, Default)]
+pub struct Sendmail {
+    /// The listener to submit to; `None`: the first one that trusts the
+    /// loopback address it is reached on.
+    pub listener: Option<String>,
+    /// Appended to addresses without a domain (`root`, `www-data`).
+    pub domain: String,
+    /// The envelope sender when `-f` is not given; `None`: `<login>@domain`.
+    pub from: Option<String>,
+    /// AUTH login, for a listener that requires it.
+    pub user: Option<String>,
+    /// File holding the AUTH password (its first line).
+    pub password_file: Option<PathBuf>,
+    /// Limit for connecting and for each reply of the server.
+    pub timeout: Duration,
 }
 
 /// The delivery queue.
@@ -412,12 +432,25 @@ struct RawConfig {
     routes: BTreeMap<String, RawRoute>,
     #[serde(default)]
     admin: RawAdmin,
+    #[serde(default)]
+    sendmail: RawSendmail,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
     address: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSendmail {
+    listener: Option<String>,
+    domain: Option<String>,
+    from: Option<String>,
+    user: Option<String>,
+    password_file: Option<String>,
+    timeout_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -555,6 +588,7 @@ pub mod defaults {
     pub const RETRY_SCHEDULE_SECS: &[u64] = &[60, 300, 900, 3600, 7200];
     pub const MAX_AGE_SECS: u64 = 5 * 24 * 3600;
     pub const QUEUE_CONCURRENCY: usize = 4;
+    pub const SENDMAIL_TIMEOUT_SECS: u64 = 300;
 }
 
 /// Plugins compiled into the binary, usable by name without a `path`.
@@ -567,12 +601,34 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| {
             err(format!("cannot read the configuration file: {e} (pass another one with --config PATH)"))
         })?;
-        let base = path
-            .parent()
-            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
-        Self::parse(&text, path, &base)
+        Self::parse(&text, path, &folder_of(path))
+    }
+
+    /// Reads the file for a client of the server (the `sendmail` command):
+    /// every key is checked for spelling, but only `[server]`, `[limits]`,
+    /// `[tls]`, `[[listeners]]` and `[sendmail]` are validated and kept. The
+    /// command runs as any user, without the server's environment, so the
+    /// `${VAR}` secrets of relays and plugins are neither needed nor read.
+    pub fn load_for_client(path: &Path) -> Result<Config, ConfigError> {
+        let err = |message: String| ConfigError { file: path.to_path_buf(), message };
+        let text =
+            std::fs::read_to_string(path).map_err(|e| err(format!("cannot read the configuration file: {e}")))?;
+        let base = folder_of(path);
+        let mut raw: RawConfig = toml::from_str(&text).map_err(|e| err(e.to_string().trim_end().to_string()))?;
+        raw.sandbox = RawSandbox::default();
+        raw.plugins.clear();
+        raw.relays.clear();
+        raw.dkim = RawDkim::default();
+        raw.queue = RawQueue::default();
+        raw.routes.clear();
+        raw.admin = RawAdmin::default();
+        let mut cx = Resolver { file: path, base: &base, errors: Vec::new() };
+        let config = Config::from_raw(raw, &mut cx);
+        if cx.errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(err(cx.errors.join("\n")))
+        }
     }
 
     /// Parses configuration text; `base` is the folder relative paths resolve against.
@@ -836,6 +892,41 @@ impl Config {
             cx.error(format!("admin.address {admin} is also the address of listener {:?}", l.name));
         }
 
+        let sm = raw.sendmail;
+        let sendmail = Sendmail {
+            listener: cx.string("sendmail.listener", sm.listener),
+            domain: cx.string("sendmail.domain", sm.domain).unwrap_or_else(|| server.hostname.clone()),
+            from: cx.string("sendmail.from", sm.from),
+            user: cx.string("sendmail.user", sm.user),
+            password_file: sm.password_file.map(|p| cx.path(&p)),
+            timeout: Duration::from_secs(sm.timeout_secs.unwrap_or(SENDMAIL_TIMEOUT_SECS)),
+        };
+        if let Some(name) = &sendmail.listener {
+            if !listeners.iter().any(|l| &l.name == name) {
+                cx.error(format!(
+                    "sendmail.listener = {name:?}: there is no listener of that name; known: {}",
+                    listeners.iter().map(|l| format!("{:?}", l.name)).collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        if !is_domain_or_literal(&sendmail.domain) || sendmail.domain.starts_with('[') {
+            cx.error(format!(
+                "sendmail.domain = {:?} is not a domain name; use the domain of this machine's mail, e.g. \"example.com\"",
+                sendmail.domain
+            ));
+        }
+        if let Some(from) = &sendmail.from {
+            if crate::smtp::command::validate_mailbox(from).is_err() {
+                cx.error(format!("sendmail.from = {from:?} is not an address like \"cron@example.com\""));
+            }
+        }
+        if sendmail.user.is_some() != sendmail.password_file.is_some() {
+            cx.error("sendmail.user and sendmail.password_file go together: set both (for a listener that requires AUTH) or neither".into());
+        }
+        if sendmail.timeout.is_zero() {
+            cx.error("sendmail.timeout_secs must be above 0".into());
+        }
+
         Config {
             file: cx.file.to_path_buf(),
             server,
@@ -849,6 +940,7 @@ impl Config {
             queue,
             routes,
             admin,
+            sendmail,
         }
     }
 
@@ -857,6 +949,14 @@ impl Config {
     pub fn state_dir(&self) -> &Path {
         &self.server.state_dir
     }
+}
+
+/// The folder relative paths in the file at `path` resolve against.
+fn folder_of(path: &Path) -> PathBuf {
+    path.parent()
+        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
 }
 
 struct Resolver<'a> {
@@ -1259,6 +1359,8 @@ mod tests {
             ("verify_certificate", "`true`".to_string()),
             ("proxy_protocol", "`false`".to_string()),
             ("proxy_trusted", "none: required with `proxy_protocol`".to_string()),
+            ("timeout_secs", format!("`{SENDMAIL_TIMEOUT_SECS}`")),
+            ("domain", "`server.hostname`".to_string()),
         ];
         for (key, default) in expect {
             let row = format!("| `{key}` | {default}");

@@ -14,6 +14,7 @@
 //! - [`metrics`]: Prometheus metrics and the admin listener.
 //! - [`message`], [`password`], [`users`]: message headers, password hashes,
 //!   the users file.
+//! - [`sendmail`]: the `sendmail` command programs on this machine send with.
 
 pub mod config;
 pub mod dkim;
@@ -25,5 +26,6 @@ pub mod outbound;
 pub mod password;
 pub mod pipeline;
 pub mod queue;
+pub mod sendmail;
 pub mod smtp;
 pub mod users;

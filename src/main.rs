@@ -79,6 +79,13 @@ enum Cmd {
         #[arg(long)]
         dns_server: Option<std::net::SocketAddr>,
     },
+    /// Send a message from standard input through the local server, with
+    /// sendmail's options (-t, -i, -f, -F …); also run as a `sendmail` symlink.
+    #[command(disable_help_flag = true)]
+    Sendmail {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -203,7 +210,16 @@ enum UserCmd {
 }
 
 fn main() -> ExitCode {
+    // sendmail's historical options are not clap's grammar: that command
+    // takes the raw arguments, whether invoked as `mailferry sendmail` or
+    // through a `sendmail` symlink.
+    if let Some(code) = mailferry::sendmail::dispatch(&std::env::args_os().collect::<Vec<_>>()) {
+        return code;
+    }
     let cli = Cli::parse();
+    if let Cmd::Sendmail { args } = &cli.command {
+        return mailferry::sendmail::main("mailferry sendmail", args);
+    }
     init_logging(cli.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
     match run(cli.command) {
@@ -264,6 +280,7 @@ fn run(cmd: Cmd) -> Result<()> {
                 std::process::exit(1)
             }
         }
+        Cmd::Sendmail { .. } => unreachable!("handled in main"),
         Cmd::HashPassword => {
             let password = read_password(true)?;
             println!("{}", password::hash(&password).map_err(anyhow::Error::msg)?);

@@ -214,7 +214,7 @@ pub fn split_address(addr: &str) -> Option<(&str, &str)> {
 }
 
 /// RFC 5321 Mailbox (with RFC 6531 UTF-8 allowed; the caller checks SMTPUTF8).
-fn validate_mailbox(s: &str) -> Result<(), &'static str> {
+pub fn validate_mailbox(s: &str) -> Result<(), &'static str> {
     let (local, domain) = split_address(s).ok_or("expected local-part@domain")?;
     if local.is_empty() || local.len() > 64 {
         return Err("the local part must be 1 to 64 octets");
