@@ -137,8 +137,22 @@ pub enum BareLineEndings {
 
 #[derive(Debug, Clone, Default)]
 pub struct Tls {
+    /// The default certificate: for clients that send no server name (SNI)
+    /// or one no other certificate is for.
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// More certificates, chosen by the name the client asks for.
+    pub certificates: Vec<TlsCertificate>,
+}
+
+/// One `[[tls.certificates]]` entry.
+#[derive(Debug, Clone)]
+pub struct TlsCertificate {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Server names it is for, lower case, `*.` wildcards allowed; `None`:
+    /// the DNS names the certificate itself lists (read again at each reload).
+    pub names: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -505,6 +519,16 @@ struct RawLimits {
 struct RawTls {
     cert: Option<String>,
     key: Option<String>,
+    #[serde(default)]
+    certificates: Vec<RawTlsCertificate>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTlsCertificate {
+    cert: String,
+    key: String,
+    names: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -688,7 +712,29 @@ impl Config {
             cx.error("limits.command_timeout_secs and limits.data_timeout_secs must be above 0".into());
         }
 
-        let tls = Tls { cert: raw.tls.cert.map(|p| cx.path(&p)), key: raw.tls.key.map(|p| cx.path(&p)) };
+        let mut certificates = Vec::new();
+        for (i, rc) in raw.tls.certificates.into_iter().enumerate() {
+            let key = format!("tls.certificates[{i}]");
+            let names = rc.names.map(|names| {
+                if names.is_empty() {
+                    cx.error(format!(
+                        "{key}.names is empty: list the server names, e.g. [\"smtp.example.org\"], or leave names out to take them from the certificate"
+                    ));
+                }
+                names
+                    .iter()
+                    .filter_map(|n| match server_name_pattern(n) {
+                        Ok(n) => Some(n),
+                        Err(why) => {
+                            cx.error(format!("{key}.names: {n:?} {why}"));
+                            None
+                        }
+                    })
+                    .collect()
+            });
+            certificates.push(TlsCertificate { cert: cx.path(&rc.cert), key: cx.path(&rc.key), names });
+        }
+        let tls = Tls { cert: raw.tls.cert.map(|p| cx.path(&p)), key: raw.tls.key.map(|p| cx.path(&p)), certificates };
         if tls.cert.is_some() != tls.key.is_some() {
             cx.error(
                 "tls.cert and tls.key go together: set both (PEM certificate chain and its private key) or neither"
@@ -957,6 +1003,27 @@ fn folder_of(path: &Path) -> PathBuf {
         .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
         .unwrap_or(Path::new("."))
         .to_path_buf()
+}
+
+/// A server name a certificate is chosen for: a host name or `*.` and a
+/// host name (one label), lower case, without a final dot.
+fn server_name_pattern(name: &str) -> Result<String, &'static str> {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let host = name.strip_prefix("*.").unwrap_or(&name);
+    if host.parse::<IpAddr>().is_ok() {
+        return Err("is an IP address: clients send only host names as SNI");
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if host.len() > 253 || !host.split('.').all(label_ok) {
+        return Err("is not a host name (letters, digits, '-' and dots; a wildcard only as a whole first label, \"*.example.org\")");
+    }
+    Ok(name)
 }
 
 struct Resolver<'a> {
@@ -1371,6 +1438,38 @@ mod tests {
         let Relay::Smtp(r) = &c.relays["r"] else { panic!() };
         assert!(r.verify_certificate);
         assert_eq!((r.port, r.tls), (587, TlsMode::Starttls));
+    }
+
+    #[test]
+    fn tls_certificates_by_name() {
+        let c = parse(
+            "[[listeners]]\naddress = \"127.0.0.1:1\"\n[tls]\ncert = \"a.pem\"\nkey = \"a.key\"\n\
+             [[tls.certificates]]\ncert = \"/le/b/fullchain.pem\"\nkey = \"/le/b/privkey.pem\"\n\
+             [[tls.certificates]]\ncert = \"c.pem\"\nkey = \"c.key\"\nnames = [\"Mail.Example.org.\", \"*.example.net\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.tls.cert.as_deref(), Some(Path::new("/etc/mf/a.pem")));
+        assert_eq!(c.tls.certificates.len(), 2);
+        assert_eq!(c.tls.certificates[0].key, Path::new("/le/b/privkey.pem"));
+        assert_eq!(c.tls.certificates[0].names, None);
+        assert_eq!(
+            c.tls.certificates[1].names.as_deref(),
+            Some(&["mail.example.org".to_string(), "*.example.net".to_string()][..])
+        );
+        for (names, why) in [
+            ("[]", "tls.certificates[0].names is empty"),
+            ("[\"a.*.example\"]", "is not a host name"),
+            ("[\"192.0.2.1\"]", "is an IP address"),
+            ("[\"*\"]", "is not a host name"),
+        ] {
+            let e = parse(&format!(
+                "[[listeners]]\naddress = \"127.0.0.1:1\"\n[[tls.certificates]]\ncert = \"c\"\nkey = \"k\"\nnames = {names}\n"
+            ))
+            .unwrap_err();
+            assert!(e.message.contains(why), "{names}: {e}");
+        }
+        let e = parse("[[listeners]]\naddress = \"127.0.0.1:1\"\n[[tls.certificates]]\ncert = \"c\"\n").unwrap_err();
+        assert!(e.message.contains("key"), "{e}");
     }
 
     #[test]

@@ -302,6 +302,8 @@ fn serve(config: config::Config) -> Result<()> {
         // Take SIGHUP over first: its default action would end the process
         // if it came while the plugins load.
         let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        // Before the plugins: a bad certificate path fails the start at once.
+        let certs = if net::needs_tls(&config) { Some(net::tls::load(&config)?) } else { None };
         let services = Arc::new(pipeline::Services::from_config(&config)?.with_queue(&config)?);
         let pipeline = {
             let config = config.clone();
@@ -323,15 +325,24 @@ fn serve(config: config::Config) -> Result<()> {
         // Renewed keys are picked up without a restart: on SIGHUP, and by
         // a periodic look at the keys folder.
         services.dkim.watch(DKIM_RELOAD_CHECK);
+        // Renewed certificates too: new handshakes get them, open sessions
+        // keep theirs.
+        if let Some(certs) = &certs {
+            certs.watch(net::tls::RELOAD_CHECK);
+        }
         if let Some(queue) = &services.queue {
             queue.start();
             mailferry::metrics::watch_queue(queue.clone());
         }
         let keys = services.dkim.clone();
+        let hup_certs = certs.clone();
         tokio::spawn(async move {
             let Ok(mut hup) = hup else { return };
             while hup.recv().await.is_some() {
                 keys.reload_logged("SIGHUP");
+                if let Some(certs) = &hup_certs {
+                    certs.reload_logged("SIGHUP");
+                }
             }
         });
         let (tx, rx) = tokio::sync::watch::channel(false);
@@ -350,7 +361,7 @@ fn serve(config: config::Config) -> Result<()> {
             tracing::info!("shutdown requested: no new connections");
             let _ = tx.send(true);
         });
-        let served = net::serve(config.clone(), pipeline, rx).await;
+        let served = net::serve(config.clone(), pipeline, certs, rx).await;
         if let Some(queue) = &services.queue {
             queue.shutdown(config.server.shutdown_grace).await;
         }
@@ -376,9 +387,12 @@ fn check(config: config::Config) -> Result<()> {
     for w in &services.dkim.current().warnings {
         println!("warning: {w}");
     }
-    if config.tls.cert.is_some() {
-        net::tls::server_config(&config)?;
-    } else if config.listeners.iter().any(|l| l.tls != config::TlsMode::None) {
+    if net::tls::configured(&config) {
+        let certs = net::tls::load(&config)?;
+        for line in net::tls::describe(&certs) {
+            println!("{line}");
+        }
+    } else if net::needs_tls(&config) {
         println!(
             "warning: no tls.cert/tls.key: serve will use a self-signed certificate, which Gmail and most clients refuse"
         );

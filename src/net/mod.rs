@@ -107,11 +107,25 @@ fn admit(counts: &Arc<Mutex<ConnectionCounts>>, ip: IpAddr, config: &Config) -> 
     Ok(permit)
 }
 
+/// Whether any listener speaks TLS (and so needs certificates).
+pub fn needs_tls(config: &Config) -> bool {
+    config.listeners.iter().any(|l| l.tls != TlsMode::None)
+}
+
 /// Binds every listener first (so a port conflict fails start-up before any
-/// mail is accepted), then serves until `shutdown` flips to true.
-pub async fn serve(config: Arc<Config>, pipeline: Arc<Pipeline>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-    let needs_tls = config.listeners.iter().any(|l| l.tls != TlsMode::None);
-    let acceptor = if needs_tls { Some(TlsAcceptor::from(tls::server_config(&config)?)) } else { None };
+/// mail is accepted), then serves until `shutdown` flips to true. `certs`
+/// are required when a listener speaks TLS.
+pub async fn serve(
+    config: Arc<Config>,
+    pipeline: Arc<Pipeline>,
+    certs: Option<Arc<tls::Certificates>>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let acceptor = match certs {
+        Some(certs) => Some(TlsAcceptor::from(tls::server_config(certs))),
+        None if needs_tls(&config) => anyhow::bail!("a listener speaks TLS but no certificate is loaded"),
+        None => None,
+    };
     let mut bound = Vec::new();
     for l in &config.listeners {
         let listener = TcpListener::bind(l.address)

@@ -1,52 +1,88 @@
-//! Server TLS: the certificate chain and key from PEM files, or a
-//! self-signed certificate made once in the state folder when none is
-//! configured. rustls offers TLS 1.2 and 1.3 only.
+//! Server TLS: the certificates from `[tls]` (the default one and those
+//! chosen by SNI), or a self-signed certificate made once in the state
+//! folder when none is configured. They are read again when their files
+//! change and on SIGHUP, without a restart. rustls offers TLS 1.2 and 1.3
+//! only.
+
+mod certificate;
+mod store;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
+
+pub use certificate::{Loaded, Source};
+pub use store::Certificates;
 
 use crate::config::Config;
 
-/// Builds the server TLS configuration.
-pub fn server_config(config: &Config) -> Result<Arc<ServerConfig>> {
-    let (certs, key) = match (&config.tls.cert, &config.tls.key) {
-        (Some(cert), Some(key)) => load_pem(cert, key)?,
-        _ => self_signed(&config.state_dir().join("tls"), &config.server.hostname)?,
-    };
-    let mut tls = ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("the TLS certificate and key do not match or are unusable")?;
+/// How often certificate files are checked for changes.
+pub const RELOAD_CHECK: Duration = Duration::from_secs(5);
+
+/// The server TLS configuration: built once; the certificate of each
+/// handshake comes from `certs` at that moment.
+pub fn server_config(certs: Arc<Certificates>) -> Arc<ServerConfig> {
+    let mut tls = ServerConfig::builder().with_no_client_auth().with_cert_resolver(certs);
     tls.alpn_protocols = vec![];
-    Ok(Arc::new(tls))
+    Arc::new(tls)
 }
 
-fn load_pem(cert: &Path, key: &Path) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
-    let cert_pem = std::fs::read(cert).with_context(|| format!("tls.cert: cannot read {}", cert.display()))?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("tls.cert: {} is not a PEM certificate chain", cert.display()))?;
-    if certs.is_empty() {
-        anyhow::bail!(
-            "tls.cert: {} holds no certificate (with Let's Encrypt use fullchain.pem, not cert.pem)",
-            cert.display()
-        );
+/// Whether the configuration names any certificate (else `serve` makes a
+/// self-signed one).
+pub fn configured(config: &Config) -> bool {
+    config.tls.cert.is_some() || !config.tls.certificates.is_empty()
+}
+
+/// The configured certificates, default first: `[tls] cert/key`, then each
+/// `[[tls.certificates]]` (the first of which is the default when `[tls]`
+/// has no `cert`).
+pub fn sources(config: &Config) -> Vec<Source> {
+    let mut out = Vec::new();
+    if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
+        out.push(Source { label: "tls".into(), cert: cert.clone(), key: key.clone(), names: None, needs_names: false });
     }
-    let key_pem = std::fs::read(key).with_context(|| format!("tls.key: cannot read {}", key.display()))?;
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .with_context(|| format!("tls.key: {} is not a PEM private key", key.display()))?
-        .with_context(|| {
-            format!("tls.key: {} holds no private key (with Let's Encrypt use privkey.pem)", key.display())
-        })?;
-    Ok((certs, key))
+    for (i, c) in config.tls.certificates.iter().enumerate() {
+        out.push(Source {
+            label: format!("tls.certificates[{i}]"),
+            cert: c.cert.clone(),
+            key: c.key.clone(),
+            names: c.names.clone(),
+            // The default is also what clients without SNI get.
+            needs_names: !out.is_empty(),
+        });
+    }
+    out
 }
 
-/// Loads or creates `cert.pem`/`key.pem` in `dir` for `hostname`.
-fn self_signed(dir: &Path, hostname: &str) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+/// Loads the configured certificates, or the self-signed one.
+pub fn load(config: &Config) -> Result<Arc<Certificates>> {
+    let mut sources = sources(config);
+    if sources.is_empty() {
+        sources.push(self_signed(&config.state_dir().join("tls"), &config.server.hostname)?);
+    }
+    Ok(Arc::new(Certificates::load(sources).map_err(anyhow::Error::msg)?))
+}
+
+/// One line per certificate in use, for `mailferry check`: files, names,
+/// expiry, and any warning.
+pub fn describe(certs: &Certificates) -> Vec<String> {
+    let now = certificate::now();
+    let mut lines = Vec::new();
+    for (source, l) in certs.sources().iter().zip(certs.current().iter()) {
+        lines.push(format!("{} ({}): {}", source.label, source.cert.display(), l.describe(now)));
+        lines.extend(l.warnings.iter().map(|w| format!("warning: {w}")));
+        if let Some(w) = l.expiry_warning(now) {
+            lines.push(format!("warning: {}: the certificate in {} {w}", source.label, source.cert.display()));
+        }
+    }
+    lines
+}
+
+/// Creates `cert.pem`/`key.pem` in `dir` for `hostname` unless they exist.
+fn self_signed(dir: &Path, hostname: &str) -> Result<Source> {
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
     if !cert.exists() || !key.exists() {
@@ -61,7 +97,7 @@ fn self_signed(dir: &Path, hostname: &str) -> Result<(Vec<CertificateDer<'static
         "no tls.cert/tls.key configured: using the self-signed certificate in {}. Gmail \"Send mail as\" and most mail clients refuse it; configure a CA-issued certificate for {hostname} (see docs/tls.md, e.g. Let's Encrypt fullchain.pem and privkey.pem)",
         dir.display()
     );
-    load_pem(&cert, &key)
+    Ok(Source { label: "self-signed".into(), cert, key, names: None, needs_names: false })
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<()> {

@@ -357,6 +357,40 @@ impl Client {
         self.buf.clear();
     }
 
+    /// Connects with implicit TLS using `config` (resumption is turned
+    /// off, so every handshake is a full one) and asking for `name`; returns
+    /// the client and the end-entity certificate the server presented.
+    pub fn connect_tls_with(addr: SocketAddr, config: rustls::ClientConfig, name: &str) -> (Client, Vec<u8>) {
+        let mut c = Client::connect(addr);
+        let leaf = c.handshake(config, name);
+        (c, leaf)
+    }
+
+    /// STARTTLS with `config`, as [`Client::connect_tls_with`].
+    pub fn starttls_with(&mut self, config: rustls::ClientConfig, name: &str) -> Vec<u8> {
+        self.expect("STARTTLS", 220);
+        self.handshake(config, name)
+    }
+
+    /// Runs the whole TLS handshake now, so the server's certificate can be
+    /// looked at before anything is sent.
+    fn handshake(&mut self, mut config: rustls::ClientConfig, name: &str) -> Vec<u8> {
+        install_crypto();
+        config.resumption = rustls::client::Resumption::disabled();
+        let mut conn = rustls::ClientConnection::new(Arc::new(config), name.to_string().try_into().unwrap()).unwrap();
+        let mut tcp = self.tcp.try_clone().unwrap();
+        while conn.is_handshaking() {
+            conn.complete_io(&mut tcp).unwrap_or_else(|e| panic!("TLS handshake asking for {name}: {e}"));
+        }
+        while conn.wants_write() {
+            conn.write_tls(&mut tcp).unwrap();
+        }
+        let leaf = conn.peer_certificates().expect("the server sent no certificate")[0].to_vec();
+        self.stream = Some(Box::new(rustls::StreamOwned::new(conn, tcp)));
+        self.buf.clear();
+        leaf
+    }
+
     pub fn send_raw(&mut self, data: &[u8]) {
         self.stream.as_mut().unwrap().write_all(data).unwrap();
         self.stream.as_mut().unwrap().flush().unwrap();
@@ -456,6 +490,16 @@ impl Client {
         self.send_raw(b".\r\n");
         self.read()
     }
+}
+
+/// A TLS client configuration that takes any certificate, for tests that
+/// look at the certificate themselves.
+pub fn insecure_client_config() -> rustls::ClientConfig {
+    install_crypto();
+    rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(NoVerify))
+        .with_no_client_auth()
 }
 
 #[derive(Debug)]
