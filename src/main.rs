@@ -334,15 +334,18 @@ fn serve(config: config::Config) -> Result<()> {
             queue.start();
             mailferry::metrics::watch_queue(queue.clone());
         }
-        let keys = services.dkim.clone();
+        let (live_tx, live) = tokio::sync::watch::channel(net::Generation { config: config.clone(), pipeline });
         let hup_certs = certs.clone();
+        let hup_services = services.clone();
         tokio::spawn(async move {
             let Ok(mut hup) = hup else { return };
+            // One reload at a time, in order: a second SIGHUP waits.
             while hup.recv().await.is_some() {
-                keys.reload_logged("SIGHUP");
+                hup_services.dkim.reload_logged("SIGHUP");
                 if let Some(certs) = &hup_certs {
                     certs.reload_logged("SIGHUP");
                 }
+                reload(&live_tx, &hup_services).await;
             }
         });
         let (tx, rx) = tokio::sync::watch::channel(false);
@@ -361,12 +364,96 @@ fn serve(config: config::Config) -> Result<()> {
             tracing::info!("shutdown requested: no new connections");
             let _ = tx.send(true);
         });
-        let served = net::serve(config.clone(), pipeline, certs, rx).await;
+        let served = net::serve(live, certs, rx).await;
         if let Some(queue) = &services.queue {
             queue.shutdown(config.server.shutdown_grace).await;
         }
         served
     })
+}
+
+/// Reads the configuration file again (SIGHUP). New sessions get the new
+/// plugins, limits and listener policies; the queue the new relays and
+/// routes; sessions already open finish with what they started with. A
+/// configuration that does not load, or whose plugins do not, is refused
+/// with the reason, and the running one stays in use.
+async fn reload(live: &tokio::sync::watch::Sender<net::Generation>, services: &Arc<pipeline::Services>) {
+    let old = live.borrow().config.clone();
+    let path = old.file.clone();
+    let new = match config::Config::load(&path) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "configuration not reloaded; the running one stays in use");
+            return;
+        }
+    };
+    let restart = needs_restart(&old, &new);
+    if !restart.is_empty() {
+        tracing::warn!(settings = ?restart, "these changes take effect only after a restart; the rest is reloaded");
+    }
+    let built = async {
+        let relays = Arc::new(mailferry::outbound::Relays::from_config(&new)?);
+        // The DKIM keys and the queue stay: keys reload on their own, and
+        // the spool belongs to this process.
+        let services = Arc::new(pipeline::Services {
+            relays: relays.clone(),
+            dkim: services.dkim.clone(),
+            queue: services.queue.clone(),
+            routes: new.routes.clone(),
+        });
+        let pipeline = {
+            let (config, services) = (new.clone(), services.clone());
+            tokio::task::spawn_blocking(move || pipeline::Pipeline::load(&config, services)).await??
+        };
+        pipeline.init_plugins().await?;
+        anyhow::Ok((relays, Arc::new(pipeline)))
+    };
+    let (relays, pipeline) = match built.await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %format!("{e:#}"), "configuration not reloaded; the running one stays in use");
+            return;
+        }
+    };
+    if let Some(queue) = &services.queue {
+        queue.reconfigure(relays.clone(), new.routes.clone());
+        queue.set_pipeline(pipeline.clone());
+    }
+    let plugins: Vec<String> = pipeline.plugin_names().iter().map(|p| p.to_string()).collect();
+    live.send_replace(net::Generation { config: new, pipeline });
+    tracing::info!(?plugins, relays = ?relays.names(), "configuration reloaded; new sessions use it");
+}
+
+/// The settings a reload cannot apply, by name.
+fn needs_restart(old: &config::Config, new: &config::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for l in &old.listeners {
+        match new.listeners.iter().find(|n| n.name == l.name) {
+            None => out.push(format!("listener {:?} removed", l.name)),
+            Some(n) => {
+                if let Some(what) = net::listener_change_needs_restart(l, n) {
+                    out.push(format!("listeners.{}.{what}", l.name));
+                }
+            }
+        }
+    }
+    for n in &new.listeners {
+        if !old.listeners.iter().any(|l| l.name == n.name) {
+            out.push(format!("listener {:?} added", n.name));
+        }
+    }
+    let mut differs = |name: &str, same: bool| {
+        if !same {
+            out.push(name.to_string());
+        }
+    };
+    differs("server.state_dir", old.server.state_dir == new.server.state_dir);
+    differs("server.shutdown_grace_secs", old.server.shutdown_grace == new.server.shutdown_grace);
+    differs("dkim.keys", old.dkim.keys == new.dkim.keys);
+    differs("queue", format!("{:?}", old.queue) == format!("{:?}", new.queue));
+    differs("admin.address", old.admin.address == new.admin.address);
+    differs("tls", format!("{:?}", old.tls) == format!("{:?}", new.tls));
+    out
 }
 
 async fn wait_for_signal() {

@@ -112,15 +112,69 @@ pub fn needs_tls(config: &Config) -> bool {
     config.listeners.iter().any(|l| l.tls != TlsMode::None)
 }
 
+/// What new sessions run with: the configuration and the plugin pipeline
+/// built from it. A reload sends a new one; sessions already open keep
+/// theirs to the end.
+#[derive(Clone)]
+pub struct Generation {
+    pub config: Arc<Config>,
+    pub pipeline: Arc<Pipeline>,
+}
+
+/// The settings of a listener that only a restart can change (the socket
+/// is bound once); `None` when `new` may replace `old` for new sessions.
+pub fn listener_change_needs_restart(old: &Listener, new: &Listener) -> Option<&'static str> {
+    if old.address != new.address {
+        Some("address")
+    } else if old.tls != new.tls {
+        Some("tls")
+    } else {
+        None
+    }
+}
+
+/// The session-wide state for one generation, and its listeners' settings
+/// by name (a reload may change `require_auth`, trusted networks, PROXY
+/// settings, but not what the socket is).
+struct Current {
+    shared: Arc<Shared>,
+    listeners: std::collections::HashMap<String, Arc<Listener>>,
+}
+
+impl Current {
+    fn new(generation: &Generation, template: &Shared, bound: &[Arc<Listener>]) -> Current {
+        let shared = Arc::new(Shared {
+            config: generation.config.clone(),
+            pipeline: generation.pipeline.clone(),
+            acceptor: template.acceptor.clone(),
+            counts: template.counts.clone(),
+            shutdown: template.shutdown.clone(),
+        });
+        let listeners = bound
+            .iter()
+            .map(|old| {
+                let new = generation.config.listeners.iter().find(|l| l.name == old.name);
+                let chosen = match new {
+                    Some(new) if listener_change_needs_restart(old, new).is_none() => Arc::new(new.clone()),
+                    _ => old.clone(),
+                };
+                (old.name.clone(), chosen)
+            })
+            .collect();
+        Current { shared, listeners }
+    }
+}
+
 /// Binds every listener first (so a port conflict fails start-up before any
 /// mail is accepted), then serves until `shutdown` flips to true. `certs`
-/// are required when a listener speaks TLS.
+/// are required when a listener speaks TLS. New sessions take the latest
+/// [`Generation`] from `live`.
 pub async fn serve(
-    config: Arc<Config>,
-    pipeline: Arc<Pipeline>,
+    mut live: watch::Receiver<Generation>,
     certs: Option<Arc<tls::Certificates>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
+    let Generation { config, pipeline } = live.borrow_and_update().clone();
     let acceptor = match certs {
         Some(certs) => Some(TlsAcceptor::from(tls::server_config(certs))),
         None if needs_tls(&config) => anyhow::bail!("a listener speaks TLS but no certificate is loaded"),
@@ -142,13 +196,15 @@ pub async fn serve(
         );
         bound.push((listener, l.clone()));
     }
-    let shared = Arc::new(Shared {
+    let shared = Shared {
         config: config.clone(),
-        pipeline,
+        pipeline: pipeline.clone(),
         acceptor,
         counts: Arc::new(Mutex::new(ConnectionCounts::default())),
         shutdown: shutdown.clone(),
-    });
+    };
+    let bound_listeners: Vec<Arc<Listener>> = bound.iter().map(|(_, l)| Arc::new(l.clone())).collect();
+    let mut current = Current::new(&Generation { config: config.clone(), pipeline }, &shared, &bound_listeners);
     let mut sessions = JoinSet::new();
     let mut accept_loops = JoinSet::new();
     let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel::<(TcpStream, SocketAddr, Arc<Listener>)>(64);
@@ -177,7 +233,12 @@ pub async fn serve(
         tokio::select! {
             _ = shutdown.changed() => break,
             Some((stream, peer, listener)) = conn_rx.recv() => {
-                let shared = shared.clone();
+                if live.has_changed().unwrap_or(false) {
+                    let generation = live.borrow_and_update().clone();
+                    current = Current::new(&generation, &shared, &bound_listeners);
+                }
+                let shared = current.shared.clone();
+                let listener = current.listeners.get(&listener.name).cloned().unwrap_or(listener);
                 sessions.spawn(async move { handle(shared, stream, peer, listener).await });
             }
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}

@@ -32,14 +32,16 @@ use spool::{Entry, Rcpt, RcptState, Spool};
 /// The queue of one server.
 pub struct Queue {
     spool: Spool,
-    relays: Arc<Relays>,
-    routes: BTreeMap<String, config::Route>,
+    /// Relays and routes as configured now (replaced on a reload; an
+    /// attempt works with the set it started with).
+    delivery: std::sync::RwLock<Arc<Delivery>>,
     cfg: config::Queue,
     hostname: String,
     state: Mutex<State>,
     wake: Notify,
-    /// Delivery attempts running at once, per relay.
-    slots: HashMap<String, Arc<Semaphore>>,
+    /// Delivery attempts running at once, per relay (made on first use, so
+    /// relays added by a reload get theirs).
+    slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Set at shutdown: no new attempts start.
     stopping: std::sync::atomic::AtomicBool,
     /// Relays that said "slow down" (SES `454 Throttling failure`): not
@@ -50,8 +52,15 @@ pub struct Queue {
     /// thousands of messages fall due together, and each attempt reads its
     /// message into memory.
     attempt_slots: Arc<Semaphore>,
-    /// The plugin pipeline, for delivery events (set once it is loaded).
-    events: std::sync::OnceLock<Arc<crate::pipeline::Pipeline>>,
+    /// The plugin pipeline, for delivery events (set once it is loaded,
+    /// replaced on a reload).
+    events: std::sync::RwLock<Option<Arc<crate::pipeline::Pipeline>>>,
+}
+
+/// Where messages go: the relays and the routes over them.
+struct Delivery {
+    relays: Arc<Relays>,
+    routes: BTreeMap<String, config::Route>,
 }
 
 #[derive(Clone, Copy)]
@@ -108,24 +117,18 @@ impl Queue {
         if !entries.is_empty() {
             tracing::info!(messages = entries.len(), "queued messages found in the spool; delivering them");
         }
-        let slots = relays
-            .names()
-            .into_iter()
-            .map(|n| (n.to_string(), Arc::new(Semaphore::new(config.queue.concurrency))))
-            .collect();
         let state = State { entries: entries.into_iter().map(|e| (e.id.clone(), e)).collect(), busy: HashSet::new() };
         Ok(Arc::new(Queue {
             spool,
-            relays,
-            routes: config.routes.clone(),
+            delivery: std::sync::RwLock::new(Arc::new(Delivery { relays, routes: config.routes.clone() })),
             cfg: config.queue.clone(),
             hostname: config.server.hostname.clone(),
             state: Mutex::new(state),
             wake: Notify::new(),
-            slots,
+            slots: Mutex::new(HashMap::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
             throttled: Mutex::new(HashMap::new()),
-            events: std::sync::OnceLock::new(),
+            events: std::sync::RwLock::new(None),
             attempt_slots: Arc::new(Semaphore::new(MAX_ATTEMPTS)),
         }))
     }
@@ -133,11 +136,29 @@ impl Queue {
     /// The route a message takes: a route listing the sender's domain, else
     /// the one asked for (a `[routes.NAME]` or a relay's name).
     pub fn resolve_route(&self, requested: &str, sender: &str) -> Result<String, String> {
-        resolve_route(&self.routes, &self.relays, requested, sender)
+        let d = self.delivery();
+        resolve_route(&d.routes, &d.relays, requested, sender)
     }
 
-    fn relays_of(&self, route: &str) -> Vec<String> {
-        relays_of(&self.routes, route)
+    fn delivery(&self) -> Arc<Delivery> {
+        self.delivery.read().unwrap().clone()
+    }
+
+    /// Takes new relays and routes (a configuration reload): attempts that
+    /// start from now on use them. Messages keep their route by name.
+    pub fn reconfigure(&self, relays: Arc<Relays>, routes: BTreeMap<String, config::Route>) {
+        *self.delivery.write().unwrap() = Arc::new(Delivery { relays, routes });
+        self.wake.notify_one();
+    }
+
+    /// The semaphore bounding attempts through `relay` at once.
+    fn slot(&self, relay: &str) -> Arc<Semaphore> {
+        self.slots
+            .lock()
+            .unwrap()
+            .entry(relay.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.cfg.concurrency)))
+            .clone()
     }
 
     /// Stores a message durably and schedules its delivery. `Ok` carries the
@@ -162,7 +183,8 @@ impl Queue {
         })?;
         // Refuse now what every relay of the route would refuse: the client
         // learns it at once instead of from a bounce.
-        if let Some(limit) = route_max_size(&self.routes, &self.relays, &route) {
+        let d = self.delivery();
+        if let Some(limit) = route_max_size(&d.routes, &d.relays, &route) {
             if message.len() > limit {
                 tracing::info!(session, size = message.len(), limit, route = %route, "message larger than the route's relays take");
                 return Err(SendFailure {
@@ -229,16 +251,16 @@ impl Queue {
     }
 
     /// Tells plugins about deliveries (their `delivered`, `deferred` and
-    /// `bounced` hooks) through this pipeline.
+    /// `bounced` hooks) through this pipeline (the newest one after a reload).
     pub fn set_pipeline(&self, pipeline: Arc<crate::pipeline::Pipeline>) {
-        let _ = self.events.set(pipeline);
+        *self.events.write().unwrap() = Some(pipeline);
     }
 
     /// Runs the delivery event hooks for the recipients of one attempt, in
     /// the background: plugins learn about deliveries, they do not hold them up.
     fn notify_plugins(&self, entry: &Entry, touched: &[usize]) {
         use crate::pipeline::{Call, DeliveryEvent, SessionData};
-        let Some(pipeline) = self.events.get().cloned() else { return };
+        let Some(pipeline) = self.events.read().unwrap().clone() else { return };
         let events: Vec<(RcptState, DeliveryEvent)> = touched
             .iter()
             .map(|&i| {
@@ -399,7 +421,9 @@ impl Queue {
         // again right after its pause rather than by the retry schedule.
         let mut throttled_for: Option<Duration> = None;
         let mut other_failure = false;
-        for relay in self.relays_of(&entry.route) {
+        let delivery = self.delivery();
+        let relays = &delivery.relays;
+        for relay in relays_of(&delivery.routes, &entry.route) {
             if let Some(wait) = self.paused(&relay) {
                 throttled_for = Some(throttled_for.map_or(wait, |t| t.min(wait)));
                 continue;
@@ -409,25 +433,24 @@ impl Queue {
             if pending.is_empty() {
                 break;
             }
-            if self.relays.max_message_size(&relay).is_some_and(|limit| message.len() > limit) {
+            if relays.max_message_size(&relay).is_some_and(|limit| message.len() > limit) {
                 // Another relay of the route takes it (checked at submission).
                 continue;
             }
-            let slot = self.slots.get(&relay).cloned().unwrap_or_else(|| Arc::new(Semaphore::new(1)));
+            let slot = self.slot(&relay);
             let _permit = slot.acquire_owned().await;
             if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
                 break;
             }
             // Providers cap recipients per message (SES: 50): one
             // transaction per part.
-            let per_message = self.relays.max_recipients(&relay).unwrap_or(usize::MAX).max(1);
+            let per_message = relays.max_recipients(&relay).unwrap_or(usize::MAX).max(1);
             for part in pending.chunks(per_message) {
                 let rcpts: Vec<DeliveryRcpt> = part
                     .iter()
                     .map(|&i| DeliveryRcpt { address: &entry.rcpts[i].address, params: &entry.rcpts[i].params })
                     .collect();
-                let result =
-                    self.relays.deliver(&relay, &entry.mail_from, &entry.mail_params, &rcpts, &message, id).await;
+                let result = relays.deliver(&relay, &entry.mail_from, &entry.mail_params, &rcpts, &message, id).await;
                 drop(rcpts);
                 let mut throttle = false;
                 match result {
