@@ -25,6 +25,7 @@ pub mod net;
 pub mod outbound;
 pub mod password;
 pub mod pipeline;
+pub mod poll;
 pub mod queue;
 pub mod sendmail;
 pub mod smtp;

@@ -542,18 +542,7 @@ impl Keys {
         if self.dir.is_none() {
             return;
         }
-        let keys = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let Some(keys) = keys.upgrade() else { break };
-                // Reading a few small files; not worth a blocking thread.
-                keys.reload_if_changed();
-            }
-        });
+        crate::poll::every(self, every, Self::reload_if_changed);
     }
 }
 

@@ -214,18 +214,7 @@ impl Certificates {
 
     /// Checks the files every `every` while `self` is in use.
     pub fn watch(self: &Arc<Self>, every: Duration) {
-        let certs = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let Some(certs) = certs.upgrade() else { break };
-                // A few stats and, rarely, two small files: no blocking thread.
-                certs.reload_if_changed();
-            }
-        });
+        crate::poll::every(self, every, Self::reload_if_changed);
     }
 
     /// The certificate for a client that asked for `server_name` (SNI) and
