@@ -330,6 +330,22 @@ fn serve(config: config::Config) -> Result<()> {
         if let Some(certs) = &certs {
             certs.watch(net::tls::RELOAD_CHECK);
         }
+        // Every socket before the queue starts delivering: a port conflict
+        // must stop the start before any delivery attempt is under way.
+        let bound = net::bind(&config).await?;
+        let admin = match config.admin.address {
+            Some(address) => {
+                let listener = tokio::net::TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("admin.address {address}: cannot listen"))?;
+                if !address.ip().is_loopback() {
+                    tracing::warn!(%address, "the admin listener is not on a loopback address: anyone who can reach it reads /metrics");
+                }
+                tracing::info!(address = %listener.local_addr()?, "admin listener: /metrics and /healthz");
+                Some(listener)
+            }
+            None => None,
+        };
         if let Some(queue) = &services.queue {
             queue.start();
             mailferry::metrics::watch_queue(queue.clone());
@@ -349,14 +365,7 @@ fn serve(config: config::Config) -> Result<()> {
             }
         });
         let (tx, rx) = tokio::sync::watch::channel(false);
-        if let Some(address) = config.admin.address {
-            let listener = tokio::net::TcpListener::bind(address)
-                .await
-                .with_context(|| format!("admin.address {address}: cannot listen"))?;
-            if !address.ip().is_loopback() {
-                tracing::warn!(%address, "the admin listener is not on a loopback address: anyone who can reach it reads /metrics");
-            }
-            tracing::info!(address = %listener.local_addr()?, "admin listener: /metrics and /healthz");
+        if let Some(listener) = admin {
             tokio::spawn(mailferry::metrics::serve(listener, rx.clone()));
         }
         tokio::spawn(async move {
@@ -364,7 +373,7 @@ fn serve(config: config::Config) -> Result<()> {
             tracing::info!("shutdown requested: no new connections");
             let _ = tx.send(true);
         });
-        let served = net::serve(live, certs, rx).await;
+        let served = net::serve(bound, live, certs, rx).await;
         if let Some(queue) = &services.queue {
             queue.shutdown(config.server.shutdown_grace).await;
         }

@@ -247,6 +247,13 @@ impl Drop for SessionGauge {
 
 /// How long a client may take to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one admin connection may stay open, whatever it does (a client
+/// that sends requests but never reads the answers would otherwise stay).
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Admin connections at once; more are closed at once. Scrapers and health
+/// checkers need a handful, and each connection holds a file descriptor
+/// the SMTP listeners need too.
+const MAX_CONNECTIONS: usize = 32;
 
 /// Serves `/metrics` and `/healthz` on `listener` for the life of the
 /// process. Once `shutdown` turns true, `/healthz` answers 503 while the
@@ -260,11 +267,21 @@ pub async fn serve(listener: tokio::net::TcpListener, mut shutdown: tokio::sync:
         while shutdown.changed().await.is_ok() && !*shutdown.borrow() {}
         flag.store(true, Ordering::SeqCst);
     });
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tracing::warn!(peer = %peer, "admin listener: too many connections; closed");
+                    continue;
+                };
                 let stopping = stopping.clone();
-                tokio::spawn(async move { connection(stream, peer, stopping).await });
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    if tokio::time::timeout(CONNECTION_TIMEOUT, connection(stream, peer, stopping)).await.is_err() {
+                        tracing::debug!(peer = %peer, "admin connection open too long; closed");
+                    }
+                });
             }
             Err(e) => {
                 // Usually EMFILE: back off instead of spinning.

@@ -65,6 +65,11 @@ impl Relays {
         Ok(Relays { relays, hostname: config.server.hostname.clone(), pool: Arc::default() })
     }
 
+    /// Closes the upstream connections kept open between deliveries.
+    pub async fn close_idle(&self) {
+        self.pool.close_all().await;
+    }
+
     pub fn names(&self) -> Vec<&str> {
         self.relays.keys().map(String::as_str).collect()
     }
@@ -207,10 +212,10 @@ impl Relays {
                     // from costing the whole reply timeout.
                     let probe = cfg.timeout.min(REUSE_PROBE_TIMEOUT);
                     match transaction(&mut conn.client, probe, mail_from, mail_params, rcpts, message).await {
-                        Ok(outcomes) => {
+                        Ok(done) => {
                             conn.uses += 1;
-                            self.pool.put(relay, conn, max_messages, max_idle);
-                            return Ok(outcomes);
+                            self.keep_or_close(relay, conn, done.reusable, max_messages, max_idle);
+                            return Ok(done.outcomes);
                         }
                         Err(e) if e.at_mail && upstream_gone(&e.error) => {
                             tracing::debug!(relay, upstream = %where_, error = %e.error, "a kept connection was closed by the upstream; opening a new one");
@@ -227,14 +232,24 @@ impl Relays {
                     .await
                     .map_err(|error| self.failed(relay, &where_, TxError { error, at_mail: true, ours: true }))?;
                 match transaction(&mut conn.client, cfg.timeout, mail_from, mail_params, rcpts, message).await {
-                    Ok(outcomes) => {
+                    Ok(done) => {
                         conn.uses += 1;
-                        self.pool.put(relay, conn, max_messages, max_idle);
-                        Ok(outcomes)
+                        self.keep_or_close(relay, conn, done.reusable, max_messages, max_idle);
+                        Ok(done.outcomes)
                     }
                     Err(e) => Err(self.failed(relay, &where_, e)),
                 }
             }
+        }
+    }
+
+    /// Back to the pool when the transaction is known to have ended;
+    /// otherwise closed (its SMTP state is unknown).
+    fn keep_or_close(&self, relay: &str, conn: pool::Conn, reusable: bool, max_messages: u32, max_idle: Duration) {
+        if reusable {
+            self.pool.put(relay, conn, max_messages, max_idle);
+        } else {
+            tokio::spawn(pool::quit(conn));
         }
     }
 
@@ -358,7 +373,9 @@ fn upstream_gone(e: &mail_send::Error) -> bool {
     use mail_send::Error as E;
     match e {
         E::Io(_) | E::UnparseableReply | E::Timeout => true,
-        E::UnexpectedReply(r) => r.code == 421,
+        // 503 (bad sequence) at MAIL FROM: the kept connection is not
+        // between transactions after all; nothing was sent yet.
+        E::UnexpectedReply(r) => r.code == 421 || r.code == 503,
         _ => false,
     }
 }
@@ -374,7 +391,7 @@ async fn transaction(
     mail_params: &[(String, Option<String>)],
     rcpts: &[DeliveryRcpt<'_>],
     message: &[u8],
-) -> Result<Vec<RcptOutcome>, TxError> {
+) -> Result<TxDone, TxError> {
     let timeout = std::mem::replace(&mut client.timeout, mail_timeout);
     let mail = client.mail_from(mail_from, &params_of(mail_params)).await;
     client.timeout = timeout;
@@ -389,11 +406,27 @@ async fn transaction(
     transaction_rest(client, rcpts, message).await.map_err(|error| TxError { error, at_mail: false, ours: false })
 }
 
+/// What a transaction that ran to its end left.
+struct TxDone {
+    outcomes: Vec<RcptOutcome>,
+    /// The connection is known to be between transactions.
+    reusable: bool,
+}
+
+fn outcome_of(code: u16, esc: &[u8; 3], message: &str) -> RcptOutcome {
+    let line = reply_line(code, esc, message);
+    match code {
+        200..=299 => RcptOutcome::Delivered(line),
+        500.. => RcptOutcome::Permanent(line),
+        _ => RcptOutcome::Temporary(line),
+    }
+}
+
 async fn transaction_rest(
     client: &mut pool::Client,
     rcpts: &[DeliveryRcpt<'_>],
     message: &[u8],
-) -> mail_send::Result<Vec<RcptOutcome>> {
+) -> mail_send::Result<TxDone> {
     let mut outcomes = Vec::with_capacity(rcpts.len());
     let mut accepted = Vec::new();
     for (i, r) in rcpts.iter().enumerate() {
@@ -415,25 +448,35 @@ async fn transaction_rest(
     }
     if accepted.is_empty() {
         // Ends the transaction, so the connection can carry the next one.
-        client.rset().await?;
-        return Ok(outcomes);
+        // The recipients' outcomes stand whatever RSET gets.
+        let reusable = client.rset().await.is_ok();
+        return Ok(TxDone { outcomes, reusable });
     }
     // mail-send ends the data with CRLF "." CRLF itself.
     let body = message.strip_suffix(b"\r\n").unwrap_or(message);
-    let settled = match client.data(body).await {
-        Ok(resp) => RcptOutcome::Delivered(reply_line(resp.code, &resp.esc, &resp.message)),
-        Err(mail_send::Error::UnexpectedReply(resp)) if resp.code >= 500 => {
-            RcptOutcome::Permanent(reply_line(resp.code, &resp.esc, &resp.message))
-        }
-        Err(mail_send::Error::UnexpectedReply(resp)) => {
-            RcptOutcome::Temporary(reply_line(resp.code, &resp.esc, &resp.message))
-        }
-        Err(e) => return Err(e),
+    // The reply to DATA apart from the reply to the message: a refused DATA
+    // leaves the transaction open upstream (Postfix: the next MAIL gets
+    // "503 nested MAIL command"), the final reply ends it.
+    let go = client.cmd(b"DATA\r\n").await?;
+    let (settled, reusable) = if go.code != 354 {
+        // Nothing of the message was sent: never `Delivered`, whatever the code.
+        let line = reply_line(go.code, &go.esc, &go.message);
+        let outcome = if go.code >= 500 { RcptOutcome::Permanent(line) } else { RcptOutcome::Temporary(line) };
+        (outcome, client.rset().await.is_ok())
+    } else {
+        let timeout = client.timeout;
+        let resp = tokio::time::timeout(timeout, async {
+            client.write_message(body).await?;
+            client.read().await
+        })
+        .await
+        .map_err(|_| mail_send::Error::Timeout)??;
+        (outcome_of(resp.code, &resp.esc, &resp.message), true)
     };
     for i in accepted {
         outcomes[i] = settled.clone();
     }
-    Ok(outcomes)
+    Ok(TxDone { outcomes, reusable })
 }
 
 /// `code x.y.z text`, one printable line.
@@ -669,5 +712,122 @@ mod tests {
     fn no_headers_no_change() {
         let msg = b"Subject: s\r\n\r\nbody\r\n";
         assert_eq!(with_extra_headers(msg, &[]), msg.to_vec());
+    }
+}
+
+#[cfg(test)]
+mod reuse_tests {
+    //! Review: what a kept upstream connection looks like after the
+    //! transaction did not end with the final reply to the message.
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A Postfix-like upstream: a refusal of the DATA command does not end
+    /// the transaction (the client must RSET); MAIL inside a transaction is
+    /// "503 nested MAIL command". The first DATA it sees is refused
+    /// (smtpd_data_restrictions / a policy service rate limit). A recipient
+    /// "permclose..." gets 550 and the connection is closed.
+    fn postfix_like() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let datas = std::sync::Arc::new(AtomicUsize::new(0));
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(s) = s else { continue };
+                let datas = datas.clone();
+                std::thread::spawn(move || {
+                    let mut w = s.try_clone().unwrap();
+                    let mut r = BufReader::new(s);
+                    let _ = w.write_all(b"220 fake ESMTP\r\n");
+                    let mut in_tx = false;
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let u = line.trim_end().to_ascii_uppercase();
+                        let reply: &str = if u.starts_with("EHLO") {
+                            "250-fake\r\n250 PIPELINING\r\n"
+                        } else if u.starts_with("MAIL") {
+                            if in_tx {
+                                "503 5.5.1 Error: nested MAIL command\r\n"
+                            } else {
+                                in_tx = true;
+                                "250 2.1.0 Ok\r\n"
+                            }
+                        } else if u.starts_with("RCPT") {
+                            if u.contains("<PERMCLOSE") {
+                                let _ = w.write_all(b"550 5.1.1 no such user\r\n");
+                                return; // hangs up
+                            }
+                            "250 2.1.5 Ok\r\n"
+                        } else if u == "DATA" {
+                            if datas.fetch_add(1, Ordering::SeqCst) == 0 {
+                                "451 4.7.1 rate limit exceeded, try again later\r\n"
+                            } else {
+                                let _ = w.write_all(b"354 go\r\n");
+                                loop {
+                                    let mut l = String::new();
+                                    if r.read_line(&mut l).unwrap_or(0) == 0 {
+                                        return;
+                                    }
+                                    if l == ".\r\n" {
+                                        break;
+                                    }
+                                }
+                                in_tx = false;
+                                "250 2.0.0 Ok: queued\r\n"
+                            }
+                        } else if u == "RSET" {
+                            in_tx = false;
+                            "250 2.0.0 Ok\r\n"
+                        } else if u == "QUIT" {
+                            let _ = w.write_all(b"221 bye\r\n");
+                            return;
+                        } else {
+                            "502 5.5.2 what\r\n"
+                        };
+                        let _ = w.write_all(reply.as_bytes());
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    fn relays(port: u16) -> Relays {
+        let text = format!(
+            "[[listeners]]\naddress = \"127.0.0.1:1\"\n[relays.up]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\ntimeout_secs = 5\nconnection_idle_secs = 30\n"
+        );
+        let config = Config::parse(&text, Path::new("t.toml"), Path::new("/")).unwrap();
+        Relays::from_config(&config).unwrap()
+    }
+
+    const MSG: &[u8] = b"Subject: s\r\n\r\nbody\r\n";
+
+    /// Message A's DATA command is refused (451); message B, queued
+    /// right after to the same relay, must not be bounced for it.
+    #[tokio::test]
+    async fn a_refused_data_command_does_not_poison_the_next_message() {
+        let relays = relays(postfix_like());
+        let rcpt = [DeliveryRcpt { address: "bob@example.org", params: &[] }];
+        let a = relays.deliver("up", "alice@example.com", &[], &rcpt, MSG, "A").await;
+        assert!(matches!(a.as_deref(), Ok([RcptOutcome::Temporary(r)]) if r.starts_with("451")), "{a:?}");
+        let b = relays.deliver("up", "alice@example.com", &[], &rcpt, MSG, "B").await;
+        assert!(
+            matches!(b.as_deref(), Ok([RcptOutcome::Delivered(_)])),
+            "message B, sent over the connection message A left mid-transaction: {b:?}"
+        );
+    }
+
+    /// The only recipient is refused for good (550) and the upstream hangs
+    /// up: the 550 is the outcome, not a temporary failure of the attempt.
+    #[tokio::test]
+    async fn a_failed_rset_does_not_hide_the_recipients_outcomes() {
+        let relays = relays(postfix_like());
+        let rcpt = [DeliveryRcpt { address: "permclose@example.org", params: &[] }];
+        let r = relays.deliver("up", "alice@example.com", &[], &rcpt, MSG, "C").await;
+        assert!(matches!(r.as_deref(), Ok([RcptOutcome::Permanent(t)]) if t.starts_with("550")), "{r:?}");
     }
 }

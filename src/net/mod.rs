@@ -165,21 +165,12 @@ impl Current {
     }
 }
 
-/// Binds every listener first (so a port conflict fails start-up before any
-/// mail is accepted), then serves until `shutdown` flips to true. `certs`
-/// are required when a listener speaks TLS. New sessions take the latest
-/// [`Generation`] from `live`.
-pub async fn serve(
-    mut live: watch::Receiver<Generation>,
-    certs: Option<Arc<tls::Certificates>>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<()> {
-    let Generation { config, pipeline } = live.borrow_and_update().clone();
-    let acceptor = match certs {
-        Some(certs) => Some(TlsAcceptor::from(tls::server_config(certs))),
-        None if needs_tls(&config) => anyhow::bail!("a listener speaks TLS but no certificate is loaded"),
-        None => None,
-    };
+/// The listeners' sockets, bound.
+pub struct Bound(Vec<(TcpListener, Listener)>);
+
+/// Binds every listener, so a port conflict fails the start before any mail
+/// is accepted or delivered.
+pub async fn bind(config: &Config) -> Result<Bound> {
     let mut bound = Vec::new();
     for l in &config.listeners {
         let listener = TcpListener::bind(l.address)
@@ -196,6 +187,24 @@ pub async fn serve(
         );
         bound.push((listener, l.clone()));
     }
+    Ok(Bound(bound))
+}
+
+/// Serves the [`bind`]-bound listeners until `shutdown` flips to true.
+/// `certs` are required when a listener speaks TLS. New sessions take the
+/// latest [`Generation`] from `live`.
+pub async fn serve(
+    Bound(bound): Bound,
+    mut live: watch::Receiver<Generation>,
+    certs: Option<Arc<tls::Certificates>>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let Generation { config, pipeline } = live.borrow_and_update().clone();
+    let acceptor = match certs {
+        Some(certs) => Some(TlsAcceptor::from(tls::server_config(certs))),
+        None if needs_tls(&config) => anyhow::bail!("a listener speaks TLS but no certificate is loaded"),
+        None => None,
+    };
     let shared = Shared {
         config: config.clone(),
         pipeline: pipeline.clone(),
@@ -274,8 +283,8 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr, li
                 refuse(stream, &listener, reply).await;
                 return;
             }
-            Err(Refused::Closed) => {
-                metrics.refused(&listener.name, "proxy");
+            Err(Refused::Closed(reason)) => {
+                metrics.refused(&listener.name, reason);
                 return;
             }
         }
@@ -314,8 +323,8 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr, li
 
 /// Why [`accept_proxied`] turned a connection away.
 enum Refused {
-    /// Close it without a word (already logged).
-    Closed,
+    /// Close it without a word (already logged); the metrics reason.
+    Closed(&'static str),
     /// The client the header named is over its limit: tell it so.
     OverLimit(SocketAddr, Reply),
 }
@@ -335,7 +344,7 @@ async fn accept_proxied(
     // the operator's proxies may send one.
     if !listener.proxy_trusted.iter().any(|n| n.contains(&peer.ip().to_canonical())) {
         tracing::warn!(listener = %name, peer = %peer, "connection refused: the peer is not in proxy_trusted");
-        return Err(Refused::Closed);
+        return Err(Refused::Closed("proxy"));
     }
     // Until its header names the client, the connection counts toward the
     // total only: a peer that never sends one still holds a bounded place.
@@ -345,7 +354,7 @@ async fn accept_proxied(
             // Closed without a reply: the unread header would turn our
             // close into a reset that may drop any reply anyway.
             tracing::warn!(listener = %name, proxy = %peer, "{reply}");
-            return Err(Refused::Closed);
+            return Err(Refused::Closed("limit"));
         }
     };
     let timeout = shared.config.limits.command_timeout.min(proxy::HEADER_TIMEOUT);
@@ -354,11 +363,11 @@ async fn accept_proxied(
         Ok(proxy::Header::Local) => (peer, local),
         Err(e @ proxy::Error::Empty) => {
             tracing::debug!(listener = %name, peer = %peer, "PROXY header: {e}");
-            return Err(Refused::Closed);
+            return Err(Refused::Closed("proxy"));
         }
         Err(e) => {
             tracing::warn!(listener = %name, peer = %peer, error = %e, "PROXY header refused: connection closed");
-            return Err(Refused::Closed);
+            return Err(Refused::Closed("proxy"));
         }
     };
     match permit.assign(client.ip(), &shared.config) {

@@ -106,6 +106,25 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// QUITs every idle connection (at shutdown: the upstream sees a clean
+    /// goodbye rather than a dropped socket).
+    pub async fn close_all(&self) {
+        let idle: Vec<Idle> = self.idle.lock().unwrap().drain().flat_map(|(_, list)| list).collect();
+        let quits = idle.into_iter().map(|i| quit(i.conn));
+        join_all(quits).await;
+    }
+}
+
+/// Runs the futures concurrently and waits for all of them.
+async fn join_all<F: std::future::Future<Output = ()> + Send + 'static>(futures: impl Iterator<Item = F>) {
+    let mut set = tokio::task::JoinSet::new();
+    for f in futures {
+        set.spawn(f);
+    }
+    while set.join_next().await.is_some() {}
+}
+
 /// Says goodbye, briefly: the upstream may already have gone.
 pub async fn quit(conn: Conn) {
     let _ = tokio::time::timeout(QUIT_TIMEOUT, conn.client.quit()).await;

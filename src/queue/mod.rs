@@ -334,6 +334,7 @@ impl Queue {
         loop {
             let busy = self.state.lock().unwrap().busy.len();
             if busy == 0 {
+                self.delivery().relays.close_idle().await;
                 let stats = self.stats();
                 tracing::info!(messages = stats.messages, fsyncs = stats.fsyncs, "queue stopped");
                 let _ = std::fs::remove_file(control::socket_path(self.spool.dir()));
@@ -697,7 +698,12 @@ impl Queue {
     }
 
     pub fn stats(&self) -> Stats {
-        let mut s = stats_of(&self.list(), self.state.lock().unwrap().busy.len());
+        // Counted in place: a scrape must not copy a queue of 100k entries
+        // while sessions wait for the lock to store theirs.
+        let mut s = {
+            let st = self.state.lock().unwrap();
+            stats_of(st.entries.values(), st.busy.len())
+        };
         s.fsyncs = self.spool.fsyncs.load(std::sync::atomic::Ordering::Relaxed);
         s
     }
@@ -781,16 +787,16 @@ pub fn route_max_size(routes: &BTreeMap<String, config::Route>, relays: &Relays,
 }
 
 /// Counts for `stats`.
-pub fn stats_of(entries: &[Entry], in_flight: usize) -> Stats {
+pub fn stats_of<'a>(entries: impl IntoIterator<Item = &'a Entry>, in_flight: usize) -> Stats {
     let t = now();
-    Stats {
-        messages: entries.len(),
-        recipients_pending: entries.iter().map(|e| e.pending().count()).sum(),
-        oldest_secs: entries.iter().map(|e| t - e.created).max().unwrap_or(0),
-        in_flight,
-        bytes: entries.iter().map(|e| e.size).sum(),
-        fsyncs: 0,
+    let mut s = Stats { in_flight, ..Default::default() };
+    for e in entries {
+        s.messages += 1;
+        s.recipients_pending += e.pending().count();
+        s.oldest_secs = s.oldest_secs.max(t - e.created);
+        s.bytes += e.size;
     }
+    s
 }
 
 /// The enhanced status in a reply line (`550 5.1.1 …`), else by its class.

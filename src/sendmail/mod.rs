@@ -226,7 +226,10 @@ fn target(config: &Config) -> Result<submit::Target, Failure> {
     };
     // Connecting to an address of this machine, the kernel uses that same
     // address as the source: the one the listener's trusted_networks see.
-    let trusted = |l: &config::Listener| l.trusted_networks.iter().any(|n| n.contains(&reached_on(l).ip()));
+    // A PROXY-protocol listener waits for a load balancer's header first:
+    // not one this command can submit to.
+    let trusted =
+        |l: &config::Listener| !l.proxy_protocol && l.trusted_networks.iter().any(|n| n.contains(&reached_on(l).ip()));
     let listener = match &s.listener {
         Some(name) => config.listeners.iter().find(|l| &l.name == name).ok_or_else(|| {
             Failure::new(Exit::Unavailable, format!("sendmail.listener = {name:?}: there is no such listener"))
@@ -241,6 +244,15 @@ fn target(config: &Config) -> Result<submit::Target, Failure> {
             )
         })?,
     };
+    if listener.proxy_protocol {
+        return Err(Failure::new(
+            Exit::Unavailable,
+            format!(
+                "listener {} expects a PROXY header from a load balancer (proxy_protocol = true); point sendmail.listener at a listener without it, e.g. a loopback one",
+                listener.name
+            ),
+        ));
+    }
     if listener.address.port() == 0 {
         return Err(Failure::new(
             Exit::Unavailable,
@@ -352,6 +364,21 @@ mod tests {
         assert!(t.credentials.is_none());
         let c = config("[[listeners]]\naddress = \"[::]:25\"\ntrusted_networks = [\"::1/128\"]\n");
         assert_eq!(target(&c).unwrap().addr.to_string(), "[::1]:25");
+    }
+
+    #[test]
+    fn proxy_protocol_listeners_are_not_for_sendmail() {
+        let proxied =
+            "[[listeners]]\nname = \"lb\"\naddress = \"127.0.0.1:10587\"\ntrusted_networks = [\"127.0.0.0/8\"]\n\
+                       proxy_protocol = true\nproxy_trusted = [\"127.0.0.1/32\"]\n";
+        // Skipped when choosing…
+        let c = config(&format!("{proxied}[[listeners]]\nname = \"local\"\naddress = \"127.0.0.1:2525\"\ntrusted_networks = [\"127.0.0.0/8\"]\n"));
+        assert_eq!(target(&c).unwrap().listener, "local");
+        // …and refused, with the reason, when named.
+        let c = config(&format!("{proxied}[sendmail]\nlistener = \"lb\"\n"));
+        let f = target(&c).err().unwrap();
+        assert_eq!(f.exit, Exit::Unavailable);
+        assert!(f.message.contains("PROXY header"), "{}", f.message);
     }
 
     #[test]

@@ -640,6 +640,7 @@ impl Session {
                 // We and the client may disagree on where the message ends
                 // (SMTP smuggling): refuse it and read nothing more.
                 tracing::warn!("bare CR or LF in message: refused and closing");
+                crate::metrics::get().message(&self.listener.name, 550, 0);
                 self.t.reply(&Reply::new(
                     550,
                     "5.6.0",
@@ -679,6 +680,7 @@ impl Session {
                 }
                 if !kept_all {
                     self.reset_transaction();
+                    crate::metrics::get().message(&self.listener.name, 552, 0);
                     return self.error(Reply::new(
                         552,
                         "5.3.4",
@@ -702,6 +704,7 @@ impl Session {
         let mut defects = Defects::default();
         if check_bdat(&mut buf, limits.bare_line_endings, limits.text_line, &mut defects).is_err() {
             self.reset_transaction();
+            crate::metrics::get().message(&self.listener.name, 550, 0);
             return self.error(Reply::new(
                 550,
                 "5.6.0",
