@@ -105,8 +105,7 @@
 //! - `MAIL FROM`: the envelope sender. The null sender `<>` is accepted while
 //!   `allow_null_sender = true`: clients send read receipts (RFC 8098) and
 //!   some auto-replies with it, it names nobody, and the message's `From:`
-//!   is still checked (Postfix's `reject_sender_login_mismatch` lets it
-//!   pass too).
+//!   is still checked.
 //! - End of DATA (with `check_headers`): every address of `From:` (several
 //!   are allowed, and group syntax is read member by member) and of
 //!   `Sender:`; with `check_display_names`, every address their display names
@@ -134,7 +133,8 @@
 //! |-----------|---------|
 //! | Sender allowed | `continue` (logged at debug level with the rule that allowed it) |
 //! | Envelope sender not allowed | `deny` `553 5.7.1 <addr>: not allowed to send as this address (login L)` |
-//! | `From:`/`Sender:` address, or one a display name shows, not allowed | `deny` `553 5.7.1 From: <addr>: not allowed to send as this address (login L)` |
+//! | `From:`/`Sender:` address not allowed | `deny` `553 5.7.1 From: <addr>: not allowed to send as this address (login L)` |
+//! | An address a display name shows not allowed | `deny` `553 5.7.1 From: display name shows <addr>: not allowed …` |
 //! | Unauthenticated trusted-network sender not in `trusted_senders` | `deny` `553 5.7.1 <addr>: not allowed to send as this address without authentication` |
 //! | Several `From:`/`Sender:` fields, unreadable field, encoded word in an address | `deny` `550 5.6.0` saying which |
 //! | Senders file missing or unreadable | `deny-soft` `451 4.3.0`, error logged |
@@ -164,6 +164,9 @@ const MAX_QUOTED: usize = 100;
 
 /// Allowed senders listed in a refusal's log line; the rest are counted.
 const MAX_LOGGED_RULES: usize = 10;
+
+/// Characters of an unreadable header field quoted in the log.
+const MAX_LOGGED_VALUE: usize = 200;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -230,6 +233,7 @@ struct Allowed<'p> {
     policy: &'p SenderPolicy,
     who: Identity,
     rules: Vec<Rule>,
+    /// The source's rules are in `rules` (always, for a trusted session).
     loaded: bool,
 }
 
@@ -361,8 +365,9 @@ impl SenderPolicy {
             for value in values {
                 let mailboxes = parse_mailboxes(value).map_err(|e| {
                     host.warn(format!(
-                        "refused a message of {}: {name}: {value:?} cannot be read: {e}",
-                        allowed.who.describe()
+                        "refused a message of {}: {name}: {:?} cannot be read: {e}",
+                        allowed.who.describe(),
+                        value.chars().take(MAX_LOGGED_VALUE).collect::<String>()
                     ));
                     Verdict::deny(
                         550,
@@ -405,16 +410,17 @@ impl Allowed<'_> {
         let matching = &self.policy.matching;
         let mut found = self.rules.iter().find(|r| matching.matches(&r.pattern, address)).cloned();
         if found.is_none() && !self.loaded {
-            let Identity::Login(login) = &self.who else { unreachable!("trusted rules are always loaded") };
             self.loaded = true;
-            match self.policy.source.rules_for(host, login) {
-                Ok(rules) => {
-                    found = rules.iter().find(|r| matching.matches(&r.pattern, address)).cloned();
-                    self.rules.extend(rules);
-                }
-                Err(e) => {
-                    host.error(e);
-                    return Err(Verdict::deny_soft(451, "4.3.0", "sender policy unavailable, try again later"));
+            if let Identity::Login(login) = &self.who {
+                match self.policy.source.rules_for(host, login) {
+                    Ok(rules) => {
+                        found = rules.iter().find(|r| matching.matches(&r.pattern, address)).cloned();
+                        self.rules.extend(rules);
+                    }
+                    Err(e) => {
+                        host.error(e);
+                        return Err(Verdict::deny_soft(451, "4.3.0", "sender policy unavailable, try again later"));
+                    }
                 }
             }
         }
