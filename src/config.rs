@@ -616,7 +616,7 @@ pub mod defaults {
 }
 
 /// Plugins compiled into the binary, usable by name without a `path`.
-pub const BUILTIN_PLUGINS: &[&str] = &["auth-flat-file", "dkim-sign", "smtp-forward"];
+pub const BUILTIN_PLUGINS: &[&str] = &["auth-flat-file", "dkim-sign", "sender-policy", "smtp-forward"];
 
 impl Config {
     /// Reads and validates the file at `path`.
