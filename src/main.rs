@@ -248,13 +248,20 @@ fn load_config(path: &std::path::Path) -> Result<config::Config> {
     Ok(config::Config::load(path)?)
 }
 
+/// The configuration for commands that need its folders, not the relays'
+/// secrets: they run from an operator's shell without the server's
+/// environment.
+fn load_config_for_admin(path: &std::path::Path) -> Result<config::Config> {
+    Ok(config::Config::load_for_admin(path)?)
+}
+
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Serve(a) => serve(load_config(&a.config)?),
         Cmd::Check(a) => check(load_config(&a.config)?),
         Cmd::User { action } => user(action),
         Cmd::Dkim { action } => dkim_command(action),
-        Cmd::Queue { action, config } => queue_command(action, &load_config(&config)?),
+        Cmd::Queue { action, config } => queue_command(action, &load_config_for_admin(&config)?),
         Cmd::Dns { domain, dmarc_rua } => {
             let args = domain.dns_args(dmarc_rua)?;
             let plan = dns::plan(&args, &domain.keys()?);
@@ -535,7 +542,7 @@ fn read_password(from_stdin: bool) -> Result<String> {
 }
 
 fn users_file(arg: &ConfigArg) -> Result<PathBuf> {
-    users::users_file(&load_config(&arg.config)?)
+    users::users_file(&load_config_for_admin(&arg.config)?)
 }
 
 fn user(action: UserCmd) -> Result<()> {
@@ -572,7 +579,7 @@ fn user(action: UserCmd) -> Result<()> {
 fn keys_dir(keys: Option<PathBuf>, config: &ConfigArg) -> Result<PathBuf> {
     match keys {
         Some(k) => Ok(k),
-        None => Ok(load_config(&config.config)
+        None => Ok(load_config_for_admin(&config.config)
             .context("cannot find the keys folder; pass --keys DIR or --config FILE")?
             .dkim
             .keys),
