@@ -634,7 +634,7 @@ pub fn next_steps(setup: &Setup, written: &Written, dns_records: &str) -> String
         (key_rel.as_str(), String::new()),
         ("", format!("the DKIM key ({}, selector {})", written.key.algorithm, written.key.selector)),
     ] {
-        o.push_str(&format!("  {file:16} {what}").trim_end().to_string());
+        o.push_str(format!("  {file:16} {what}").trim_end());
         o.push('\n');
     }
 

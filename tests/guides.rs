@@ -192,6 +192,7 @@ fn msmtp_with_the_documented_msmtprc() {
         rc.push_str(new.as_deref().unwrap_or(line));
         rc.push('\n');
     }
+    assert_eq!(changed, 4, "the host, both ports and the trust file:\n{rc}");
     let rc_path = home.path().join(".msmtprc");
     std::fs::write(&rc_path, rc).unwrap();
     use std::os::unix::fs::PermissionsExt;
