@@ -63,7 +63,7 @@ fn systemd_unit_agrees_with_init_and_the_server() {
         format!("/usr/local/bin/mailferry serve --config {SERVICE_CONFIG_DIR}/mailferry.toml")
     );
     assert_eq!(value(&d, "EnvironmentFile"), format!("-{SERVICE_CONFIG_DIR}/env"));
-    // SIGHUP reloads certificates and DKIM keys.
+    // SIGHUP reloads the configuration, certificates and DKIM keys.
     assert_eq!(value(&d, "ExecReload"), "/bin/kill -HUP $MAINPID");
     assert_eq!(format!("/var/lib/{}", value(&d, "StateDirectory")), DEFAULT_STATE_DIR);
     assert_eq!(value(&d, "ReadWritePaths"), DEFAULT_STATE_DIR);
