@@ -535,12 +535,13 @@ pub fn write(setup: &Setup, password: Option<&str>) -> Result<Written, String> {
         }
         Err(e) => return Err(format!("cannot read {}: {e}", dir.display())),
     };
-    let result = write_files(setup, password);
+    let mut created = Vec::new();
+    let result = write_files(setup, password, &mut created);
     if result.is_err() {
-        // The folder was empty or new: everything in it is ours.
-        for name in ["mailferry.toml", "env", "auth", "dkim"] {
-            let path = dir.join(name);
-            let _ = std::fs::remove_file(&path).or_else(|_| std::fs::remove_dir_all(&path));
+        // Only what this run created, newest first: a file someone else
+        // put there meanwhile stays.
+        for path in created.iter().rev() {
+            let _ = std::fs::remove_file(path).or_else(|_| std::fs::remove_dir_all(path));
         }
         if created_dir {
             let _ = std::fs::remove_dir(dir);
@@ -549,16 +550,20 @@ pub fn write(setup: &Setup, password: Option<&str>) -> Result<Written, String> {
     result
 }
 
-fn write_files(setup: &Setup, password: Option<&str>) -> Result<Written, String> {
+/// Writes the files, recording each one it creates in `created`.
+fn write_files(setup: &Setup, password: Option<&str>, created: &mut Vec<PathBuf>) -> Result<Written, String> {
     let dir = std::fs::canonicalize(&setup.dir).map_err(|e| format!("{}: {e}", setup.dir.display()))?;
     let setup = Setup { dir: dir.clone(), ..setup.clone() };
     let config = dir.join("mailferry.toml");
     create_file(&config, setup.config_text().as_bytes(), 0o644)?;
+    created.push(config.clone());
     let env = dir.join("env");
     create_file(&env, setup.env_text().as_bytes(), 0o600)?;
+    created.push(env.clone());
 
     let auth = dir.join("auth");
     create_private_dir(&auth)?;
+    created.push(auth.clone());
     let users = auth.join("users");
     let mut text = String::from("# mailferry users: login:password-hash (Dovecot passwd-file format)\n");
     if let (Some(login), Some(password)) = (&setup.user, password) {
@@ -569,6 +574,7 @@ fn write_files(setup: &Setup, password: Option<&str>) -> Result<Written, String>
 
     let keys = dir.join("dkim");
     create_private_dir(&keys)?;
+    created.push(keys.clone());
     let selector = keygen::default_selector(KeyKind::Rsa2048);
     let key = keygen::create(&keys, &setup.domain, &selector, KeyKind::Rsa2048)?;
     Ok(Written { dir, config, env, users, key })
