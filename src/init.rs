@@ -403,6 +403,18 @@ read_dirs = ["auth"]          # visible to the plugin, read-only, as /auth
 [plugins.config]
 users = "/auth/users"         # manage with `mailferry user add LOGIN`
 
+# Who may send as whom, in MAIL FROM and in From:/Sender:. A login sends as
+# itself and as the addresses listed for it in auth/senders; programs on the
+# "local" listener (no login) only as trusted_senders. Before dkim-sign, so
+# nothing is signed for a sender the login may not use.
+[[plugins]]
+name = "sender-policy"
+read_dirs = ["auth"]
+[plugins.config]
+file = "/auth/senders"        # login: alias@{domain}, *@example.org
+# Cron and `mailferry sendmail` send as <user>@{domain} ([sendmail] below).
+trusted_senders = [{trusted}]
+
 # Signs each message with the keys of its From: domain, in dkim/<domain>/.
 [[plugins]]
 name = "dkim-sign"
@@ -433,6 +445,7 @@ domain = {domain_q}
             local = q(LOCAL_ADDRESS),
             admin = q(ADMIN_ADDRESS),
             route = q(&self.relay_name),
+            trusted = q(&format!("*@{}", self.domain)),
             relay = self.relay_table(),
             domain_q = q(&self.domain),
         )
@@ -495,6 +508,21 @@ fn upper_first(s: &str) -> String {
         None => String::new(),
     }
 }
+
+/// The senders file `sender-policy` reads (docs/configuration.md#sender-policy).
+const SENDERS: &str = "\
+# mailferry senders: the addresses each login may send as besides itself
+# (plugin sender-policy), in MAIL FROM and in From:/Sender:. One line per
+# login; several lines for one login add up:
+#
+#   login: sender, sender, ...
+#
+# A sender is an address, *@domain (every address of that domain),
+# *@*.domain (every address of its subdomains) or * (anyone). Read at every
+# message: edits apply at once.
+#
+# alice@example.com: alice.smith@example.com, sales@example.com
+";
 
 /// What [`write`] made.
 #[derive(Debug, Clone)]
@@ -571,6 +599,8 @@ fn write_files(setup: &Setup, password: Option<&str>, created: &mut Vec<PathBuf>
         text.push_str(&format!("{login}:{hash}\n"));
     }
     create_file(&users, text.as_bytes(), 0o600)?;
+    let senders = auth.join("senders");
+    create_file(&senders, SENDERS.as_bytes(), 0o600)?;
 
     let keys = dir.join("dkim");
     create_private_dir(&keys)?;
@@ -637,6 +667,7 @@ pub fn next_steps(setup: &Setup, written: &Written, dns_records: &str) -> String
         ("", format!("{LOCAL_ADDRESS} for programs on this machine")),
         ("env", "the relay's credentials, still to fill in".into()),
         ("auth/users", users_line),
+        ("auth/senders", "the addresses each login may send as besides itself".into()),
         (key_rel.as_str(), String::new()),
         ("", format!("the DKIM key ({}, selector {})", written.key.algorithm, written.key.selector)),
     ] {
@@ -764,8 +795,10 @@ mod tests {
             assert!(c.listeners[1].require_auth && c.listeners[2].require_auth);
             assert!(c.tls.cert.is_none());
             let names: Vec<_> = c.plugins.iter().map(|p| p.name.as_str()).collect();
-            assert_eq!(names, ["auth-flat-file", "dkim-sign", "smtp-forward"]);
-            assert_eq!(c.plugins[2].config["route"].as_str(), Some(s.relay_name.as_str()));
+            assert_eq!(names, ["auth-flat-file", "sender-policy", "dkim-sign", "smtp-forward"]);
+            assert_eq!(c.plugins[3].config["route"].as_str(), Some(s.relay_name.as_str()));
+            // Cron mail is sent as <user>@example.com: the policy takes it.
+            assert_eq!(c.plugins[1].config["trusted_senders"][0].as_str(), Some("*@example.com"));
             let config::Relay::Smtp(r) = &c.relays[&s.relay_name] else { panic!("{relay}: not smtp") };
             assert_eq!(r.password.as_deref(), Some("pw"), "{relay}");
             assert_eq!(r.provider, provider_of(relay));
@@ -789,7 +822,7 @@ mod tests {
         let c = parse(&s);
         let config::Relay::Smtp(r) = &c.relays["ses"] else { panic!() };
         assert_eq!((r.host.as_str(), r.user.as_deref()), ("email-smtp.us-east-2.amazonaws.com", Some("AKIAEXAMPLE")));
-        assert_eq!(c.plugins[1].config["routes"]["ses"]["exclude_headers"][0].as_str(), Some("Message-ID"));
+        assert_eq!(c.plugins[2].config["routes"]["ses"]["exclude_headers"][0].as_str(), Some("Message-ID"));
         assert!(!s.env_text().contains(USER_VAR), "the login was given");
 
         let s = setup(RelayKind::Mailgun, |a| a.region = Some("eu".into())).unwrap();

@@ -174,6 +174,7 @@ fn ses_folder_passes_check_serves_and_relays() {
     assert_eq!(mode(&dir.join("env")), 0o600);
     assert_eq!(mode(&dir.join("auth")), 0o700);
     assert_eq!(mode(&dir.join("auth/users")), 0o600);
+    assert_eq!(mode(&dir.join("auth/senders")), 0o600);
     assert_eq!(mode(&dir.join("dkim")), 0o700);
     let keys: Vec<PathBuf> =
         std::fs::read_dir(dir.join("dkim/example.com")).unwrap().map(|e| e.unwrap().path()).collect();
@@ -216,7 +217,7 @@ fn ses_folder_passes_check_serves_and_relays() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         stdout(&o).contains(&format!(
-            "OK (3 listeners; plugins: auth-flat-file, dkim-sign, smtp-forward; relays: ses; DKIM keys: example.com/{selector})"
+            "OK (3 listeners; plugins: auth-flat-file, sender-policy, dkim-sign, smtp-forward; relays: ses; DKIM keys: example.com/{selector})"
         )),
         "{}",
         text(&o)
@@ -269,6 +270,16 @@ fn ses_folder_passes_check_serves_and_relays() {
     );
     assert_eq!(r.code, 250, "{r}");
     assert!(r.text().contains("queued as"), "{r}");
+
+    // The sender policy: a login sends as itself, not as another user.
+    c.expect("MAIL FROM:<bob@example.com>", 553);
+    c.expect("RSET", 250);
+    c.expect("MAIL FROM:<alice@example.com>", 250);
+    c.expect("RCPT TO:<rcpt@example.org>", 250);
+    c.expect("DATA", 354);
+    c.send_raw(b"From: bob@example.com\r\nSubject: forged\r\n\r\nno\r\n.\r\n");
+    let r = c.read();
+    assert_eq!(r.code, 553, "a forged From: is refused: {r}");
 
     // 465: TLS from the first byte, the user added afterwards.
     let mut c = Client::connect_tls(server.addr("submissions")).greeting();
