@@ -646,7 +646,31 @@ impl Config {
         raw.queue = RawQueue::default();
         raw.routes.clear();
         raw.admin = RawAdmin::default();
-        let mut cx = Resolver { file: path, base: &base, errors: Vec::new() };
+        let mut cx = Resolver { file: path, base: &base, errors: Vec::new(), keep_unset_vars: false };
+        let config = Config::from_raw(raw, &mut cx);
+        if cx.errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(err(cx.errors.join("\n")))
+        }
+    }
+
+    /// Reads the file for the commands that need its folders, not its
+    /// secrets (`user`, `dkim`, `dns`, `doctor`, `queue`): an operator runs
+    /// them from a shell that does not have the server's environment. Every
+    /// key is checked for spelling and everything is validated as by
+    /// [`Config::load`], except that relays and routes are left out and an
+    /// unset `${VAR}` stays as written instead of being an error.
+    pub fn load_for_admin(path: &Path) -> Result<Config, ConfigError> {
+        let err = |message: String| ConfigError { file: path.to_path_buf(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            err(format!("cannot read the configuration file: {e} (pass another one with --config PATH)"))
+        })?;
+        let base = folder_of(path);
+        let mut raw: RawConfig = toml::from_str(&text).map_err(|e| err(e.to_string().trim_end().to_string()))?;
+        raw.relays.clear();
+        raw.routes.clear();
+        let mut cx = Resolver { file: path, base: &base, errors: Vec::new(), keep_unset_vars: true };
         let config = Config::from_raw(raw, &mut cx);
         if cx.errors.is_empty() {
             Ok(config)
@@ -659,7 +683,7 @@ impl Config {
     pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text)
             .map_err(|e| ConfigError { file: file.to_path_buf(), message: e.to_string().trim_end().to_string() })?;
-        let mut cx = Resolver { file, base, errors: Vec::new() };
+        let mut cx = Resolver { file, base, errors: Vec::new(), keep_unset_vars: false };
         let config = Config::from_raw(raw, &mut cx);
         if cx.errors.is_empty() {
             Ok(config)
@@ -1030,6 +1054,8 @@ struct Resolver<'a> {
     file: &'a Path,
     base: &'a Path,
     errors: Vec<String>,
+    /// An unset `${VAR}` stays as written ([`Config::load_for_admin`]).
+    keep_unset_vars: bool,
 }
 
 impl Resolver<'_> {
@@ -1052,6 +1078,7 @@ impl Resolver<'_> {
         let value = value?;
         match expand_env(&value) {
             Ok(v) => Some(v),
+            Err(_) if self.keep_unset_vars => Some(value),
             Err(var) => {
                 self.error(format!("{key}: environment variable {var} is not set (referenced as ${{{var}}})"));
                 None
@@ -1246,11 +1273,7 @@ impl Resolver<'_> {
                 None
             }
             (Some(Provider::Ses), Some(region)) => {
-                let ok = region.split('-').count() >= 3
-                    && region.split('-').all(|part| !part.is_empty())
-                    && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                    && region.ends_with(|c: char| c.is_ascii_digit());
-                if !ok {
+                if !is_aws_region(&region) {
                     self.error(format!(
                         "{key}.region = {region:?} is not an AWS region name; use the code, e.g. \"eu-west-1\" (Ireland) or \"us-east-1\" (N. Virginia)"
                     ));
@@ -1283,6 +1306,14 @@ impl Resolver<'_> {
             (_, None) => Some(None),
         }
     }
+}
+
+/// An AWS region code such as `eu-west-1` (its shape; not a list).
+pub fn is_aws_region(region: &str) -> bool {
+    region.split('-').count() >= 3
+        && region.split('-').all(|part| !part.is_empty())
+        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && region.ends_with(|c: char| c.is_ascii_digit())
 }
 
 fn is_loopback_host(host: &str) -> bool {
@@ -1680,6 +1711,29 @@ mod tests {
             assert!(doc.contains(&row), "docs/providers.md has no row {row:?}");
         }
         assert!(doc.contains(SENDGRID_SMTPAPI), "docs/providers.md shows the X-SMTPAPI value");
+    }
+
+    #[test]
+    fn admin_commands_need_no_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mailferry.toml");
+        std::fs::write(
+            &file,
+            "[[listeners]]\naddress = \"127.0.0.1:1\"\n[[plugins]]\nname = \"auth-flat-file\"\nread_dirs = [\"auth\"]\n\
+             [plugins.config]\ndsn = \"${MF_TEST_UNSET_DSN}\"\n[relays.up]\nprovider = \"sendgrid\"\n\
+             password = \"${MF_TEST_UNSET_KEY}\"\n[routes.default]\nrelays = [\"up\"]\n[dkim]\nkeys = \"keys\"\n",
+        )
+        .unwrap();
+        let e = Config::load(&file).unwrap_err();
+        assert!(e.message.contains("MF_TEST_UNSET_KEY is not set"), "{e}");
+        let c = Config::load_for_admin(&file).unwrap();
+        assert_eq!(c.plugins[0].read_dirs[0].0, dir.path().join("auth"));
+        assert_eq!(c.plugins[0].config["dsn"].as_str(), Some("${MF_TEST_UNSET_DSN}"));
+        assert_eq!(c.dkim.keys, dir.path().join("keys"));
+        assert!(c.relays.is_empty() && c.routes.is_empty());
+        // Mistakes are still reported.
+        std::fs::write(&file, "[[listeners]]\naddress = \"127.0.0.1:1\"\n[dkim]\nkeyz = \"k\"\n").unwrap();
+        assert!(Config::load_for_admin(&file).unwrap_err().message.contains("keyz"));
     }
 
     #[test]

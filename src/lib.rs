@@ -15,10 +15,12 @@
 //! - [`message`], [`password`], [`users`]: message headers, password hashes,
 //!   the users file.
 //! - [`sendmail`]: the `sendmail` command programs on this machine send with.
+//! - [`init`]: `mailferry init`, a ready folder for one sending domain.
 
 pub mod config;
 pub mod dkim;
 pub mod dns;
+pub mod init;
 pub mod message;
 pub mod metrics;
 pub mod net;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use mailferry::{config, dkim, dns, net, password, pipeline, queue, users};
+use mailferry::{config, dkim, dns, init, net, password, pipeline, queue, users};
 
 #[derive(Parser)]
 #[command(name = "mailferry", version, about = "SMTP submission relay with sandboxed WebAssembly plugins")]
@@ -36,6 +36,10 @@ struct ConfigArg {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Create a folder with a configuration for one sending domain, its
+    /// users file, a DKIM key and an env file for the relay's secrets, then
+    /// print the steps left (DNS, certificate, credentials, service).
+    Init(InitCmd),
     /// Run the relay.
     Serve(ConfigArg),
     /// Validate the configuration, certificates and plugins, then exit.
@@ -86,6 +90,44 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+}
+
+#[derive(clap::Args)]
+struct InitCmd {
+    /// The folder to create, e.g. /etc/mailferry; an existing one must be empty.
+    dir: PathBuf,
+    /// The sending domain: the domain of the From: addresses.
+    #[arg(long)]
+    domain: String,
+    /// The name mail clients connect to, and the TLS certificate's [default: smtp.DOMAIN].
+    #[arg(long)]
+    hostname: Option<String>,
+    /// The upstream: ses, sendgrid, resend, mailgun, postmark, brevo, or smtp (with --relay-host).
+    #[arg(long)]
+    relay: dns::RelayKind,
+    /// Amazon SES: the AWS region (required), e.g. eu-west-1. Mailgun: us or eu.
+    /// Resend: the region of the domain, for the DNS records.
+    #[arg(long)]
+    region: Option<String>,
+    /// The relay's login (SES, Mailgun, Brevo, smtp); without it the
+    /// configuration reads ${MAILFERRY_RELAY_USER}.
+    #[arg(long)]
+    relay_user: Option<String>,
+    /// With --relay smtp: the smarthost, HOST or HOST:PORT (465: implicit TLS).
+    #[arg(long)]
+    relay_host: Option<String>,
+    /// Where inbound mail is handled, for the DNS records: cloudflare.
+    #[arg(long)]
+    inbound: Option<dns::Inbound>,
+    /// Create this user (login) too; the password is asked for, or read from standard input.
+    #[arg(long)]
+    user: Option<String>,
+    /// Read the user's password from standard input instead of prompting.
+    #[arg(long, requires = "user")]
+    password_stdin: bool,
+    /// server.state_dir: the queue and caches (relative: to DIR).
+    #[arg(long, default_value = init::DEFAULT_STATE_DIR)]
+    state_dir: String,
 }
 
 #[derive(Subcommand)]
@@ -248,13 +290,21 @@ fn load_config(path: &std::path::Path) -> Result<config::Config> {
     Ok(config::Config::load(path)?)
 }
 
+/// The configuration for commands that need its folders, not the relays'
+/// secrets: they run from an operator's shell without the server's
+/// environment.
+fn load_config_for_admin(path: &std::path::Path) -> Result<config::Config> {
+    Ok(config::Config::load_for_admin(path)?)
+}
+
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
+        Cmd::Init(a) => init_command(a),
         Cmd::Serve(a) => serve(load_config(&a.config)?),
         Cmd::Check(a) => check(load_config(&a.config)?),
         Cmd::User { action } => user(action),
         Cmd::Dkim { action } => dkim_command(action),
-        Cmd::Queue { action, config } => queue_command(action, &load_config(&config)?),
+        Cmd::Queue { action, config } => queue_command(action, &load_config_for_admin(&config)?),
         Cmd::Dns { domain, dmarc_rua } => {
             let args = domain.dns_args(dmarc_rua)?;
             let plan = dns::plan(&args, &domain.keys()?);
@@ -516,6 +566,27 @@ fn check(config: config::Config) -> Result<()> {
     Ok(())
 }
 
+fn init_command(a: InitCmd) -> Result<()> {
+    let mut args = init::InitArgs::new(a.dir, &a.domain, a.relay);
+    args.hostname = a.hostname;
+    args.region = a.region;
+    args.relay_user = a.relay_user;
+    args.relay_host = a.relay_host;
+    args.inbound = a.inbound;
+    args.user = a.user;
+    args.state_dir = a.state_dir;
+    // Everything is checked before a password is asked for or a file written.
+    let setup = init::check(&args).map_err(anyhow::Error::msg)?;
+    let password = match &setup.user {
+        Some(_) => Some(read_password(a.password_stdin)?),
+        None => None,
+    };
+    let written = init::write(&setup, password.as_deref()).map_err(anyhow::Error::msg)?;
+    let records = init::dns_records(&setup, &written).map_err(anyhow::Error::msg)?;
+    print!("{}", init::next_steps(&setup, &written, &records));
+    Ok(())
+}
+
 /// Reads a password from standard input (one line) or, on a terminal, from
 /// a prompt without echo, asked twice.
 fn read_password(from_stdin: bool) -> Result<String> {
@@ -535,7 +606,7 @@ fn read_password(from_stdin: bool) -> Result<String> {
 }
 
 fn users_file(arg: &ConfigArg) -> Result<PathBuf> {
-    users::users_file(&load_config(&arg.config)?)
+    users::users_file(&load_config_for_admin(&arg.config)?)
 }
 
 fn user(action: UserCmd) -> Result<()> {
@@ -572,7 +643,7 @@ fn user(action: UserCmd) -> Result<()> {
 fn keys_dir(keys: Option<PathBuf>, config: &ConfigArg) -> Result<PathBuf> {
     match keys {
         Some(k) => Ok(k),
-        None => Ok(load_config(&config.config)
+        None => Ok(load_config_for_admin(&config.config)
             .context("cannot find the keys folder; pass --keys DIR or --config FILE")?
             .dkim
             .keys),

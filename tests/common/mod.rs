@@ -116,7 +116,7 @@ pub fn hash_password(pw: &str) -> String {
 
 /// A shared compiled-plugin cache so each test does not compile the
 /// built-in plugins again.
-fn shared_cache() -> PathBuf {
+pub fn shared_cache() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache");
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -156,9 +156,16 @@ impl Server {
         let config = dir.path().join("mailferry.toml");
         std::fs::write(&config, Self::config_text(&setup)).unwrap();
         let expected = setup.listeners.matches("[[listeners]]").count();
+        Self::try_serve(dir, &config, expected)
+    }
+
+    /// Serves a configuration file the test made itself (in `dir`, which the
+    /// server owns from now on), once its `expected` listeners listen.
+    pub fn try_serve(dir: tempfile::TempDir, config: &Path, expected: usize) -> Result<Server, String> {
+        install_crypto();
         let mut child = Command::new(BIN)
             .args(["--log-format", "json", "serve", "--config"])
-            .arg(&config)
+            .arg(config)
             .env("MAILFERRY_LOG", "debug,wasmtime=warn,cranelift=warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
