@@ -30,6 +30,8 @@ pub struct Services {
     /// The delivery queue; `None` outside `serve` (`check`, benchmarks).
     pub queue: Option<Arc<crate::queue::Queue>>,
     pub routes: std::collections::BTreeMap<String, crate::config::Route>,
+    /// Bans and rate limits; kept across reloads (`[counters]` needs a restart).
+    pub counters: Arc<crate::counters::Counters>,
 }
 
 impl Services {
@@ -38,7 +40,8 @@ impl Services {
         let relays = Arc::new(Relays::from_config(config)?);
         let dkim = crate::dkim::Keys::load(&config.dkim.keys)
             .map_err(|e| anyhow::anyhow!("DKIM keys (dkim.keys = {}):\n{e}", config.dkim.keys.display()))?;
-        Ok(Services { relays, dkim: Arc::new(dkim), queue: None, routes: config.routes.clone() })
+        let counters = Arc::new(crate::counters::Counters::from_config(&config.counters)?);
+        Ok(Services { relays, dkim: Arc::new(dkim), queue: None, routes: config.routes.clone(), counters })
     }
 
     /// Opens the delivery queue (for `serve`; one server per spool).
@@ -54,6 +57,7 @@ impl Services {
             dkim: Arc::new(crate::dkim::Keys::none()),
             queue: None,
             routes: config.routes.clone(),
+            counters: Arc::new(crate::counters::Counters::memory(config.counters.max_keys)),
         })
     }
 }

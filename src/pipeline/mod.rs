@@ -267,6 +267,11 @@ impl Pipeline {
         Ok(Slot { store, bindings })
     }
 
+    /// The counters behind bans and the `counters` capability.
+    pub fn counters(&self) -> &Arc<crate::counters::Counters> {
+        &self.services.counters
+    }
+
     pub fn plugin_names(&self) -> Vec<&str> {
         self.plugins.iter().map(|p| p.name.as_str()).collect()
     }
