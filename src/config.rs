@@ -265,6 +265,7 @@ pub enum Grant {
     Password,
     Outbound,
     Dkim,
+    Counters,
 }
 
 #[derive(Debug, Clone)]
@@ -959,8 +960,9 @@ impl Config {
                     "password" => grants.push(Grant::Password),
                     "outbound" => grants.push(Grant::Outbound),
                     "dkim" => grants.push(Grant::Dkim),
+                    "counters" => grants.push(Grant::Counters),
                     other => cx.error(format!(
-                        "{key}.grants: unknown capability {other:?}; known: \"password\", \"outbound\", \"dkim\""
+                        "{key}.grants: unknown capability {other:?}; known: \"password\", \"outbound\", \"dkim\", \"counters\""
                     )),
                 }
             }

@@ -33,6 +33,10 @@ wasmtime::component::bindgen!({
         "mailferry:plugin/outbound.send-now": async | trappable,
         "mailferry:plugin/outbound.enqueue": async | trappable,
         "mailferry:plugin/dkim.sign": async | trappable,
+        "mailferry:plugin/counters.incr": async | trappable,
+        "mailferry:plugin/counters.get": async | trappable,
+        "mailferry:plugin/counters.take": async | trappable,
+        "mailferry:plugin/counters.check": async | trappable,
         default: trappable,
     },
     exports: { default: async },
@@ -294,7 +298,7 @@ fn load_plugin(engine: &Engine, spec: &PluginSpec, cache_dir: &std::path::Path) 
     host::link(&mut linker, &spec.grants)?;
     let pre = linker.instantiate_pre(&component).map_err(|e| {
         anyhow::anyhow!(
-            "{e:#}\n  (a plugin may only import what it is granted: add the capability to its `grants`: \"password\", \"outbound\" or \"dkim\")"
+            "{e:#}\n  (a plugin may only import what it is granted: add the capability to its `grants`: \"password\", \"outbound\", \"dkim\" or \"counters\")"
         )
     })?;
     let pre = PluginPre::new(pre)
