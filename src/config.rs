@@ -716,7 +716,7 @@ pub mod defaults {
 }
 
 /// Plugins compiled into the binary, usable by name without a `path`.
-pub const BUILTIN_PLUGINS: &[&str] = &["auth-flat-file", "dkim-sign", "smtp-forward"];
+pub const BUILTIN_PLUGINS: &[&str] = &["auth-flat-file", "dkim-sign", "rate-limit", "smtp-forward"];
 
 impl Config {
     /// Reads and validates the file at `path`.

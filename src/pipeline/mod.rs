@@ -189,6 +189,7 @@ pub fn builtin_component(name: &str) -> Option<&'static [u8]> {
         "auth-flat-file" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/auth_flat_file.wasm"))),
         "smtp-forward" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/smtp_forward.wasm"))),
         "dkim-sign" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/dkim_sign.wasm"))),
+        "rate-limit" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/rate_limit.wasm"))),
         _ => None,
     }
 }
