@@ -165,6 +165,69 @@ fn two_nodes_sharing_redis_count_together() {
     }
 }
 
+/// A Redis of the test's own on a free port, stopped when dropped.
+struct OwnRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    fn start(port: u16) -> OwnRedis {
+        redis_url();
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "redis-server did not start on port {port}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        OwnRedis { child, port }
+    }
+
+    fn keys(&self, pattern: &str) -> Vec<String> {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "--scan", "--pattern", pattern])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn counting_returns_to_redis_once_it_answers_again() {
+    let port = OwnRedis::free_port();
+    let s = start(
+        r#"[{ per = "login", messages = 1000 }]"#,
+        &format!("[counters]\nredis = \"redis://127.0.0.1:{port}/0\"\nprefix = \"back:\"\n"),
+    );
+    let mut c = alice(&s);
+    assert_eq!(c.send_mail("alice@example.com", &["x@example.org"], MESSAGE).code, 250);
+    s.wait_log(&["Redis unavailable; counting in this node's memory"]);
+    let redis = OwnRedis::start(port);
+    // Redis is tried again 5 seconds after the failure.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while redis.keys("back:plugin:rate-limit:messages:*").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "nothing was counted in Redis:\n{}", s.log_text());
+        assert_eq!(c.send_mail("alice@example.com", &["x@example.org"], MESSAGE).code, 250);
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    s.wait_log(&["Redis answers again"]);
+}
+
 #[test]
 fn redis_down_counts_locally_by_default_or_refuses() {
     // Nothing listens on port 1.

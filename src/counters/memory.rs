@@ -54,7 +54,8 @@ impl Entry {
         match *self {
             Entry::Window { window_ms, bucket, current, previous } => {
                 let (now_bucket, share) = position(now_ms, window_ms);
-                if now_bucket == bucket {
+                // (A clock that stepped back: as if still in that window.)
+                if now_bucket <= bucket {
                     estimate(current, previous, share, window_ms)
                 } else {
                     estimate(0, current, share, window_ms)
