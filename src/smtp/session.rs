@@ -456,7 +456,10 @@ impl Session {
                 // failure (the password backend is down) is not the client's.
                 let guessed = !matches!(other, Outcome::DenySoft(_));
                 if guessed && !self.auth_exempt && self.penalize(&login).await {
-                    self.t.reply(&Reply::new(535, "5.7.8", "authentication credentials invalid"));
+                    self.t.reply(&match &other {
+                        Outcome::Deny(Some(r)) | Outcome::DenyDisconnect(Some(r)) => r.clone(),
+                        _ => Reply::new(535, "5.7.8", "authentication credentials invalid"),
+                    });
                     self.t.reply(&Reply::new(421, "4.7.0", "too many failed logins from your address, closing"));
                     return Next::Close;
                 }
