@@ -10,6 +10,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("auth-flat-file", "auth_flat_file"),
     ("dkim-sign", "dkim_sign"),
     ("sender-policy", "sender_policy"),
+    ("rate-limit", "rate_limit"),
     ("smtp-forward", "smtp_forward"),
 ];
 

@@ -48,6 +48,70 @@ pub struct Config {
     pub routes: BTreeMap<String, Route>,
     pub admin: Admin,
     pub sendmail: Sendmail,
+    pub auth_limits: AuthLimits,
+    pub counters: Counters,
+}
+
+/// Brute-force protection for AUTH (see docs/abuse.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthLimits {
+    /// Failed AUTHs from one client address (IPv6: its /64) within the
+    /// window that ban it; 0: no bans by address.
+    pub failures_per_ip: u64,
+    /// Failed AUTHs on one login, from anywhere, within the window after
+    /// which a failure from an address that never logged in as it bans that
+    /// address at once; 0: off.
+    pub failures_per_login: u64,
+    pub failure_window: Duration,
+    pub ban: Duration,
+    /// Wait before answering a failed AUTH, times the failures counted.
+    pub failure_delay: Duration,
+    pub max_failure_delay: Duration,
+    /// Never counted, delayed or banned (besides each listener's trusted networks).
+    pub exempt_networks: Vec<IpNet>,
+}
+
+/// Where counters live (bans, rate limits).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Counters {
+    /// Redis shared by several nodes; `None`: this process's memory.
+    pub redis: Option<RedisUrl>,
+    /// Put before every key, so deployments can share one Redis.
+    pub prefix: String,
+    /// Limit for one Redis call.
+    pub timeout: Duration,
+    pub on_redis_error: OnRedisError,
+    /// Keys kept in memory at most.
+    pub max_keys: usize,
+}
+
+/// A Redis URL; shown without its password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(pub String);
+
+impl RedisUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.0.find("://"), self.0.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => write!(f, "\"{}://***{}\"", &self.0[..scheme], &self.0[at..]),
+            _ => write!(f, "{:?}", self.0),
+        }
+    }
+}
+
+/// What counters do while Redis does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRedisError {
+    /// Count in this node's memory: limits hold per node.
+    Local,
+    /// Fail: AUTH and counted mail are refused for now (4xx).
+    Refuse,
 }
 
 /// The admin HTTP listener (`/metrics`, `/healthz`).
@@ -201,6 +265,7 @@ pub enum Grant {
     Password,
     Outbound,
     Dkim,
+    Counters,
 }
 
 #[derive(Debug, Clone)]
@@ -448,6 +513,32 @@ struct RawConfig {
     admin: RawAdmin,
     #[serde(default)]
     sendmail: RawSendmail,
+    #[serde(default)]
+    auth_limits: RawAuthLimits,
+    #[serde(default)]
+    counters: RawCounters,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAuthLimits {
+    failures_per_ip: Option<u64>,
+    failures_per_login: Option<u64>,
+    failure_window_secs: Option<u64>,
+    ban_secs: Option<u64>,
+    failure_delay_ms: Option<u64>,
+    max_failure_delay_ms: Option<u64>,
+    exempt_networks: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCounters {
+    redis: Option<String>,
+    prefix: Option<String>,
+    timeout_ms: Option<u64>,
+    on_redis_error: Option<OnRedisError>,
+    max_keys: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -613,10 +704,19 @@ pub mod defaults {
     pub const MAX_AGE_SECS: u64 = 5 * 24 * 3600;
     pub const QUEUE_CONCURRENCY: usize = 4;
     pub const SENDMAIL_TIMEOUT_SECS: u64 = 300;
+    pub const AUTH_FAILURES_PER_IP: u64 = 5;
+    pub const AUTH_FAILURES_PER_LOGIN: u64 = 10;
+    pub const AUTH_FAILURE_WINDOW_SECS: u64 = 900;
+    pub const AUTH_BAN_SECS: u64 = 3600;
+    pub const AUTH_FAILURE_DELAY_MS: u64 = 1000;
+    pub const AUTH_MAX_FAILURE_DELAY_MS: u64 = 10_000;
+    pub const COUNTERS_PREFIX: &str = "mailferry:";
+    pub const COUNTERS_TIMEOUT_MS: u64 = 250;
+    pub const COUNTERS_MAX_KEYS: usize = 100_000;
 }
 
 /// Plugins compiled into the binary, usable by name without a `path`.
-pub const BUILTIN_PLUGINS: &[&str] = &["auth-flat-file", "dkim-sign", "sender-policy", "smtp-forward"];
+pub const BUILTIN_PLUGINS: &[&str] = &["auth-flat-file", "dkim-sign", "rate-limit", "sender-policy", "smtp-forward"];
 
 impl Config {
     /// Reads and validates the file at `path`.
@@ -646,6 +746,7 @@ impl Config {
         raw.queue = RawQueue::default();
         raw.routes.clear();
         raw.admin = RawAdmin::default();
+        raw.counters = RawCounters::default();
         let mut cx = Resolver { file: path, base: &base, errors: Vec::new(), keep_unset_vars: false };
         let config = Config::from_raw(raw, &mut cx);
         if cx.errors.is_empty() {
@@ -883,8 +984,9 @@ impl Config {
                     "password" => grants.push(Grant::Password),
                     "outbound" => grants.push(Grant::Outbound),
                     "dkim" => grants.push(Grant::Dkim),
+                    "counters" => grants.push(Grant::Counters),
                     other => cx.error(format!(
-                        "{key}.grants: unknown capability {other:?}; known: \"password\", \"outbound\", \"dkim\""
+                        "{key}.grants: unknown capability {other:?}; known: \"password\", \"outbound\", \"dkim\", \"counters\""
                     )),
                 }
             }
@@ -997,6 +1099,61 @@ impl Config {
             cx.error("sendmail.timeout_secs must be above 0".into());
         }
 
+        let a = raw.auth_limits;
+        let mut exempt_networks = Vec::new();
+        for n in a.exempt_networks.iter().flatten() {
+            match parse_net(n) {
+                Some(net) => exempt_networks.push(net),
+                None => cx.error(format!(
+                    "auth_limits.exempt_networks: {n:?} is not an IP address or a CIDR range like \"192.0.2.0/24\""
+                )),
+            }
+        }
+        let auth_limits = AuthLimits {
+            failures_per_ip: a.failures_per_ip.unwrap_or(AUTH_FAILURES_PER_IP),
+            failures_per_login: a.failures_per_login.unwrap_or(AUTH_FAILURES_PER_LOGIN),
+            failure_window: Duration::from_secs(a.failure_window_secs.unwrap_or(AUTH_FAILURE_WINDOW_SECS)),
+            ban: Duration::from_secs(a.ban_secs.unwrap_or(AUTH_BAN_SECS)),
+            failure_delay: Duration::from_millis(a.failure_delay_ms.unwrap_or(AUTH_FAILURE_DELAY_MS)),
+            max_failure_delay: Duration::from_millis(a.max_failure_delay_ms.unwrap_or(AUTH_MAX_FAILURE_DELAY_MS)),
+            exempt_networks,
+        };
+        let longest = crate::counters::MAX_WINDOW;
+        for (key, d) in
+            [("auth_limits.failure_window_secs", auth_limits.failure_window), ("auth_limits.ban_secs", auth_limits.ban)]
+        {
+            if d.is_zero() || d > longest {
+                cx.error(format!("{key} must be between 1 and {} (31 days)", longest.as_secs()));
+            }
+        }
+        if auth_limits.max_failure_delay > Duration::from_secs(60) {
+            cx.error(
+                "auth_limits.max_failure_delay_ms must be at most 60000: clients give up on slower replies".into(),
+            );
+        }
+
+        let c = raw.counters;
+        let counters = Counters {
+            redis: cx.string("counters.redis", c.redis).map(RedisUrl),
+            prefix: c.prefix.unwrap_or_else(|| COUNTERS_PREFIX.into()),
+            timeout: Duration::from_millis(c.timeout_ms.unwrap_or(COUNTERS_TIMEOUT_MS)),
+            on_redis_error: c.on_redis_error.unwrap_or(OnRedisError::Local),
+            max_keys: c.max_keys.unwrap_or(COUNTERS_MAX_KEYS),
+        };
+        if let Some(url) = &counters.redis {
+            if let Err(e) = redis::Client::open(url.as_str()) {
+                cx.error(format!(
+                    "counters.redis: {e}; use a URL like \"redis://127.0.0.1:6379/0\" (\"redis://:PASSWORD@host:6379/0\" with a password)"
+                ));
+            }
+        }
+        if counters.timeout.is_zero() || counters.timeout > Duration::from_secs(10) {
+            cx.error("counters.timeout_ms must be between 1 and 10000".into());
+        }
+        if counters.max_keys < 1000 {
+            cx.error(format!("counters.max_keys = {} is below the minimum of 1000", counters.max_keys));
+        }
+
         Config {
             file: cx.file.to_path_buf(),
             server,
@@ -1011,6 +1168,8 @@ impl Config {
             routes,
             admin,
             sendmail,
+            auth_limits,
+            counters,
         }
     }
 
@@ -1459,6 +1618,18 @@ mod tests {
             ("proxy_trusted", "none: required with `proxy_protocol`".to_string()),
             ("timeout_secs", format!("`{SENDMAIL_TIMEOUT_SECS}`")),
             ("domain", "`server.hostname`".to_string()),
+            ("failures_per_ip", format!("`{AUTH_FAILURES_PER_IP}`")),
+            ("failures_per_login", format!("`{AUTH_FAILURES_PER_LOGIN}`")),
+            ("failure_window_secs", format!("`{AUTH_FAILURE_WINDOW_SECS}`")),
+            ("ban_secs", format!("`{AUTH_BAN_SECS}`")),
+            ("failure_delay_ms", format!("`{AUTH_FAILURE_DELAY_MS}`")),
+            ("max_failure_delay_ms", format!("`{AUTH_MAX_FAILURE_DELAY_MS}`")),
+            ("exempt_networks", "`[]`".to_string()),
+            ("redis", "none: counters in memory".to_string()),
+            ("prefix", format!("`\"{COUNTERS_PREFIX}\"`")),
+            ("timeout_ms", format!("`{COUNTERS_TIMEOUT_MS}`")),
+            ("on_redis_error", "`\"local\"`".to_string()),
+            ("max_keys", format!("`{COUNTERS_MAX_KEYS}`")),
         ];
         for (key, default) in expect {
             let row = format!("| `{key}` | {default}");
@@ -1469,6 +1640,32 @@ mod tests {
         let Relay::Smtp(r) = &c.relays["r"] else { panic!() };
         assert!(r.verify_certificate);
         assert_eq!((r.port, r.tls), (587, TlsMode::Starttls));
+        assert_eq!(c.counters.on_redis_error, OnRedisError::Local);
+        assert!(c.counters.redis.is_none() && c.auth_limits.exempt_networks.is_empty());
+    }
+
+    #[test]
+    fn auth_limits_and_counters() {
+        let c = parse(
+            "[[listeners]]\naddress = \"127.0.0.1:1\"\n[auth_limits]\nfailures_per_ip = 3\nban_secs = 2\nexempt_networks = [\"192.0.2.0/24\", \"2001:db8::1\"]\n[counters]\nredis = \"redis://:secret@127.0.0.1:6379/2\"\nprefix = \"eu:\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.auth_limits.failures_per_ip, 3);
+        assert_eq!(c.auth_limits.ban, Duration::from_secs(2));
+        assert_eq!(c.auth_limits.exempt_networks.len(), 2);
+        assert_eq!(c.counters.prefix, "eu:");
+        let shown = format!("{:?}", c.counters);
+        assert!(!shown.contains("secret") && shown.contains("@127.0.0.1:6379/2"), "{shown}");
+        for (text, expect) in [
+            ("[counters]\nredis = \"http://x\"", "counters.redis:"),
+            ("[counters]\nmax_keys = 10", "counters.max_keys = 10"),
+            ("[counters]\non_redis_error = \"ignore\"", "on_redis_error"),
+            ("[auth_limits]\nban_secs = 0", "auth_limits.ban_secs"),
+            ("[auth_limits]\nexempt_networks = [\"office\"]", "auth_limits.exempt_networks: \"office\""),
+        ] {
+            let e = parse(&format!("[[listeners]]\naddress = \"127.0.0.1:1\"\n{text}\n")).unwrap_err();
+            assert!(e.message.contains(expect), "{text}: {e}");
+        }
     }
 
     #[test]

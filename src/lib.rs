@@ -12,12 +12,16 @@
 //! - [`outbound`]: relays (upstream SMTP, outbox folder).
 //! - [`queue`]: the durable spool and delivery.
 //! - [`metrics`]: Prometheus metrics and the admin listener.
+//! - [`counters`]: sliding-window counters in memory or Redis;
+//!   [`auth_limits`]: AUTH brute-force protection built on them.
 //! - [`message`], [`password`], [`users`]: message headers, password hashes,
 //!   the users file.
 //! - [`sendmail`]: the `sendmail` command programs on this machine send with.
 //! - [`init`]: `mailferry init`, a ready folder for one sending domain.
 
+pub mod auth_limits;
 pub mod config;
+pub mod counters;
 pub mod dkim;
 pub mod dns;
 pub mod init;

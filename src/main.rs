@@ -370,6 +370,7 @@ fn serve(config: config::Config) -> Result<()> {
             plugins = ?pipeline.plugin_names(),
             relays = ?services.relays.names(),
             dkim_keys = services.dkim.current().len(),
+            counters = %services.counters.describe(),
             "plugins loaded"
         );
         // Renewed keys are picked up without a restart: on SIGHUP, and by
@@ -459,6 +460,7 @@ async fn reload(live: &tokio::sync::watch::Sender<net::Generation>, services: &A
             dkim: services.dkim.clone(),
             queue: services.queue.clone(),
             routes: new.routes.clone(),
+            counters: services.counters.clone(),
         });
         let pipeline = {
             let (config, services) = (new.clone(), services.clone());
@@ -512,6 +514,7 @@ fn needs_restart(old: &config::Config, new: &config::Config) -> Vec<String> {
     differs("queue", format!("{:?}", old.queue) == format!("{:?}", new.queue));
     differs("admin.address", old.admin.address == new.admin.address);
     differs("tls", format!("{:?}", old.tls) == format!("{:?}", new.tls));
+    differs("counters", old.counters == new.counters);
     out
 }
 

@@ -29,7 +29,8 @@ pub struct ListenerLabel {
 pub struct RefusedLabels {
     pub listener: String,
     /// `limit` (too many connections), `tls` (handshake failed or timed
-    /// out), `proxy` (no valid PROXY header, or not from a trusted proxy).
+    /// out), `proxy` (no valid PROXY header, or not from a trusted proxy),
+    /// `banned` (the address is banned after failed logins).
     pub reason: &'static str,
 }
 
@@ -63,6 +64,11 @@ pub struct UpstreamLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabel {
+    pub plugin: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every metric the server exports.
@@ -77,6 +83,10 @@ pub struct Metrics {
     pub hook_duration: HistogramFamily<HookLabels>,
     pub plugin_faults: Family<HookLabels, Counter>,
     pub upstream: Family<UpstreamLabels, Counter>,
+    pub auth_bans: Counter,
+    pub rate_limited: Family<PluginLabel, Counter>,
+    pub counter_errors: Counter,
+    pub redis_up: Gauge,
     queue_messages: Gauge,
     queue_recipients: Gauge,
     queue_oldest: Gauge,
@@ -103,6 +113,10 @@ impl Metrics {
             hook_duration: Family::new_with_constructor(hook_histogram as fn() -> Histogram),
             plugin_faults: Family::default(),
             upstream: Family::default(),
+            auth_bans: Counter::default(),
+            rate_limited: Family::default(),
+            counter_errors: Counter::default(),
+            redis_up: Gauge::default(),
             queue_messages: Gauge::default(),
             queue_recipients: Gauge::default(),
             queue_oldest: Gauge::default(),
@@ -114,7 +128,7 @@ impl Metrics {
         r.register("connections", "Connections accepted, by listener", m.connections.clone());
         r.register(
             "connections_refused",
-            "Connections closed before a session: too many connections (limit), a failed TLS handshake (tls), no valid PROXY header (proxy)",
+            "Connections closed before a session: too many connections (limit), a failed TLS handshake (tls), no valid PROXY header (proxy), an address banned after failed logins (banned)",
             m.connections_refused.clone(),
         );
         r.register("sessions_open", "SMTP sessions open now, by listener", m.sessions_open.clone());
@@ -141,6 +155,22 @@ impl Metrics {
             "upstream_results",
             "Upstream outcomes per recipient: delivered, temporary (4xx, connection failures) or permanent (5xx)",
             m.upstream.clone(),
+        );
+        r.register("auth_bans", "Client addresses this node banned after failed logins", m.auth_bans.clone());
+        r.register(
+            "rate_limited",
+            "Counter limits a plugin found reached (its take or check refused): the rate-limit plugin's 451 4.7.1",
+            m.rate_limited.clone(),
+        );
+        r.register(
+            "counter_errors",
+            "Redis counter calls that failed or timed out (then counted locally or refused, per on_redis_error)",
+            m.counter_errors.clone(),
+        );
+        r.register(
+            "redis_up",
+            "1 while the counters' Redis answers, 0 after a failure until it answers again (0 without Redis)",
+            m.redis_up.clone(),
         );
         r.register("queue_messages", "Messages in the delivery queue", m.queue_messages.clone());
         r.register(
@@ -205,6 +235,10 @@ impl Metrics {
 
     pub fn upstream(&self, relay: &str, result: &'static str, recipients: u64) {
         self.upstream.get_or_create(&UpstreamLabels { relay: relay.to_string(), result }).inc_by(recipients);
+    }
+
+    pub fn rate_limited(&self, plugin: &str) {
+        self.rate_limited.get_or_create(&PluginLabel { plugin: plugin.to_string() }).inc();
     }
 
     pub fn refused(&self, listener: &str, reason: &'static str) {
@@ -345,6 +379,9 @@ mod tests {
         m.auth("submission", "plain", false);
         m.message("submission", 250, 1234);
         m.message("submission", 451, 99);
+        m.auth_bans.inc();
+        m.rate_limited("rate-limit");
+        m.refused("submission", "banned");
         m.hook_duration.get_or_create(&HookLabels { plugin: "dkim-sign".into(), hook: "queue" }).observe(0.000_3);
         let text = m.render();
         assert!(
@@ -359,6 +396,10 @@ mod tests {
             ),
             "{text}"
         );
+        assert!(text.contains("mailferry_auth_bans_total 1"), "{text}");
+        assert!(text.contains(r#"mailferry_rate_limited_total{plugin="rate-limit"} 1"#), "{text}");
+        assert!(text.contains(r#"mailferry_connections_refused_total{listener="submission",reason="banned"} 1"#));
+        assert!(text.contains("mailferry_redis_up 0"), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -315,5 +315,5 @@ fn shipped_config_runs_sender_policy_before_dkim_sign() {
     let out = Command::new(BIN).args(["check", "--config"]).arg(config.join("mailferry.toml")).output().unwrap();
     let text = transcript(&out);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("plugins: auth-flat-file, sender-policy, dkim-sign, smtp-forward"), "{text}");
+    assert!(text.contains("plugins: auth-flat-file, sender-policy, dkim-sign, rate-limit, smtp-forward"), "{text}");
 }

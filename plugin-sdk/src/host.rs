@@ -1,6 +1,8 @@
 //! [`Host`]: a plugin's handle to the capabilities the host grants it.
 
-use crate::{Connection, DkimKey, Envelope, Failure, Level, Message, NoteValue, Reply, Scope, SignOptions, Signed};
+use crate::{
+    Connection, DkimKey, Envelope, Failure, Level, Message, NoteValue, Reply, Scope, SignOptions, Signed, Usage,
+};
 
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) use crate::testing::HostBackend;
@@ -15,8 +17,9 @@ pub(crate) use crate::wasm::HostBackend;
 ///
 /// Logging, the configuration, the session and the notes are always
 /// available. [`verify_password`](Host::verify_password) needs the
-/// `password` grant, [`send_now`](Host::send_now) the `outbound` grant and
-/// the `dkim_*` methods the `dkim` grant in the host configuration: a
+/// `password` grant, [`send_now`](Host::send_now) the `outbound` grant,
+/// the `dkim_*` methods the `dkim` grant and the `counter_*` methods the
+/// `counters` grant in the host configuration: a
 /// component that uses them without the grant is refused at start-up,
 /// naming the missing grant.
 pub struct Host {
@@ -145,5 +148,35 @@ impl Host {
         options: &SignOptions,
     ) -> Result<Signed, String> {
         self.backend.dkim_sign(&msg.backend, domain, selector, options)
+    }
+
+    /// Adds `amount` to the counter `key` and returns its count over the
+    /// last `window_secs` (1 s to 31 days). Counters are kept by the host,
+    /// in Redis shared by every node when configured; keys are this
+    /// plugin's own (1 to 512 octets). `Err` when the key or window is out
+    /// of bounds or the shared store is down and the host refuses rather
+    /// than count locally: refuse what you would have counted, with a 4xx.
+    /// At most 16 counter calls per hook call. Needs the `counters` grant.
+    pub fn counter_incr(&self, key: &str, amount: u64, window_secs: u32) -> Result<u64, String> {
+        self.backend.counter_incr(key, amount, window_secs)
+    }
+
+    /// The count of `key` over the last `window_secs`, unchanged. Needs the
+    /// `counters` grant.
+    pub fn counter_get(&self, key: &str, window_secs: u32) -> Result<u64, String> {
+        self.backend.counter_get(key, window_secs)
+    }
+
+    /// Adds `amount` to `key` only if its count stays within `limit`,
+    /// atomically, across nodes too. A refused amount is not counted. Needs
+    /// the `counters` grant.
+    pub fn counter_take(&self, key: &str, amount: u64, limit: u64, window_secs: u32) -> Result<Usage, String> {
+        self.backend.counter_take(key, amount, limit, window_secs)
+    }
+
+    /// Whether [`counter_take`](Host::counter_take) would add `amount` now;
+    /// adds nothing. Needs the `counters` grant.
+    pub fn counter_check(&self, key: &str, amount: u64, limit: u64, window_secs: u32) -> Result<Usage, String> {
+        self.backend.counter_check(key, amount, limit, window_secs)
     }
 }

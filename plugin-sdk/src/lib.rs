@@ -109,6 +109,8 @@
 //! | message | [`Message`] in `data` and `queue` | nothing |
 //! | password | [`Host::verify_password`] | `grants = ["password"]` |
 //! | outbound | [`Host::send_now`] | `grants = ["outbound"]` |
+//! | dkim | [`Host::dkim_sign`], [`dkim_keys`](Host::dkim_keys), … | `grants = ["dkim"]` |
+//! | counters | [`Host::counter_take`], [`counter_check`](Host::counter_check), [`counter_incr`](Host::counter_incr), [`counter_get`](Host::counter_get) | `grants = ["counters"]` |
 //! | files | `std::fs`, read-only | `read_dirs = ["auth"]` (mounted at `/auth`) |
 //!
 //! A component imports only what its code calls, and the server links only
@@ -147,7 +149,8 @@ pub use host::Host;
 pub use message::{BodyChunks, Message, BODY_CHUNK};
 pub use runtime::parse_config;
 pub use types::{
-    Address, Connection, DeliveryEvent, DkimKey, Envelope, Failure, Level, NoteValue, Param, Scope, SignOptions, Signed,
+    Address, Connection, DeliveryEvent, DkimKey, Envelope, Failure, Level, NoteValue, Param, Scope, SignOptions,
+    Signed, Usage,
 };
 pub use verdict::{Reply, Verdict};
 

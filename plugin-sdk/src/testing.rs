@@ -17,6 +17,11 @@
 //! envelope and connection you set, and clears transaction notes only when
 //! told to ([`TestHost::clear_transaction`]).
 //!
+//! Its counters (the `counters` capability) are exact sliding windows on a
+//! clock that moves only when told ([`TestHost::advance_clock`]); the
+//! server approximates the same windows with two fixed ones, so test well
+//! inside or well past a window, not at its edge.
+//!
 //! ```
 //! use mailferry_plugin_sdk::testing::{TestHost, TestMessage};
 //! use mailferry_plugin_sdk::{Host, Level, Message, Plugin, Verdict};
@@ -60,7 +65,7 @@ use std::rc::Rc;
 use crate::runtime::{instantiate, observe};
 use crate::{
     Address, Connection, DeliveryEvent, DkimKey, Envelope, Failure, Host, Level, Message, NoteValue, Plugin, Reply,
-    Scope, SignOptions, Signed, Verdict,
+    Scope, SignOptions, Signed, Usage, Verdict,
 };
 
 type Verifier = Box<dyn Fn(&str, &str) -> Result<bool, String>>;
@@ -125,6 +130,11 @@ struct State {
     password_checks: RefCell<Vec<PasswordCheck>>,
     relay: RefCell<Relay>,
     sent: RefCell<Vec<SentMessage>>,
+    /// Per key, each amount added with the clock reading it was added at.
+    counters: RefCell<BTreeMap<String, Vec<(u64, u64)>>>,
+    /// Seconds on the test clock.
+    clock: RefCell<u64>,
+    counters_error: RefCell<Option<String>>,
 }
 
 /// An in-memory host for unit tests; see the [module docs](self).
@@ -168,6 +178,9 @@ impl TestHost {
                     })
                 })),
                 sent: RefCell::new(Vec::new()),
+                counters: RefCell::new(BTreeMap::new()),
+                clock: RefCell::new(0),
+                counters_error: RefCell::new(None),
             }),
         }
     }
@@ -266,6 +279,23 @@ impl TestHost {
     pub fn relay(self, send: impl Fn(&str, &TestMessage) -> Result<Reply, Failure> + 'static) -> Self {
         *self.state.relay.borrow_mut() = Box::new(send);
         self
+    }
+
+    /// Moves the counters' clock on: amounts older than a window no longer
+    /// count in it.
+    pub fn advance_clock(&self, secs: u64) {
+        *self.state.clock.borrow_mut() += secs;
+    }
+
+    /// Makes every counter call fail with `error` (as when the shared store
+    /// is down and the server refuses), or work again with `None`.
+    pub fn set_counters_error(&self, error: Option<&str>) {
+        *self.state.counters_error.borrow_mut() = error.map(str::to_string);
+    }
+
+    /// The count of `key` (as the plugin names it) over the last `window_secs`.
+    pub fn counter(&self, key: &str, window_secs: u32) -> u64 {
+        HostBackend(self.state.clone()).count(key, window_secs)
     }
 
     /// Replaces the connection.
@@ -704,6 +734,57 @@ impl HostBackend {
             result: result.clone(),
         });
         result
+    }
+}
+
+impl HostBackend {
+    fn count(&self, key: &str, window_secs: u32) -> u64 {
+        let now = *self.0.clock.borrow();
+        let counters = self.0.counters.borrow();
+        counters.get(key).map_or(0, |v| v.iter().filter(|(t, _)| now - t < window_secs as u64).map(|(_, n)| n).sum())
+    }
+
+    /// The server's checks, then the count.
+    fn counted(&self, key: &str, window_secs: u32) -> Result<u64, String> {
+        if let Some(e) = self.0.counters_error.borrow().as_ref() {
+            return Err(e.clone());
+        }
+        if key.is_empty() || key.len() > 512 {
+            return Err("a counter key must be 1 to 512 octets".into());
+        }
+        if window_secs == 0 || window_secs > 31 * 24 * 3600 {
+            return Err("a counter window must be between 1 ms and 31 days".into());
+        }
+        Ok(self.count(key, window_secs))
+    }
+
+    fn add(&self, key: &str, amount: u64) {
+        let now = *self.0.clock.borrow();
+        self.0.counters.borrow_mut().entry(key.to_string()).or_default().push((now, amount));
+    }
+
+    pub(crate) fn counter_incr(&self, key: &str, amount: u64, window_secs: u32) -> Result<u64, String> {
+        let count = self.counted(key, window_secs)?;
+        self.add(key, amount);
+        Ok(count + amount)
+    }
+
+    pub(crate) fn counter_get(&self, key: &str, window_secs: u32) -> Result<u64, String> {
+        self.counted(key, window_secs)
+    }
+
+    pub(crate) fn counter_take(&self, key: &str, amount: u64, limit: u64, window_secs: u32) -> Result<Usage, String> {
+        let count = self.counted(key, window_secs)?;
+        if count.saturating_add(amount) > limit {
+            return Ok(Usage { allowed: false, count });
+        }
+        self.add(key, amount);
+        Ok(Usage { allowed: true, count: count + amount })
+    }
+
+    pub(crate) fn counter_check(&self, key: &str, amount: u64, limit: u64, window_secs: u32) -> Result<Usage, String> {
+        let count = self.counted(key, window_secs)?;
+        Ok(Usage { allowed: count.saturating_add(amount) <= limit, count })
     }
 }
 

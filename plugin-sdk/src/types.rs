@@ -212,6 +212,16 @@ pub struct SignOptions {
     pub expire_secs: u64,
 }
 
+/// What [`crate::Host::counter_take`] and [`crate::Host::counter_check`]
+/// found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Usage {
+    /// Whether the amount fits within the limit (`take`: and was added).
+    pub allowed: bool,
+    /// The count over the window, with the amount if it was added.
+    pub count: u64,
+}
+
 /// What [`crate::Host::dkim_sign`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Signed {

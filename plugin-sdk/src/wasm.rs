@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 use crate::runtime::{instantiate, observe};
 use crate::{
     Address, Connection, DeliveryEvent, DkimKey, Envelope, Failure, Host, Level, NoteValue, Param, Plugin, Reply,
-    Scope, SignOptions, Signed, Verdict,
+    Scope, SignOptions, Signed, Usage, Verdict,
 };
 
 pub mod bindings {
@@ -147,6 +147,24 @@ impl HostBackend {
             wit::dkim::Signed::Added => Signed::Added,
             wit::dkim::Signed::AlreadySigned => Signed::AlreadySigned,
         })
+    }
+}
+
+impl HostBackend {
+    pub(crate) fn counter_incr(&self, key: &str, amount: u64, window_secs: u32) -> Result<u64, String> {
+        wit::counters::incr(key, amount, window_secs)
+    }
+
+    pub(crate) fn counter_get(&self, key: &str, window_secs: u32) -> Result<u64, String> {
+        wit::counters::get(key, window_secs)
+    }
+
+    pub(crate) fn counter_take(&self, key: &str, amount: u64, limit: u64, window_secs: u32) -> Result<Usage, String> {
+        wit::counters::take(key, amount, limit, window_secs).map(|u| Usage { allowed: u.allowed, count: u.count })
+    }
+
+    pub(crate) fn counter_check(&self, key: &str, amount: u64, limit: u64, window_secs: u32) -> Result<Usage, String> {
+        wit::counters::check(key, amount, limit, window_secs).map(|u| Usage { allowed: u.allowed, count: u.count })
     }
 }
 

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use crate::auth_limits::AuthGuard;
 use crate::config::{Config, Listener, TlsMode};
 use crate::pipeline::Pipeline;
 use crate::smtp::reply::Reply;
@@ -71,9 +72,10 @@ impl ConnectionPermit {
     }
 }
 
-/// The address connections are counted under: an IPv6 client usually has a
-/// whole /64, so the limit applies to the /64, not to each address in it.
-fn client_key(ip: IpAddr) -> IpAddr {
+/// The address connections are counted (and failed logins judged) under:
+/// an IPv6 client usually has a whole /64, so the limit applies to the /64,
+/// not to each address in it.
+pub fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -146,6 +148,10 @@ impl Current {
         let shared = Arc::new(Shared {
             config: generation.config.clone(),
             pipeline: generation.pipeline.clone(),
+            auth: Arc::new(AuthGuard::new(
+                generation.config.auth_limits.clone(),
+                generation.pipeline.counters().clone(),
+            )),
             acceptor: template.acceptor.clone(),
             counts: template.counts.clone(),
             shutdown: template.shutdown.clone(),
@@ -208,6 +214,7 @@ pub async fn serve(
     let shared = Shared {
         config: config.clone(),
         pipeline: pipeline.clone(),
+        auth: Arc::new(AuthGuard::new(config.auth_limits.clone(), pipeline.counters().clone())),
         acceptor,
         counts: Arc::new(Mutex::new(ConnectionCounts::default())),
         shutdown: shutdown.clone(),
@@ -299,6 +306,12 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr, li
             }
         }
     };
+    if let Some(reply) = ban_reply(&shared, client.ip(), &listener).await {
+        tracing::info!(listener = %listener.name, peer = %client, "connection refused: address banned after failed logins");
+        metrics.refused(&listener.name, "banned");
+        refuse(stream, &listener, reply).await;
+        return;
+    }
     let conn = if listener.tls == TlsMode::Implicit {
         let acceptor = shared.acceptor.clone().expect("TLS configured for implicit listener");
         match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(stream)).await {
@@ -319,6 +332,27 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr, li
     };
     Session::new(shared, listener, client, local, proxy, Transport::new(conn)).run().await;
     drop(permit);
+}
+
+/// The reply for a client whose address is banned after failed logins;
+/// `None` to let it in.
+async fn ban_reply(shared: &Shared, ip: IpAddr, listener: &Listener) -> Option<Reply> {
+    if shared.auth.exempt(ip, listener) {
+        return None;
+    }
+    // Counters unavailable (on_redis_error = "refuse"): let it in; its AUTH
+    // is refused until they are back.
+    let left = shared.auth.banned(ip).await.ok().flatten()?;
+    let minutes = left.as_secs().div_ceil(60).max(1);
+    Some(Reply::new(
+        421,
+        "4.7.0",
+        format!(
+            "{} too many failed logins from your address, try again in {minutes} minute{}",
+            shared.config.server.hostname,
+            if minutes == 1 { "" } else { "s" }
+        ),
+    ))
 }
 
 /// Why [`accept_proxied`] turned a connection away.

@@ -1,7 +1,7 @@
 //! Host capabilities: what a plugin may ask of the host, one import interface
 //! each. `log`, `config`, `session`, `notes` and `message` are always linked
 //! (they only expose the plugin's own data and the current session);
-//! `password`, `outbound` and `dkim` only when granted in the configuration,
+//! `password`, `outbound`, `dkim` and `counters` only when granted in the configuration,
 //! so a plugin importing them without a grant fails to load with a clear
 //! error.
 
@@ -15,7 +15,7 @@ use wasmtime::{bail, format_err, Result};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::mailferry::plugin::{config, dkim, log, message, notes, outbound, password, session, types};
+use super::mailferry::plugin::{config, counters, dkim, log, message, notes, outbound, password, session, types};
 use super::output::PluginOutput;
 use super::{wit, LoadedPlugin, PluginLimits};
 use crate::config::{Config, Grant};
@@ -30,6 +30,8 @@ pub struct Services {
     /// The delivery queue; `None` outside `serve` (`check`, benchmarks).
     pub queue: Option<Arc<crate::queue::Queue>>,
     pub routes: std::collections::BTreeMap<String, crate::config::Route>,
+    /// Bans and rate limits; kept across reloads (`[counters]` needs a restart).
+    pub counters: Arc<crate::counters::Counters>,
 }
 
 impl Services {
@@ -38,7 +40,8 @@ impl Services {
         let relays = Arc::new(Relays::from_config(config)?);
         let dkim = crate::dkim::Keys::load(&config.dkim.keys)
             .map_err(|e| anyhow::anyhow!("DKIM keys (dkim.keys = {}):\n{e}", config.dkim.keys.display()))?;
-        Ok(Services { relays, dkim: Arc::new(dkim), queue: None, routes: config.routes.clone() })
+        let counters = Arc::new(crate::counters::Counters::from_config(&config.counters)?);
+        Ok(Services { relays, dkim: Arc::new(dkim), queue: None, routes: config.routes.clone(), counters })
     }
 
     /// Opens the delivery queue (for `serve`; one server per spool).
@@ -54,6 +57,7 @@ impl Services {
             dkim: Arc::new(crate::dkim::Keys::none()),
             queue: None,
             routes: config.routes.clone(),
+            counters: Arc::new(crate::counters::Counters::memory(config.counters.max_keys)),
         })
     }
 }
@@ -90,6 +94,8 @@ pub struct HostState {
     /// DKIM signatures made in the current hook call (bounded apart from
     /// slow calls: a domain may well have several keys).
     pub signatures: u32,
+    /// Counter calls made in the current hook call.
+    pub counter_calls: u32,
     pub call_timeout: Duration,
     message_limit: usize,
 }
@@ -151,6 +157,12 @@ pub const MAX_SLOW_CALLS: u32 = 8;
 /// DKIM signatures allowed in one hook call.
 pub const MAX_SIGNATURES: u32 = 16;
 
+/// Counter calls allowed in one hook call (a Redis round trip each).
+pub const MAX_COUNTER_CALLS: u32 = 16;
+
+/// Longest key a plugin may give a counter.
+const MAX_COUNTER_KEY: usize = 512;
+
 impl HostState {
     pub fn new(
         plugin: Arc<LoadedPlugin>,
@@ -181,6 +193,7 @@ impl HostState {
             clock: Arc::new(CallClock::new()),
             slow_calls: 0,
             signatures: 0,
+            counter_calls: 0,
             call_timeout: limits.call_timeout,
             message_limit: limits.message_size,
         })
@@ -232,6 +245,9 @@ pub fn link(linker: &mut Linker<HostState>, grants: &[Grant]) -> Result<()> {
     }
     if grants.contains(&Grant::Dkim) {
         dkim::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    }
+    if grants.contains(&Grant::Counters) {
+        counters::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     }
     Ok(())
 }
@@ -576,6 +592,81 @@ impl dkim::Host for HostState {
         let limit = self.message_limit;
         let header = Header { name: "DKIM-Signature".into(), raw: field };
         Ok(self.with_message(|m| add_checked(m, limit, header, true))?.map(|()| dkim::Signed::Added))
+    }
+}
+
+impl HostState {
+    /// Runs one counter call for the plugin, on its own keys: the host's
+    /// keys and other plugins' are out of its reach.
+    async fn counter<T>(
+        &mut self,
+        key: &str,
+        window_secs: u32,
+        call: impl AsyncFnOnce(&crate::counters::Counters, &str, Duration) -> Result<T, crate::counters::CounterError>,
+    ) -> Result<Result<T, String>> {
+        self.counter_calls += 1;
+        if self.counter_calls > MAX_COUNTER_CALLS {
+            return Ok(Err(format!("more than {MAX_COUNTER_CALLS} counter calls in one hook call")));
+        }
+        if key.is_empty() || key.len() > MAX_COUNTER_KEY {
+            return Ok(Err(format!("a counter key must be 1 to {MAX_COUNTER_KEY} octets")));
+        }
+        let key = format!("plugin:{}:{key}", self.plugin.name);
+        let counters = self.services.counters.clone();
+        // A Redis round trip is the host's time, not the plugin's.
+        self.clock.enter_host();
+        let result = call(&counters, &key, Duration::from_secs(window_secs.into())).await;
+        self.clock.leave_host();
+        Ok(result.map_err(|e| e.to_string()))
+    }
+
+    /// Counts a refused take or check for `mailferry_rate_limited_total`.
+    fn note_usage(&self, usage: &Result<counters::Usage, String>) {
+        if matches!(usage, Ok(u) if !u.allowed) {
+            crate::metrics::get().rate_limited(&self.plugin.name);
+        }
+    }
+}
+
+impl counters::Host for HostState {
+    async fn incr(&mut self, key: String, amount: u64, window_secs: u32) -> Result<Result<u64, String>> {
+        self.counter(&key, window_secs, async |c, k, w| c.incr(k, amount, w).await).await
+    }
+
+    async fn get(&mut self, key: String, window_secs: u32) -> Result<Result<u64, String>> {
+        self.counter(&key, window_secs, async |c, k, w| c.get(k, w).await).await
+    }
+
+    async fn take(
+        &mut self,
+        key: String,
+        amount: u64,
+        limit: u64,
+        window_secs: u32,
+    ) -> Result<Result<counters::Usage, String>> {
+        let usage = self
+            .counter(&key, window_secs, async |c, k, w| {
+                c.take(k, amount, limit, w).await.map(|u| counters::Usage { allowed: u.allowed, count: u.count })
+            })
+            .await?;
+        self.note_usage(&usage);
+        Ok(usage)
+    }
+
+    async fn check(
+        &mut self,
+        key: String,
+        amount: u64,
+        limit: u64,
+        window_secs: u32,
+    ) -> Result<Result<counters::Usage, String>> {
+        let usage = self
+            .counter(&key, window_secs, async |c, k, w| {
+                c.check(k, amount, limit, w).await.map(|u| counters::Usage { allowed: u.allowed, count: u.count })
+            })
+            .await?;
+        self.note_usage(&usage);
+        Ok(usage)
     }
 }
 

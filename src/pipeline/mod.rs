@@ -33,6 +33,10 @@ wasmtime::component::bindgen!({
         "mailferry:plugin/outbound.send-now": async | trappable,
         "mailferry:plugin/outbound.enqueue": async | trappable,
         "mailferry:plugin/dkim.sign": async | trappable,
+        "mailferry:plugin/counters.incr": async | trappable,
+        "mailferry:plugin/counters.get": async | trappable,
+        "mailferry:plugin/counters.take": async | trappable,
+        "mailferry:plugin/counters.check": async | trappable,
         default: trappable,
     },
     exports: { default: async },
@@ -186,6 +190,7 @@ pub fn builtin_component(name: &str) -> Option<&'static [u8]> {
         "smtp-forward" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/smtp_forward.wasm"))),
         "dkim-sign" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/dkim_sign.wasm"))),
         "sender-policy" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/sender_policy.wasm"))),
+        "rate-limit" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/rate_limit.wasm"))),
         _ => None,
     }
 }
@@ -268,6 +273,11 @@ impl Pipeline {
         Ok(Slot { store, bindings })
     }
 
+    /// The counters behind bans and the `counters` capability.
+    pub fn counters(&self) -> &Arc<crate::counters::Counters> {
+        &self.services.counters
+    }
+
     pub fn plugin_names(&self) -> Vec<&str> {
         self.plugins.iter().map(|p| p.name.as_str()).collect()
     }
@@ -290,7 +300,7 @@ fn load_plugin(engine: &Engine, spec: &PluginSpec, cache_dir: &std::path::Path) 
     host::link(&mut linker, &spec.grants)?;
     let pre = linker.instantiate_pre(&component).map_err(|e| {
         anyhow::anyhow!(
-            "{e:#}\n  (a plugin may only import what it is granted: add the capability to its `grants`: \"password\", \"outbound\" or \"dkim\")"
+            "{e:#}\n  (a plugin may only import what it is granted: add the capability to its `grants`: \"password\", \"outbound\", \"dkim\" or \"counters\")"
         )
     })?;
     let pre = PluginPre::new(pre)

@@ -135,6 +135,7 @@ pub fn begin_call(store: &mut Store<HostState>) {
     state.clock.begin();
     state.slow_calls = 0;
     state.signatures = 0;
+    state.counter_calls = 0;
     store.set_epoch_deadline(1);
 }
 

@@ -17,6 +17,7 @@ use super::command::{self, Command, Param, Path};
 use super::data::{check_bdat, DataReader, DataStep, Defects};
 use super::reply::Reply;
 use super::transport::{Line, ReadError, Transport};
+use crate::auth_limits::AuthGuard;
 use crate::config::{Config, Listener, TlsMode};
 use crate::message::{Header, Message};
 use crate::net::ConnectionCounts;
@@ -26,6 +27,8 @@ use crate::pipeline::{wit, Call, Outcome, Pipeline, SessionData, SessionPipeline
 pub struct Shared {
     pub config: Arc<Config>,
     pub pipeline: Arc<Pipeline>,
+    /// Brute-force protection for AUTH.
+    pub auth: Arc<AuthGuard>,
     pub acceptor: Option<TlsAcceptor>,
     pub counts: Arc<Mutex<ConnectionCounts>>,
     pub shutdown: watch::Receiver<bool>,
@@ -60,6 +63,9 @@ pub struct Session {
     esmtp: bool,
     auth_user: Option<String>,
     trusted: bool,
+    /// Failed AUTHs are neither counted, delayed nor banned (trusted or
+    /// exempt networks).
+    auth_exempt: bool,
     tx: Option<Transaction>,
     errors: u32,
     plugins: SessionPipeline,
@@ -83,6 +89,7 @@ impl Session {
         t.set_write_timeout(shared.config.limits.command_timeout);
         let id = session_id();
         let trusted = listener.trusted_networks.iter().any(|n| n.contains(&peer.ip()));
+        let auth_exempt = shared.auth.exempt(peer.ip(), &listener);
         let data = Arc::new(Mutex::new(SessionData::default()));
         data.lock().unwrap().connection = Some(wit::Connection {
             id: id.clone(),
@@ -108,6 +115,7 @@ impl Session {
             esmtp: false,
             auth_user: None,
             trusted,
+            auth_exempt,
             tx: None,
             errors: 0,
             plugins,
@@ -393,6 +401,21 @@ impl Session {
                 "encryption required: use STARTTLS (or port 465) before AUTH",
             ));
         }
+        // A session opened before its address was banned ends here.
+        if !self.auth_exempt {
+            match self.shared.auth.banned(self.peer.ip()).await {
+                Ok(None) => {}
+                Ok(Some(_)) => {
+                    tracing::info!(ip = %self.peer.ip(), "AUTH refused: address banned after failed logins");
+                    self.t.reply(&Reply::new(421, "4.7.0", "too many failed logins from your address, closing"));
+                    return Next::Close;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "AUTH refused: cannot check for bans");
+                    return self.error(Reply::new(454, "4.7.0", "temporary authentication failure, try again later"));
+                }
+            }
+        }
         let creds = match mechanism.as_str() {
             "PLAIN" => self.auth_plain(initial).await,
             "LOGIN" => self.auth_login(initial).await,
@@ -415,6 +438,11 @@ impl Session {
             Outcome::Accept(r) => {
                 tracing::info!(login = ?login, mechanism = %mechanism, "authenticated");
                 crate::metrics::get().auth(&self.listener.name, &mechanism, true);
+                if !self.auth_exempt {
+                    if let Err(e) = self.shared.auth.succeeded(self.peer.ip(), &login).await {
+                        tracing::warn!(error = %e, "cannot remember the login's address");
+                    }
+                }
                 self.auth_user = Some(login);
                 self.sync_connection();
                 self.t.reply(&r.unwrap_or_else(|| Reply::new(235, "2.7.0", "authentication successful")));
@@ -424,6 +452,17 @@ impl Session {
                 // One line per failure with the address, for fail2ban.
                 tracing::warn!(ip = %self.peer.ip(), login = ?login, mechanism = %mechanism, "authentication failed");
                 crate::metrics::get().auth(&self.listener.name, &mechanism, false);
+                // Wrong credentials are counted toward a ban; a temporary
+                // failure (the password backend is down) is not the client's.
+                let guessed = !matches!(other, Outcome::DenySoft(_));
+                if guessed && !self.auth_exempt && self.penalize(&login).await {
+                    self.t.reply(&match &other {
+                        Outcome::Deny(Some(r)) | Outcome::DenyDisconnect(Some(r)) => r.clone(),
+                        _ => Reply::new(535, "5.7.8", "authentication credentials invalid"),
+                    });
+                    self.t.reply(&Reply::new(421, "4.7.0", "too many failed logins from your address, closing"));
+                    return Next::Close;
+                }
                 // Every failed attempt counts toward max_errors, temporary
                 // ones too, so a session cannot guess passwords forever.
                 match other {
@@ -439,6 +478,41 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Counts a failed AUTH against the address and the login, waits the
+    /// growing delay, and says whether the address is now banned.
+    async fn penalize(&mut self, login: &str) -> bool {
+        let ip = self.peer.ip();
+        let penalty = match self.shared.auth.failed(ip, login).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "failed AUTH not counted");
+                return false;
+            }
+        };
+        tracing::debug!(
+            ip_failures = penalty.ip_failures,
+            login_failures = penalty.login_failures,
+            delay_ms = penalty.delay.as_millis() as u64,
+            "failed AUTH answered after a delay"
+        );
+        tokio::time::sleep(penalty.delay).await;
+        let Some(reason) = penalty.ban else { return false };
+        let ban = self.shared.auth.limits().ban;
+        let until = chrono::Utc::now() + ban;
+        tracing::warn!(
+            ip = %ip,
+            login = ?login,
+            reason = reason.as_str(),
+            ip_failures = penalty.ip_failures,
+            login_failures = penalty.login_failures,
+            ban_secs = ban.as_secs(),
+            until = %until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "address banned after failed logins"
+        );
+        crate::metrics::get().auth_bans.inc();
+        true
     }
 
     /// Reads one AUTH continuation line; `*` cancels.

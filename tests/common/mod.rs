@@ -640,3 +640,35 @@ impl Client {
         self.expect("DATA", 354);
     }
 }
+
+/// The Redis the shared-counter tests use (127.0.0.1:6379, database 0).
+/// Panics if it does not answer: `.ci/run` starts it; by hand,
+/// `redis-server --daemonize yes`.
+pub fn redis_url() -> &'static str {
+    require_program(
+        "redis-cli",
+        &["-h", "127.0.0.1", "-p", "6379", "ping"],
+        "start Redis: redis-server --daemonize yes",
+    );
+    "redis://127.0.0.1:6379/0"
+}
+
+/// A key prefix no other test run shares, so runs against one Redis never
+/// see each other's counts.
+pub fn unique_prefix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("mailferry-test:{test}:{}:{nanos}:", std::process::id())
+}
+
+/// `GET /metrics` from the admin listener a server logged, as text.
+pub fn scrape_metrics(server: &Server) -> String {
+    let line = server.wait_log(&["admin listener"]);
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let addr: SocketAddr = v["address"].as_str().unwrap().parse().unwrap();
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).unwrap();
+    text
+}
