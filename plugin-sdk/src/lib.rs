@@ -109,6 +109,7 @@
 //! | message | [`Message`] in `data` and `queue` | nothing |
 //! | password | [`Host::verify_password`] | `grants = ["password"]` |
 //! | outbound | [`Host::send_now`] | `grants = ["outbound"]` |
+//! | sql | [`Host::sql_query`], [`Host::sql_databases`] | `grants = ["sql:NAME"]` per database |
 //! | files | `std::fs`, read-only | `read_dirs = ["auth"]` (mounted at `/auth`) |
 //!
 //! A component imports only what its code calls, and the server links only
@@ -120,8 +121,8 @@
 //!
 //! On any target but `wasm32` the SDK serves [`Host`] and [`Message`] from
 //! an in-memory [`testing::TestHost`], so `cargo test` runs a plugin's hooks
-//! natively with scripted connections, envelopes, notes, password checks
-//! and relays, and records logs, notes and header edits for assertions. See
+//! natively with scripted connections, envelopes, notes, password checks,
+//! relays and SQL answers, and records logs, notes and header edits for assertions. See
 //! the [`testing`] module.
 //!
 //! # Helpers
@@ -147,7 +148,8 @@ pub use host::Host;
 pub use message::{BodyChunks, Message, BODY_CHUNK};
 pub use runtime::parse_config;
 pub use types::{
-    Address, Connection, DeliveryEvent, DkimKey, Envelope, Failure, Level, NoteValue, Param, Scope, SignOptions, Signed,
+    Address, Connection, DeliveryEvent, DkimKey, Envelope, Failure, Level, NoteValue, Param, Scope, SignOptions,
+    Signed, SqlError, SqlRows, SqlValue,
 };
 pub use verdict::{Reply, Verdict};
 
