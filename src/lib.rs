@@ -11,6 +11,8 @@
 //!   and the host capabilities plugins import.
 //! - [`outbound`]: relays (upstream SMTP, outbox folder).
 //! - [`queue`]: the durable spool and delivery.
+//! - [`sql`]: the database pools behind the `sql` capability, and
+//!   mailferry's own users table.
 //! - [`metrics`]: Prometheus metrics and the admin listener.
 //! - [`message`], [`password`], [`users`]: message headers, password hashes,
 //!   the users file.
@@ -28,4 +30,5 @@ pub mod pipeline;
 pub mod queue;
 pub mod sendmail;
 pub mod smtp;
+pub mod sql;
 pub mod users;
