@@ -1,9 +1,10 @@
 //! Host capabilities: what a plugin may ask of the host, one import interface
 //! each. `log`, `config`, `session`, `notes` and `message` are always linked
 //! (they only expose the plugin's own data and the current session);
-//! `password`, `outbound` and `dkim` only when granted in the configuration,
-//! so a plugin importing them without a grant fails to load with a clear
-//! error.
+//! `password`, `outbound`, `dkim` and `sql` only when granted in the
+//! configuration, so a plugin importing them without a grant fails to load
+//! with a clear error. `sql` is further limited to the databases named in
+//! the plugin's `sql:NAME` grants.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +16,7 @@ use wasmtime::{bail, format_err, Result};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::mailferry::plugin::{config, dkim, log, message, notes, outbound, password, session, types};
+use super::mailferry::plugin::{config, dkim, log, message, notes, outbound, password, session, sql, types};
 use super::output::PluginOutput;
 use super::{wit, LoadedPlugin, PluginLimits};
 use crate::config::{Config, Grant};
@@ -30,6 +31,8 @@ pub struct Services {
     /// The delivery queue; `None` outside `serve` (`check`, benchmarks).
     pub queue: Option<Arc<crate::queue::Queue>>,
     pub routes: std::collections::BTreeMap<String, crate::config::Route>,
+    /// The `[databases]` pools (connected on first use).
+    pub databases: Arc<crate::sql::Databases>,
 }
 
 impl Services {
@@ -38,7 +41,13 @@ impl Services {
         let relays = Arc::new(Relays::from_config(config)?);
         let dkim = crate::dkim::Keys::load(&config.dkim.keys)
             .map_err(|e| anyhow::anyhow!("DKIM keys (dkim.keys = {}):\n{e}", config.dkim.keys.display()))?;
-        Ok(Services { relays, dkim: Arc::new(dkim), queue: None, routes: config.routes.clone() })
+        Ok(Services {
+            relays,
+            dkim: Arc::new(dkim),
+            queue: None,
+            routes: config.routes.clone(),
+            databases: Arc::new(crate::sql::Databases::from_config(config, None)),
+        })
     }
 
     /// Opens the delivery queue (for `serve`; one server per spool).
@@ -54,6 +63,7 @@ impl Services {
             dkim: Arc::new(crate::dkim::Keys::none()),
             queue: None,
             routes: config.routes.clone(),
+            databases: Arc::new(crate::sql::Databases::from_config(config, None)),
         })
     }
 }
@@ -83,8 +93,8 @@ pub struct HostState {
     output: PluginOutput,
     /// Guest time of the current hook call, for the CPU budget.
     pub clock: Arc<CallClock>,
-    /// Slow host calls (password checks, relaying) made in the current hook
-    /// call. Their time is not charged to the CPU budget, so their number is
+    /// Slow host calls (password checks, relaying, SQL) made in the current
+    /// hook call. Their time is not charged to the CPU budget, so their number is
     /// bounded instead: a plugin looping on them cannot hold a session forever.
     pub slow_calls: u32,
     /// DKIM signatures made in the current hook call (bounded apart from
@@ -189,7 +199,7 @@ impl HostState {
     fn count_slow_call(&mut self) -> Result<()> {
         self.slow_calls += 1;
         if self.slow_calls > MAX_SLOW_CALLS {
-            bail!("made more than {MAX_SLOW_CALLS} password, relay or queue calls in one hook call");
+            bail!("made more than {MAX_SLOW_CALLS} password, relay, queue or SQL calls in one hook call");
         }
         Ok(())
     }
@@ -232,6 +242,9 @@ pub fn link(linker: &mut Linker<HostState>, grants: &[Grant]) -> Result<()> {
     }
     if grants.contains(&Grant::Dkim) {
         dkim::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    }
+    if grants.contains(&Grant::Sql) {
+        sql::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     }
     Ok(())
 }
@@ -576,6 +589,86 @@ impl dkim::Host for HostState {
         let limit = self.message_limit;
         let header = Header { name: "DKIM-Signature".into(), raw: field };
         Ok(self.with_message(|m| add_checked(m, limit, header, true))?.map(|()| dkim::Signed::Added))
+    }
+}
+
+impl sql::Host for HostState {
+    fn databases(&mut self) -> Result<Vec<String>> {
+        Ok(self.plugin.databases.clone())
+    }
+
+    async fn query(
+        &mut self,
+        database: String,
+        statement: String,
+        params: Vec<(String, sql::SqlValue)>,
+    ) -> Result<Result<sql::RowSet, sql::SqlError>> {
+        // A plugin reaches only the databases it was granted, whatever
+        // name it sends.
+        let granted = self.plugin.databases.iter().any(|d| *d == database);
+        let Some(db) = self.services.databases.get(&database).filter(|_| granted).cloned() else {
+            return Ok(Err(sql::SqlError {
+                temporary: false,
+                message: format!(
+                    "database {:?} is not granted to this plugin (grants = [\"sql:NAME\"] in its [[plugins]] entry)",
+                    database.chars().take(64).collect::<String>()
+                ),
+            }));
+        };
+        self.count_slow_call()?;
+        let params: Vec<(String, crate::sql::Value)> = params
+            .into_iter()
+            .map(|(name, v)| {
+                let v = match v {
+                    sql::SqlValue::Null => crate::sql::Value::Null,
+                    sql::SqlValue::Int(i) => crate::sql::Value::Int(i),
+                    sql::SqlValue::Float(f) => crate::sql::Value::Float(f),
+                    sql::SqlValue::Text(t) => crate::sql::Value::Text(t),
+                    sql::SqlValue::Bytes(b) => crate::sql::Value::Bytes(b),
+                    sql::SqlValue::Boolean(b) => crate::sql::Value::Bool(b),
+                };
+                (name, v)
+            })
+            .collect();
+        // Waiting on the database is not the plugin's CPU time; the number
+        // of such calls is bounded instead (count_slow_call).
+        self.clock.enter_host();
+        let result = db.query(&statement, &params).await;
+        self.clock.leave_host();
+        Ok(match result {
+            Ok(rows) => Ok(sql::RowSet {
+                columns: rows.columns,
+                rows: rows
+                    .rows
+                    .into_iter()
+                    .map(|row| {
+                        row.into_iter()
+                            .map(|v| match v {
+                                crate::sql::Value::Null => sql::SqlValue::Null,
+                                crate::sql::Value::Int(i) => sql::SqlValue::Int(i),
+                                crate::sql::Value::Float(f) => sql::SqlValue::Float(f),
+                                crate::sql::Value::Text(t) => sql::SqlValue::Text(t),
+                                crate::sql::Value::Bytes(b) => sql::SqlValue::Bytes(b),
+                                crate::sql::Value::Bool(b) => sql::SqlValue::Boolean(b),
+                            })
+                            .collect()
+                    })
+                    .collect(),
+                affected: rows.affected,
+            }),
+            Err(e) => {
+                // Values are not logged: they may be what a client typed.
+                tracing::warn!(
+                    plugin = %self.plugin.name,
+                    session = %self.session_id(),
+                    database = %db.name,
+                    temporary = e.temporary,
+                    error = %e.message,
+                    "SQL statement failed"
+                );
+                Err(sql::SqlError { temporary: e.temporary, message: e.message })
+            }
+        })
     }
 }
 

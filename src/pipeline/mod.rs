@@ -33,6 +33,7 @@ wasmtime::component::bindgen!({
         "mailferry:plugin/outbound.send-now": async | trappable,
         "mailferry:plugin/outbound.enqueue": async | trappable,
         "mailferry:plugin/dkim.sign": async | trappable,
+        "mailferry:plugin/sql.query": async | trappable,
         default: trappable,
     },
     exports: { default: async },
@@ -150,6 +151,8 @@ pub enum Outcome {
 pub struct LoadedPlugin {
     pub name: String,
     pub config_toml: String,
+    /// The databases its `sql:NAME` grants name.
+    pub databases: Vec<String>,
     pub read_dirs: Vec<(std::path::PathBuf, String)>,
     pre: PluginPre<HostState>,
     /// Bit per [`Hook`]: set once the plugin said it does not implement it.
@@ -185,6 +188,7 @@ pub fn builtin_component(name: &str) -> Option<&'static [u8]> {
         "auth-flat-file" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/auth_flat_file.wasm"))),
         "smtp-forward" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/smtp_forward.wasm"))),
         "dkim-sign" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/dkim_sign.wasm"))),
+        "auth-sql" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/auth_sql.wasm"))),
         _ => None,
     }
 }
@@ -267,6 +271,11 @@ impl Pipeline {
         Ok(Slot { store, bindings })
     }
 
+    /// What the host capabilities of this pipeline's plugins reach.
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
+    }
+
     pub fn plugin_names(&self) -> Vec<&str> {
         self.plugins.iter().map(|p| p.name.as_str()).collect()
     }
@@ -289,7 +298,7 @@ fn load_plugin(engine: &Engine, spec: &PluginSpec, cache_dir: &std::path::Path) 
     host::link(&mut linker, &spec.grants)?;
     let pre = linker.instantiate_pre(&component).map_err(|e| {
         anyhow::anyhow!(
-            "{e:#}\n  (a plugin may only import what it is granted: add the capability to its `grants`: \"password\", \"outbound\" or \"dkim\")"
+            "{e:#}\n  (a plugin may only import what it is granted: add the capability to its `grants`: \"password\", \"outbound\", \"dkim\" or \"sql:NAME\")"
         )
     })?;
     let pre = PluginPre::new(pre)
@@ -304,6 +313,7 @@ fn load_plugin(engine: &Engine, spec: &PluginSpec, cache_dir: &std::path::Path) 
     Ok(LoadedPlugin {
         name: spec.name.clone(),
         config_toml,
+        databases: spec.databases.clone(),
         read_dirs: spec.read_dirs.clone(),
         pre,
         unimplemented: AtomicU16::new(0),
