@@ -6,8 +6,12 @@ use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
-const PLUGINS: &[(&str, &str)] =
-    &[("auth-flat-file", "auth_flat_file"), ("dkim-sign", "dkim_sign"), ("smtp-forward", "smtp_forward")];
+const PLUGINS: &[(&str, &str)] = &[
+    ("auth-flat-file", "auth_flat_file"),
+    ("auth-sql", "auth_sql"),
+    ("dkim-sign", "dkim_sign"),
+    ("smtp-forward", "smtp_forward"),
+];
 
 fn main() {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
