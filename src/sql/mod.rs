@@ -406,7 +406,7 @@ binder!(bind_mysql, MySql);
 fn unsupported(row: &impl Row, i: usize, type_name: &str) -> String {
     let column = row.columns().get(i).map(|c| c.name().to_string()).unwrap_or_default();
     format!(
-        "column {column:?} has type {type_name}, which the sql capability does not return; cast it in the statement, e.g. CAST({column} AS TEXT)"
+        "column {column:?} has type {type_name}, which the sql capability does not return; cast it to text in the statement: CAST({column} AS TEXT), or AS CHAR on MySQL"
     )
 }
 

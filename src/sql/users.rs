@@ -79,6 +79,23 @@ fn err(db: &Database, e: QueryError) -> String {
 /// Brings the schema up to date; returns the version it is at. A SQLite
 /// file that does not exist yet is created, readable by its owner only.
 pub async fn migrate(db: &Database) -> Result<i64, String> {
+    // `serve` and `mailferry user` may migrate at the same moment, and
+    // PostgreSQL's CREATE TABLE IF NOT EXISTS is not safe against that: the
+    // loser fails on the catalog. Every step can be run again, so try again.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match migrate_once(db).await {
+            Err(e) if attempt < 3 => {
+                tracing::debug!(database = %db.name, error = %e, "schema migration raced; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn migrate_once(db: &Database) -> Result<i64, String> {
     if let DatabaseKind::Sqlite(path) = &db.config.kind {
         // Before a connection opens it: SQLite would create it with the
         // umask's mode, readable by all.
