@@ -1640,6 +1640,14 @@ mod tests {
             ("proxy_trusted", "none: required with `proxy_protocol`".to_string()),
             ("timeout_secs", format!("`{SENDMAIL_TIMEOUT_SECS}`")),
             ("domain", "`server.hostname`".to_string()),
+            ("url", "required".to_string()),
+            ("max_connections", format!("`{DB_MAX_CONNECTIONS}`")),
+            ("query_timeout_ms", format!("`{QUERY_TIMEOUT_MS}`")),
+            ("max_rows", format!("`{MAX_ROWS}`")),
+            ("max_result_bytes", format!("`{MAX_RESULT_BYTES}`")),
+            ("migrate", "`false`".to_string()),
+            ("database", "`\"users\"`".to_string()),
+            ("preset", "`\"default\"`".to_string()),
         ];
         for (key, default) in expect {
             let row = format!("| `{key}` | {default}");
@@ -1892,6 +1900,51 @@ mod tests {
             assert!(doc.contains(&row), "docs/providers.md has no row {row:?}");
         }
         assert!(doc.contains(SENDGRID_SMTPAPI), "docs/providers.md shows the X-SMTPAPI value");
+    }
+
+    #[test]
+    fn databases_and_sql_grants() {
+        std::env::set_var("MF_TEST_DB_SECRET", "p@ss:word");
+        let c = parse(
+            "[[listeners]]\naddress = \"127.0.0.1:1\"\n\
+             [databases.users]\nurl = \"sqlite://data/users.db\"\nmigrate = true\n\
+             [databases.pfa]\nurl = \"postgres://mailferry:${MF_TEST_DB_SECRET}@db.example/postfix?sslmode=require\"\nmax_rows = 10\n\
+             [databases.dovecot]\nurl = \"mysql://mailferry@db.example/mail\"\npassword = \"${MF_TEST_DB_SECRET}\"\nquery_timeout_ms = 500\n\
+             [[plugins]]\nname = \"auth-sql\"\ngrants = [\"password\", \"sql:pfa\", \"sql:dovecot\", \"sql:pfa\"]\n",
+        )
+        .unwrap();
+        let users = &c.databases["users"];
+        assert_eq!(users.kind, DatabaseKind::Sqlite(PathBuf::from("/etc/mf/data/users.db")));
+        assert!(users.migrate);
+        assert_eq!((users.max_connections, users.max_rows), (defaults::DB_MAX_CONNECTIONS, defaults::MAX_ROWS));
+        let pfa = &c.databases["pfa"];
+        assert_eq!((pfa.kind.clone(), pfa.max_rows, pfa.migrate), (DatabaseKind::Postgres, 10, false));
+        let dovecot = &c.databases["dovecot"];
+        assert_eq!(dovecot.kind, DatabaseKind::MySql);
+        assert_eq!(dovecot.password.as_deref(), Some("p@ss:word"));
+        assert_eq!(dovecot.query_timeout, Duration::from_millis(500));
+        assert_eq!(c.plugins[0].grants, [Grant::Password, Grant::Sql]);
+        assert_eq!(c.plugins[0].databases, ["pfa", "dovecot"]);
+        // The password shows nowhere in what may be logged.
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("p@ss:word") && shown.contains("mailferry:***@db.example"), "{shown}");
+        assert_eq!(redact_url("mysql://u@h/db?password=x&ssl-mode=required"), "mysql://u@h/db?password=***&ssl-mode=required");
+
+        let err = |body: &str| parse(&format!("[[listeners]]\naddress = \"127.0.0.1:1\"\n{body}")).unwrap_err().message;
+        let e = err("[databases.x]\nurl = \"oracle://h/db\"\n");
+        assert!(e.contains("databases.x.url = \"oracle://h/db\": use \"sqlite://FILE\""), "{e}");
+        let e = err("[databases.x]\nurl = \"postgres://u:secret@h:notaport/db\"\n");
+        assert!(e.contains("databases.x.url") && !e.contains("secret"), "{e}");
+        let e = err("[databases.x]\nurl = \"sqlite:\"\n");
+        assert!(e.contains("write \"sqlite://FILE\""), "{e}");
+        let e = err("[databases.x]\nurl = \"sqlite://x.db\"\nmax_connections = 0\n");
+        assert!(e.contains("databases.x.max_connections must be at least 1"), "{e}");
+        let e = err("[databases.x]\nurl = \"sqlite://x.db\"\n[[plugins]]\nname = \"auth-sql\"\ngrants = [\"sql\"]\n");
+        assert!(e.contains("\"sql\" needs the database it grants: \"sql:NAME\" for a [databases.NAME]; known: \"x\""), "{e}");
+        let e = err("[[plugins]]\nname = \"auth-sql\"\ngrants = [\"sql:users\"]\n");
+        assert!(e.contains("\"sql:users\": there is no [databases.users]; add one"), "{e}");
+        let e = err("[databases.x]\nurl = \"${MF_TEST_UNSET_DB}\"\n");
+        assert!(e.contains("MF_TEST_UNSET_DB is not set"), "{e}");
     }
 
     #[test]
