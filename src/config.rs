@@ -1928,7 +1928,10 @@ mod tests {
         // The password shows nowhere in what may be logged.
         let shown = format!("{c:?}");
         assert!(!shown.contains("p@ss:word") && shown.contains("mailferry:***@db.example"), "{shown}");
-        assert_eq!(redact_url("mysql://u@h/db?password=x&ssl-mode=required"), "mysql://u@h/db?password=***&ssl-mode=required");
+        assert_eq!(
+            redact_url("mysql://u@h/db?password=x&ssl-mode=required"),
+            "mysql://u@h/db?password=***&ssl-mode=required"
+        );
 
         let err = |body: &str| parse(&format!("[[listeners]]\naddress = \"127.0.0.1:1\"\n{body}")).unwrap_err().message;
         let e = err("[databases.x]\nurl = \"oracle://h/db\"\n");
@@ -1940,7 +1943,10 @@ mod tests {
         let e = err("[databases.x]\nurl = \"sqlite://x.db\"\nmax_connections = 0\n");
         assert!(e.contains("databases.x.max_connections must be at least 1"), "{e}");
         let e = err("[databases.x]\nurl = \"sqlite://x.db\"\n[[plugins]]\nname = \"auth-sql\"\ngrants = [\"sql\"]\n");
-        assert!(e.contains("\"sql\" needs the database it grants: \"sql:NAME\" for a [databases.NAME]; known: \"x\""), "{e}");
+        assert!(
+            e.contains("\"sql\" needs the database it grants: \"sql:NAME\" for a [databases.NAME]; known: \"x\""),
+            "{e}"
+        );
         let e = err("[[plugins]]\nname = \"auth-sql\"\ngrants = [\"sql:users\"]\n");
         assert!(e.contains("\"sql:users\": there is no [databases.users]; add one"), "{e}");
         let e = err("[databases.x]\nurl = \"${MF_TEST_UNSET_DB}\"\n");

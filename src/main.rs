@@ -566,9 +566,16 @@ async fn check_databases(config: &config::Config) {
     for db in databases.iter() {
         let what = format!("database {} ({})", db.name, db.config.kind.label());
         match db.query("SELECT 1 AS ok", &[]).await {
-            Ok(_) if db.config.migrate => match sql::users::migrate(&db.clone()).await {
-                Ok(v) => println!("{what}: reachable; users table at schema version {v}"),
-                Err(e) => println!("warning: {what}: {e}"),
+            // Only looked at: check changes nothing.
+            Ok(_) if db.config.migrate => match sql::users::schema_version(db).await {
+                Ok(v) if v == sql::users::latest_version() => {
+                    println!("{what}: reachable; users table at schema version {v}")
+                }
+                Ok(v) => println!(
+                    "{what}: reachable; users table at schema version {v}, serve upgrades it to {}",
+                    sql::users::latest_version()
+                ),
+                Err(_) => println!("{what}: reachable; no users table yet (serve or `mailferry user add` creates it)"),
             },
             Ok(_) => println!("{what}: reachable"),
             Err(e) => println!("warning: {what}: {e}"),

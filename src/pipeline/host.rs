@@ -605,7 +605,7 @@ impl sql::Host for HostState {
     ) -> Result<Result<sql::RowSet, sql::SqlError>> {
         // A plugin reaches only the databases it was granted, whatever
         // name it sends.
-        let granted = self.plugin.databases.iter().any(|d| *d == database);
+        let granted = self.plugin.databases.contains(&database);
         let Some(db) = self.services.databases.get(&database).filter(|_| granted).cloned() else {
             return Ok(Err(sql::SqlError {
                 temporary: false,

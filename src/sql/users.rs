@@ -143,6 +143,12 @@ async fn migrate_once(db: &Database) -> Result<i64, String> {
     Ok(current)
 }
 
+/// The schema version the database is at, without changing anything;
+/// `Err` when it holds no `mailferry_schema` table (or cannot be reached).
+pub async fn schema_version(db: &Database) -> Result<i64, String> {
+    current_version(db).await
+}
+
 async fn current_version(db: &Database) -> Result<i64, String> {
     let r = db.query("SELECT MAX(version) AS v FROM mailferry_schema", &[]).await.map_err(|e| err(db, e))?;
     Ok(match r.rows.first().and_then(|row| row.first()) {
