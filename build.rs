@@ -8,6 +8,7 @@ use std::process::Command;
 
 const PLUGINS: &[(&str, &str)] = &[
     ("auth-flat-file", "auth_flat_file"),
+    ("auth-sql", "auth_sql"),
     ("dkim-sign", "dkim_sign"),
     ("sender-policy", "sender_policy"),
     ("rate-limit", "rate_limit"),

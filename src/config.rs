@@ -50,6 +50,7 @@ pub struct Config {
     pub sendmail: Sendmail,
     pub auth_limits: AuthLimits,
     pub counters: Counters,
+    pub databases: BTreeMap<String, Database>,
 }
 
 /// Brute-force protection for AUTH (see docs/abuse.md).
@@ -104,6 +105,45 @@ impl fmt::Debug for RedisUrl {
     }
 }
 
+/// A `[databases.NAME]` table: a pool of connections the host owns, which
+/// plugins granted `sql:NAME` query through the `sql` capability.
+#[derive(Clone, PartialEq)]
+pub struct Database {
+    pub kind: DatabaseKind,
+    /// PostgreSQL and MySQL: the URL as written, `${VAR}` expanded. SQLite:
+    /// the file's path, resolved against the config folder.
+    pub url: String,
+    /// Overrides the URL's password (no percent-encoding needed).
+    pub password: Option<String>,
+    pub max_connections: u32,
+    /// For acquiring a connection and running one statement, together.
+    pub query_timeout: Duration,
+    /// Most rows one statement may return to a plugin.
+    pub max_rows: usize,
+    /// Most octets of values one statement may return to a plugin.
+    pub max_result_bytes: usize,
+    /// Holds mailferry's own users table: created and upgraded by `serve`
+    /// and `mailferry user`.
+    pub migrate: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Sqlite(PathBuf),
+    Postgres,
+    MySql,
+}
+
+impl DatabaseKind {
+    pub fn label(&self) -> &'static str {
+        match self {
+            DatabaseKind::Sqlite(_) => "SQLite",
+            DatabaseKind::Postgres => "PostgreSQL",
+            DatabaseKind::MySql => "MySQL/MariaDB",
+        }
+    }
+}
+
 /// What counters do while Redis does not answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -112,6 +152,50 @@ pub enum OnRedisError {
     Local,
     /// Fail: AUTH and counted mail are refused for now (4xx).
     Refuse,
+}
+
+// Written by hand so a logged or printed configuration never shows the
+// database password.
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Database")
+            .field("kind", &self.kind)
+            .field("url", &redact_url(&self.url))
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("max_connections", &self.max_connections)
+            .field("query_timeout", &self.query_timeout)
+            .field("max_rows", &self.max_rows)
+            .field("max_result_bytes", &self.max_result_bytes)
+            .field("migrate", &self.migrate)
+            .finish()
+    }
+}
+
+/// The URL with any password in it (`user:secret@`, `?password=secret`)
+/// replaced by `***`, for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let rest = &out[scheme_end + 3..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            if let Some(colon) = rest[..at].find(':') {
+                let (start, end) = (scheme_end + 3 + colon + 1, scheme_end + 3 + at);
+                out.replace_range(start..end, "***");
+            }
+        }
+    }
+    if let Some(q) = out.find('?') {
+        let query: Vec<String> = out[q + 1..]
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out = format!("{}?{}", &out[..q], query.join("&"));
+    }
+    out
 }
 
 /// The admin HTTP listener (`/metrics`, `/healthz`).
@@ -253,6 +337,8 @@ pub struct PluginSpec {
     /// `None` for a plugin built into the binary.
     pub path: Option<PathBuf>,
     pub grants: Vec<Grant>,
+    /// The databases it may query (its `sql:NAME` grants).
+    pub databases: Vec<String>,
     /// Host folders preopened read-only, as (host path, guest path).
     pub read_dirs: Vec<(PathBuf, String)>,
     /// The plugin's own table, handed to it as TOML text.
@@ -266,6 +352,8 @@ pub enum Grant {
     Outbound,
     Dkim,
     Counters,
+    /// One or more `sql:NAME` grants; the names are in `PluginSpec::databases`.
+    Sql,
 }
 
 #[derive(Debug, Clone)]
@@ -517,6 +605,8 @@ struct RawConfig {
     auth_limits: RawAuthLimits,
     #[serde(default)]
     counters: RawCounters,
+    #[serde(default)]
+    databases: BTreeMap<String, RawDatabase>,
 }
 
 #[derive(Deserialize, Default)]
@@ -539,6 +629,18 @@ struct RawCounters {
     timeout_ms: Option<u64>,
     on_redis_error: Option<OnRedisError>,
     max_keys: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: String,
+    password: Option<String>,
+    max_connections: Option<u32>,
+    query_timeout_ms: Option<u64>,
+    max_rows: Option<usize>,
+    max_result_bytes: Option<usize>,
+    migrate: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -713,10 +815,15 @@ pub mod defaults {
     pub const COUNTERS_PREFIX: &str = "mailferry:";
     pub const COUNTERS_TIMEOUT_MS: u64 = 250;
     pub const COUNTERS_MAX_KEYS: usize = 100_000;
+    pub const DB_MAX_CONNECTIONS: u32 = 4;
+    pub const QUERY_TIMEOUT_MS: u64 = 3000;
+    pub const MAX_ROWS: usize = 1000;
+    pub const MAX_RESULT_BYTES: usize = 1024 * 1024;
 }
 
 /// Plugins compiled into the binary, usable by name without a `path`.
-pub const BUILTIN_PLUGINS: &[&str] = &["auth-flat-file", "dkim-sign", "rate-limit", "sender-policy", "smtp-forward"];
+pub const BUILTIN_PLUGINS: &[&str] =
+    &["auth-flat-file", "auth-sql", "dkim-sign", "rate-limit", "sender-policy", "smtp-forward"];
 
 impl Config {
     /// Reads and validates the file at `path`.
@@ -746,6 +853,7 @@ impl Config {
         raw.queue = RawQueue::default();
         raw.routes.clear();
         raw.admin = RawAdmin::default();
+        raw.databases.clear();
         raw.counters = RawCounters::default();
         let mut cx = Resolver { file: path, base: &base, errors: Vec::new(), keep_unset_vars: false };
         let config = Config::from_raw(raw, &mut cx);
@@ -964,6 +1072,13 @@ impl Config {
             }
         }
 
+        let mut databases = BTreeMap::new();
+        for (name, rd) in raw.databases {
+            if let Some(db) = cx.database(&name, rd) {
+                databases.insert(name, db);
+            }
+        }
+
         let mut plugins = Vec::new();
         for (i, rp) in raw.plugins.into_iter().enumerate() {
             let key = format!("plugins[{i}] ({})", rp.name);
@@ -979,15 +1094,34 @@ impl Config {
                 ));
             }
             let mut grants = Vec::new();
+            let mut plugin_databases: Vec<String> = Vec::new();
             for g in &rp.grants {
                 match g.as_str() {
                     "password" => grants.push(Grant::Password),
                     "outbound" => grants.push(Grant::Outbound),
                     "dkim" => grants.push(Grant::Dkim),
                     "counters" => grants.push(Grant::Counters),
-                    other => cx.error(format!(
-                        "{key}.grants: unknown capability {other:?}; known: \"password\", \"outbound\", \"dkim\", \"counters\""
+                    "sql" => cx.error(format!(
+                        "{key}.grants: \"sql\" needs the database it grants: \"sql:NAME\" for a [databases.NAME]{}",
+                        known_databases(&databases)
                     )),
+                    other => match other.strip_prefix("sql:") {
+                        Some(db) if databases.contains_key(db) => {
+                            if !grants.contains(&Grant::Sql) {
+                                grants.push(Grant::Sql);
+                            }
+                            if !plugin_databases.iter().any(|d| d == db) {
+                                plugin_databases.push(db.to_string());
+                            }
+                        }
+                        Some(db) => cx.error(format!(
+                            "{key}.grants: {other:?}: there is no [databases.{db}]{}",
+                            known_databases(&databases)
+                        )),
+                        None => cx.error(format!(
+                            "{key}.grants: unknown capability {other:?}; known: \"password\", \"outbound\", \"dkim\", \"counters\", \"sql:NAME\""
+                        )),
+                    },
                 }
             }
             let mut read_dirs = Vec::new();
@@ -1002,7 +1136,14 @@ impl Config {
                 read_dirs.push((cx.base.join(rel), format!("/{rel}")));
             }
             let cfg = cx.expand_table(&key, rp.config);
-            plugins.push(PluginSpec { name: rp.name, path, grants, read_dirs, config: cfg });
+            plugins.push(PluginSpec {
+                name: rp.name,
+                path,
+                grants,
+                databases: plugin_databases,
+                read_dirs,
+                config: cfg,
+            });
         }
 
         let dkim = Dkim { keys: cx.path(raw.dkim.keys.as_deref().unwrap_or(DKIM_KEYS)) };
@@ -1170,6 +1311,7 @@ impl Config {
             sendmail,
             auth_limits,
             counters,
+            databases,
         }
     }
 
@@ -1262,6 +1404,68 @@ impl Resolver<'_> {
             toml::Value::Table(t) => toml::Value::Table(self.expand_table(key, t)),
             other => other,
         }
+    }
+
+    fn database(&mut self, name: &str, r: RawDatabase) -> Option<Database> {
+        let key = format!("databases.{name}");
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            self.error(format!("[{key}]: a database name is letters, digits, '-' and '_'"));
+            return None;
+        }
+        let url = self.string(&format!("{key}.url"), Some(r.url))?;
+        let password = self.string(&format!("{key}.password"), r.password);
+        let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase()).unwrap_or_default();
+        let (kind, url) = match scheme.as_str() {
+            "sqlite" => {
+                let path = url["sqlite:".len()..].trim_start_matches("//");
+                if path.is_empty() || path.contains('?') || path == ":memory:" {
+                    self.error(format!(
+                        "{key}.url = {url:?}: write \"sqlite://FILE\" (relative to the config folder, or \"sqlite:///var/lib/mailferry/users.db\"), without ?options"
+                    ));
+                    return None;
+                }
+                if password.is_some() {
+                    self.error(format!("{key}.password: SQLite files have no password"));
+                }
+                let path = self.path(path);
+                (DatabaseKind::Sqlite(path.clone()), path.display().to_string())
+            }
+            "postgres" | "postgresql" => (DatabaseKind::Postgres, url),
+            "mysql" | "mariadb" => (DatabaseKind::MySql, url),
+            _ => {
+                self.error(format!(
+                    "{key}.url = {:?}: use \"sqlite://FILE\", \"postgres://USER@HOST/DB\" or \"mysql://USER@HOST/DB\"",
+                    redact_url(&url)
+                ));
+                return None;
+            }
+        };
+        if !matches!(kind, DatabaseKind::Sqlite(_)) {
+            if let Err(e) = crate::sql::check_url(&kind, &url) {
+                self.error(format!("{key}.url = {:?}: {e}", redact_url(&url)));
+                return None;
+            }
+        }
+        let db = Database {
+            kind,
+            url,
+            password,
+            max_connections: r.max_connections.unwrap_or(defaults::DB_MAX_CONNECTIONS),
+            query_timeout: Duration::from_millis(r.query_timeout_ms.unwrap_or(defaults::QUERY_TIMEOUT_MS)),
+            max_rows: r.max_rows.unwrap_or(defaults::MAX_ROWS),
+            max_result_bytes: r.max_result_bytes.unwrap_or(defaults::MAX_RESULT_BYTES),
+            migrate: r.migrate.unwrap_or(false),
+        };
+        if db.max_connections == 0 {
+            self.error(format!("{key}.max_connections must be at least 1"));
+        }
+        if db.query_timeout.is_zero() {
+            self.error(format!("{key}.query_timeout_ms must be above 0"));
+        }
+        if db.max_rows == 0 || db.max_result_bytes < 1024 {
+            self.error(format!("{key}: max_rows must be at least 1 and max_result_bytes at least 1024"));
+        }
+        Some(db)
     }
 
     fn relay(&mut self, name: &str, r: RawRelay) -> Option<Relay> {
@@ -1475,6 +1679,15 @@ pub fn is_aws_region(region: &str) -> bool {
         && region.ends_with(|c: char| c.is_ascii_digit())
 }
 
+/// "; known: a, b" for errors about database names.
+fn known_databases(databases: &BTreeMap<String, Database>) -> String {
+    if databases.is_empty() {
+        "; add one, e.g. [databases.users] url = \"sqlite://users.db\"".to_string()
+    } else {
+        format!("; known: {}", databases.keys().map(|d| format!("\"{d}\"")).collect::<Vec<_>>().join(", "))
+    }
+}
+
 fn is_loopback_host(host: &str) -> bool {
     host == "localhost" || host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
 }
@@ -1630,6 +1843,14 @@ mod tests {
             ("timeout_ms", format!("`{COUNTERS_TIMEOUT_MS}`")),
             ("on_redis_error", "`\"local\"`".to_string()),
             ("max_keys", format!("`{COUNTERS_MAX_KEYS}`")),
+            ("url", "required".to_string()),
+            ("max_connections", format!("`{DB_MAX_CONNECTIONS}`")),
+            ("query_timeout_ms", format!("`{QUERY_TIMEOUT_MS}`")),
+            ("max_rows", format!("`{MAX_ROWS}`")),
+            ("max_result_bytes", format!("`{MAX_RESULT_BYTES}`")),
+            ("migrate", "`false`".to_string()),
+            ("database", "`\"users\"`".to_string()),
+            ("preset", "`\"default\"`".to_string()),
         ];
         for (key, default) in expect {
             let row = format!("| `{key}` | {default}");
@@ -1931,6 +2152,57 @@ mod tests {
         // Mistakes are still reported.
         std::fs::write(&file, "[[listeners]]\naddress = \"127.0.0.1:1\"\n[dkim]\nkeyz = \"k\"\n").unwrap();
         assert!(Config::load_for_admin(&file).unwrap_err().message.contains("keyz"));
+    }
+
+    #[test]
+    fn databases_and_sql_grants() {
+        std::env::set_var("MF_TEST_DB_SECRET", "p@ss:word");
+        let c = parse(
+            "[[listeners]]\naddress = \"127.0.0.1:1\"\n\
+             [databases.users]\nurl = \"sqlite://data/users.db\"\nmigrate = true\n\
+             [databases.pfa]\nurl = \"postgres://mailferry:${MF_TEST_DB_SECRET}@db.example/postfix?sslmode=require\"\nmax_rows = 10\n\
+             [databases.dovecot]\nurl = \"mysql://mailferry@db.example/mail\"\npassword = \"${MF_TEST_DB_SECRET}\"\nquery_timeout_ms = 500\n\
+             [[plugins]]\nname = \"auth-sql\"\ngrants = [\"password\", \"sql:pfa\", \"sql:dovecot\", \"sql:pfa\"]\n",
+        )
+        .unwrap();
+        let users = &c.databases["users"];
+        assert_eq!(users.kind, DatabaseKind::Sqlite(PathBuf::from("/etc/mf/data/users.db")));
+        assert!(users.migrate);
+        assert_eq!((users.max_connections, users.max_rows), (defaults::DB_MAX_CONNECTIONS, defaults::MAX_ROWS));
+        let pfa = &c.databases["pfa"];
+        assert_eq!((pfa.kind.clone(), pfa.max_rows, pfa.migrate), (DatabaseKind::Postgres, 10, false));
+        let dovecot = &c.databases["dovecot"];
+        assert_eq!(dovecot.kind, DatabaseKind::MySql);
+        assert_eq!(dovecot.password.as_deref(), Some("p@ss:word"));
+        assert_eq!(dovecot.query_timeout, Duration::from_millis(500));
+        assert_eq!(c.plugins[0].grants, [Grant::Password, Grant::Sql]);
+        assert_eq!(c.plugins[0].databases, ["pfa", "dovecot"]);
+        // The password shows nowhere in what may be logged.
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("p@ss:word") && shown.contains("mailferry:***@db.example"), "{shown}");
+        assert_eq!(
+            redact_url("mysql://u@h/db?password=x&ssl-mode=required"),
+            "mysql://u@h/db?password=***&ssl-mode=required"
+        );
+
+        let err = |body: &str| parse(&format!("[[listeners]]\naddress = \"127.0.0.1:1\"\n{body}")).unwrap_err().message;
+        let e = err("[databases.x]\nurl = \"oracle://h/db\"\n");
+        assert!(e.contains("databases.x.url = \"oracle://h/db\": use \"sqlite://FILE\""), "{e}");
+        let e = err("[databases.x]\nurl = \"postgres://u:secret@h:notaport/db\"\n");
+        assert!(e.contains("databases.x.url") && !e.contains("secret"), "{e}");
+        let e = err("[databases.x]\nurl = \"sqlite:\"\n");
+        assert!(e.contains("write \"sqlite://FILE\""), "{e}");
+        let e = err("[databases.x]\nurl = \"sqlite://x.db\"\nmax_connections = 0\n");
+        assert!(e.contains("databases.x.max_connections must be at least 1"), "{e}");
+        let e = err("[databases.x]\nurl = \"sqlite://x.db\"\n[[plugins]]\nname = \"auth-sql\"\ngrants = [\"sql\"]\n");
+        assert!(
+            e.contains("\"sql\" needs the database it grants: \"sql:NAME\" for a [databases.NAME]; known: \"x\""),
+            "{e}"
+        );
+        let e = err("[[plugins]]\nname = \"auth-sql\"\ngrants = [\"sql:users\"]\n");
+        assert!(e.contains("\"sql:users\": there is no [databases.users]; add one"), "{e}");
+        let e = err("[databases.x]\nurl = \"${MF_TEST_UNSET_DB}\"\n");
+        assert!(e.contains("MF_TEST_UNSET_DB is not set"), "{e}");
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //!   and the host capabilities plugins import.
 //! - [`outbound`]: relays (upstream SMTP, outbox folder).
 //! - [`queue`]: the durable spool and delivery.
+//! - [`sql`]: the database pools behind the `sql` capability, and
+//!   mailferry's own users table.
 //! - [`metrics`]: Prometheus metrics and the admin listener.
 //! - [`counters`]: sliding-window counters in memory or Redis;
 //!   [`auth_limits`]: AUTH brute-force protection built on them.
@@ -35,4 +37,5 @@ pub mod poll;
 pub mod queue;
 pub mod sendmail;
 pub mod smtp;
+pub mod sql;
 pub mod users;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use mailferry::{config, dkim, dns, init, net, password, pipeline, queue, users};
+use mailferry::{config, dkim, dns, init, net, password, pipeline, queue, sql, users};
 
 #[derive(Parser)]
 #[command(name = "mailferry", version, about = "SMTP submission relay with sandboxed WebAssembly plugins")]
@@ -44,7 +44,8 @@ enum Cmd {
     Serve(ConfigArg),
     /// Validate the configuration, certificates and plugins, then exit.
     Check(ConfigArg),
-    /// Manage the users file of the auth-flat-file plugin.
+    /// Manage users: the users file of the auth-flat-file plugin, or
+    /// mailferry's own table in a database with `migrate = true`.
     User {
         #[command(subcommand)]
         action: UserCmd,
@@ -219,6 +220,18 @@ enum DkimCmd {
     },
 }
 
+/// Where `mailferry user` keeps users.
+#[derive(clap::Args)]
+struct UserStoreArg {
+    /// Work on mailferry's users table in this `[databases.NAME]` (one with
+    /// `migrate = true`). Without it: the auth-flat-file users file if that
+    /// plugin is configured, else the one database with `migrate = true`.
+    #[arg(long)]
+    database: Option<String>,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
 #[derive(Subcommand)]
 enum UserCmd {
     /// Add a user.
@@ -228,7 +241,7 @@ enum UserCmd {
         #[arg(long)]
         password_stdin: bool,
         #[command(flatten)]
-        config: ConfigArg,
+        store: UserStoreArg,
     },
     /// Change a user's password.
     Passwd {
@@ -236,18 +249,30 @@ enum UserCmd {
         #[arg(long)]
         password_stdin: bool,
         #[command(flatten)]
-        config: ConfigArg,
+        store: UserStoreArg,
     },
     /// Remove a user.
     Remove {
         login: String,
         #[command(flatten)]
-        config: ConfigArg,
+        store: UserStoreArg,
     },
     /// List users and their hash schemes.
     List {
         #[command(flatten)]
-        config: ConfigArg,
+        store: UserStoreArg,
+    },
+    /// Let a user log in again (database only).
+    Enable {
+        login: String,
+        #[command(flatten)]
+        store: UserStoreArg,
+    },
+    /// Keep a user from logging in without removing it (database only).
+    Disable {
+        login: String,
+        #[command(flatten)]
+        store: UserStoreArg,
     },
 }
 
@@ -275,7 +300,7 @@ fn main() -> ExitCode {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MAILFERRY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -366,6 +391,7 @@ fn serve(config: config::Config) -> Result<()> {
         if let Some(queue) = &services.queue {
             queue.set_pipeline(pipeline.clone());
         }
+        migrate_in_background(&services.databases);
         tracing::info!(
             plugins = ?pipeline.plugin_names(),
             relays = ?services.relays.names(),
@@ -451,6 +477,9 @@ async fn reload(live: &tokio::sync::watch::Sender<net::Generation>, services: &A
     if !restart.is_empty() {
         tracing::warn!(settings = ?restart, "these changes take effect only after a restart; the rest is reloaded");
     }
+    // Databases whose settings did not change keep their connections.
+    let current = live.borrow().pipeline.services().clone();
+    let databases = Arc::new(sql::Databases::from_config(&new, Some(&current.databases)));
     let built = async {
         let relays = Arc::new(mailferry::outbound::Relays::from_config(&new)?);
         // The DKIM keys and the queue stay: keys reload on their own, and
@@ -461,6 +490,7 @@ async fn reload(live: &tokio::sync::watch::Sender<net::Generation>, services: &A
             queue: services.queue.clone(),
             routes: new.routes.clone(),
             counters: services.counters.clone(),
+            databases: databases.clone(),
         });
         let pipeline = {
             let (config, services) = (new.clone(), services.clone());
@@ -482,6 +512,7 @@ async fn reload(live: &tokio::sync::watch::Sender<net::Generation>, services: &A
     }
     let plugins: Vec<String> = pipeline.plugin_names().iter().map(|p| p.to_string()).collect();
     live.send_replace(net::Generation { config: new, pipeline });
+    migrate_in_background(&databases);
     tracing::info!(?plugins, relays = ?relays.names(), "configuration reloaded; new sessions use it");
 }
 
@@ -516,6 +547,26 @@ fn needs_restart(old: &config::Config, new: &config::Config) -> Vec<String> {
     differs("tls", format!("{:?}", old.tls) == format!("{:?}", new.tls));
     differs("counters", old.counters == new.counters);
     out
+}
+
+/// Creates or upgrades mailferry's users table in the databases that hold
+/// it (`migrate = true`), without holding the start up: a database that is
+/// down is logged, its logins fail with 454 until it is back, and the next
+/// reload or `mailferry user` command migrates it.
+fn migrate_in_background(databases: &Arc<sql::Databases>) {
+    for db in databases.iter().filter(|d| d.config.migrate) {
+        let db = db.clone();
+        tokio::spawn(async move {
+            match sql::users::migrate(&db).await {
+                Ok(version) => tracing::info!(database = %db.name, version, "users table ready"),
+                Err(e) => tracing::error!(
+                    database = %db.name,
+                    error = %e,
+                    "users table not created or upgraded; it is tried again at the next reload"
+                ),
+            }
+        });
+    }
 }
 
 async fn wait_for_signal() {
@@ -554,6 +605,7 @@ fn check(config: config::Config) -> Result<()> {
         anyhow::Ok(pipeline)
     })?;
     let keys = dkim::KeyStore::load(&config.dkim.keys).map_err(anyhow::Error::msg)?;
+    rt.block_on(check_databases(&config));
     println!(
         "{}: OK ({} listeners; plugins: {}; relays: {}; DKIM keys: {})",
         config.file.display(),
@@ -590,6 +642,30 @@ fn init_command(a: InitCmd) -> Result<()> {
     Ok(())
 }
 
+/// Tries each database once: one that cannot be reached now is a warning,
+/// not an error (it may be down for a moment; logins fail with 454 meanwhile).
+async fn check_databases(config: &config::Config) {
+    let databases = sql::Databases::from_config(config, None);
+    for db in databases.iter() {
+        let what = format!("database {} ({})", db.name, db.config.kind.label());
+        match db.query("SELECT 1 AS ok", &[]).await {
+            // Only looked at: check changes nothing.
+            Ok(_) if db.config.migrate => match sql::users::schema_version(db).await {
+                Ok(v) if v == sql::users::latest_version() => {
+                    println!("{what}: reachable; users table at schema version {v}")
+                }
+                Ok(v) => println!(
+                    "{what}: reachable; users table at schema version {v}, serve upgrades it to {}",
+                    sql::users::latest_version()
+                ),
+                Err(_) => println!("{what}: reachable; no users table yet (serve or `mailferry user add` creates it)"),
+            },
+            Ok(_) => println!("{what}: reachable"),
+            Err(e) => println!("warning: {what}: {e}"),
+        }
+    }
+}
+
 /// Reads a password from standard input (one line) or, on a terminal, from
 /// a prompt without echo, asked twice.
 fn read_password(from_stdin: bool) -> Result<String> {
@@ -608,38 +684,119 @@ fn read_password(from_stdin: bool) -> Result<String> {
     Ok(password)
 }
 
-fn users_file(arg: &ConfigArg) -> Result<PathBuf> {
-    users::users_file(&load_config_for_admin(&arg.config)?)
+/// Where `mailferry user` works.
+enum UserStore {
+    File(PathBuf),
+    Database(Arc<sql::Database>),
+}
+
+impl UserStore {
+    fn open(arg: &UserStoreArg) -> Result<UserStore> {
+        let config = load_config_for_admin(&arg.config.config)?;
+        let managed: Vec<&String> = config.databases.iter().filter(|(_, d)| d.migrate).map(|(n, _)| n).collect();
+        let name = match &arg.database {
+            Some(name) => {
+                let db = config.databases.get(name).with_context(|| {
+                    format!("--database {name}: there is no [databases.{name}] in {}", config.file.display())
+                })?;
+                anyhow::ensure!(
+                    db.migrate,
+                    "--database {name}: mailferry only reads that database (migrate is not true); `mailferry user` manages mailferry's own users table, in a database with migrate = true"
+                );
+                name.clone()
+            }
+            None if config.plugins.iter().any(|p| p.name == "auth-flat-file") || managed.is_empty() => {
+                return Ok(UserStore::File(users::users_file(&config).context(
+                    "or keep users in a database: [databases.NAME] with migrate = true, and --database NAME",
+                )?));
+            }
+            None if managed.len() == 1 => managed[0].clone(),
+            None => anyhow::bail!(
+                "several databases hold users ({}): pass --database NAME",
+                managed.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        };
+        Ok(UserStore::Database(Arc::new(sql::Database::new(&name, config.databases[&name].clone()))))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            UserStore::File(path) => path.display().to_string(),
+            UserStore::Database(db) => format!("database {} ({})", db.name, db.config.kind.label()),
+        }
+    }
 }
 
 fn user(action: UserCmd) -> Result<()> {
     match action {
-        UserCmd::Add { login, password_stdin, config } => {
-            let path = users_file(&config)?;
+        UserCmd::Add { login, password_stdin, store } => {
+            let store = UserStore::open(&store)?;
             users::validate_login(&login)?;
             let hash = password::hash(&read_password(password_stdin)?).map_err(anyhow::Error::msg)?;
-            users::set(&path, &login, &hash, false)?;
-            println!("added {login} to {}", path.display());
-        }
-        UserCmd::Passwd { login, password_stdin, config } => {
-            let path = users_file(&config)?;
-            let hash = password::hash(&read_password(password_stdin)?).map_err(anyhow::Error::msg)?;
-            users::set(&path, &login, &hash, true)?;
-            println!("changed the password of {login} in {}", path.display());
-        }
-        UserCmd::Remove { login, config } => {
-            let path = users_file(&config)?;
-            users::remove(&path, &login)?;
-            println!("removed {login} from {}", path.display());
-        }
-        UserCmd::List { config } => {
-            let path = users_file(&config)?;
-            for (login, scheme) in users::list(&path)? {
-                println!("{login}\t{scheme}");
+            match &store {
+                UserStore::File(path) => users::set(path, &login, &hash, false)?,
+                UserStore::Database(db) => block_on(sql::users::add(db, &login, &hash))?,
             }
+            println!("added {login} to {}", store.describe());
+        }
+        UserCmd::Passwd { login, password_stdin, store } => {
+            let store = UserStore::open(&store)?;
+            let hash = password::hash(&read_password(password_stdin)?).map_err(anyhow::Error::msg)?;
+            match &store {
+                UserStore::File(path) => users::set(path, &login, &hash, true)?,
+                UserStore::Database(db) => block_on(sql::users::set_password(db, &login, &hash))?,
+            }
+            println!("changed the password of {login} in {}", store.describe());
+        }
+        UserCmd::Remove { login, store } => {
+            let store = UserStore::open(&store)?;
+            match &store {
+                UserStore::File(path) => users::remove(path, &login)?,
+                UserStore::Database(db) => block_on(sql::users::remove(db, &login))?,
+            }
+            println!("removed {login} from {}", store.describe());
+        }
+        UserCmd::List { store } => match UserStore::open(&store)? {
+            UserStore::File(path) => {
+                for (login, scheme) in users::list(&path)? {
+                    println!("{login}\t{scheme}");
+                }
+            }
+            UserStore::Database(db) => {
+                let listed = block_on(sql::users::list(&db))?;
+                for u in listed {
+                    println!("{}\t{}{}", u.login, u.scheme, if u.active { "" } else { "\tdisabled" });
+                }
+            }
+        },
+        UserCmd::Enable { login, store } => set_active(&login, &store, true)?,
+        UserCmd::Disable { login, store } => set_active(&login, &store, false)?,
+    }
+    Ok(())
+}
+
+fn set_active(login: &str, store: &UserStoreArg, active: bool) -> Result<()> {
+    match UserStore::open(store)? {
+        UserStore::File(path) => anyhow::bail!(
+            "{} has no way to disable a user: remove the user instead, or keep users in a database (--database NAME)",
+            path.display()
+        ),
+        UserStore::Database(db) => {
+            block_on(sql::users::set_active(&db, login, active))?;
+            println!(
+                "{} {login} in database {} ({})",
+                if active { "enabled" } else { "disabled" },
+                db.name,
+                db.config.kind.label()
+            );
         }
     }
     Ok(())
+}
+
+/// Runs a database command to its end.
+fn block_on<T>(f: impl std::future::Future<Output = Result<T, String>>) -> Result<T> {
+    runtime()?.block_on(f).map_err(anyhow::Error::msg)
 }
 
 /// The keys folder: `--keys`, else `dkim.keys` of the configuration.

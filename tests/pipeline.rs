@@ -226,7 +226,7 @@ fn slow_host_calls_per_hook_are_bounded() {
     c.expect("EHLO client.test", 250);
     let r = c.auth_plain("a@example.com", "x");
     assert_eq!(r.code, 451, "{r}");
-    s.wait_log(&["plugin failed", "looper", "more than 8 password, relay or queue calls"]);
+    s.wait_log(&["plugin failed", "looper", "more than 8 password, relay, queue or SQL calls"]);
     // A plugin within the bound works.
     let fine = plugin("fine", "pwloop", "grants = [\"password\"]\n[plugins.config]\nchecks = 8");
     let s = Server::start(Setup { plugins: Some(fine), ..Default::default() });

@@ -1,7 +1,8 @@
 //! [`Host`]: a plugin's handle to the capabilities the host grants it.
 
 use crate::{
-    Connection, DkimKey, Envelope, Failure, Level, Message, NoteValue, Reply, Scope, SignOptions, Signed, Usage,
+    Connection, DkimKey, Envelope, Failure, Level, Message, NoteValue, Reply, Scope, SignOptions, Signed, SqlError,
+    SqlRows, SqlValue, Usage,
 };
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -18,8 +19,9 @@ pub(crate) use crate::wasm::HostBackend;
 /// Logging, the configuration, the session and the notes are always
 /// available. [`verify_password`](Host::verify_password) needs the
 /// `password` grant, [`send_now`](Host::send_now) the `outbound` grant,
-/// the `dkim_*` methods the `dkim` grant and the `counter_*` methods the
-/// `counters` grant in the host configuration: a
+/// the `dkim_*` methods the `dkim` grant, the `counter_*` methods the
+/// `counters` grant and the `sql_*` methods an `sql:NAME` grant in the host
+/// configuration: a
 /// component that uses them without the grant is refused at start-up,
 /// naming the missing grant.
 pub struct Host {
@@ -178,5 +180,44 @@ impl Host {
     /// adds nothing. Needs the `counters` grant.
     pub fn counter_check(&self, key: &str, amount: u64, limit: u64, window_secs: u32) -> Result<Usage, String> {
         self.backend.counter_check(key, amount, limit, window_secs)
+    }
+
+    /// The databases this plugin was granted (`grants = ["sql:NAME"]`), so
+    /// a plugin can refuse at start-up a `database` setting it could never
+    /// use. Needs an `sql:NAME` grant.
+    pub fn sql_databases(&self) -> Vec<String> {
+        self.backend.sql_databases()
+    }
+
+    /// Runs one statement on a database the host holds (`[databases.NAME]`
+    /// in its configuration) and waits for the answer. Placeholders are
+    /// `:name`, whatever the backend, and `params` gives their values: they
+    /// are bound, never written into the SQL text, so a value cannot change
+    /// the statement. A name may appear several times; a placeholder without
+    /// a value, a second statement (`;`) or the backends' own placeholders
+    /// (`?`, `$1`) are errors.
+    ///
+    /// ```no_run
+    /// # use mailferry_plugin_sdk::{Host, SqlValue};
+    /// # fn f(host: &Host, login: &str) {
+    /// let rows = host.sql_query(
+    ///     "users",
+    ///     "SELECT password, active FROM mailbox WHERE username = :login",
+    ///     &[("login", login.into())],
+    /// );
+    /// match rows {
+    ///     Ok(rows) if rows.is_empty() => { /* unknown login */ }
+    ///     Ok(rows) => { let hash = rows.get(0, "password").and_then(SqlValue::as_str); }
+    ///     Err(e) if e.temporary => { /* database down: answer 4xx */ }
+    ///     Err(e) => host.error(format!("query failed: {e}")),
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// At most the database's `max_rows` rows and `max_result_bytes`
+    /// octets come back (more is an error, not a shorter answer), within its
+    /// `query_timeout_ms`. Needs the grant `sql:NAME` for this database.
+    pub fn sql_query(&self, database: &str, statement: &str, params: &[(&str, SqlValue)]) -> Result<SqlRows, SqlError> {
+        self.backend.sql_query(database, statement, params)
     }
 }

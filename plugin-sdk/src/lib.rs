@@ -111,6 +111,7 @@
 //! | outbound | [`Host::send_now`] | `grants = ["outbound"]` |
 //! | dkim | [`Host::dkim_sign`], [`dkim_keys`](Host::dkim_keys), … | `grants = ["dkim"]` |
 //! | counters | [`Host::counter_take`], [`counter_check`](Host::counter_check), [`counter_incr`](Host::counter_incr), [`counter_get`](Host::counter_get) | `grants = ["counters"]` |
+//! | sql | [`Host::sql_query`], [`Host::sql_databases`] | `grants = ["sql:NAME"]` per database |
 //! | files | `std::fs`, read-only | `read_dirs = ["auth"]` (mounted at `/auth`) |
 //!
 //! A component imports only what its code calls, and the server links only
@@ -122,8 +123,8 @@
 //!
 //! On any target but `wasm32` the SDK serves [`Host`] and [`Message`] from
 //! an in-memory [`testing::TestHost`], so `cargo test` runs a plugin's hooks
-//! natively with scripted connections, envelopes, notes, password checks
-//! and relays, and records logs, notes and header edits for assertions. See
+//! natively with scripted connections, envelopes, notes, password checks,
+//! relays and SQL answers, and records logs, notes and header edits for assertions. See
 //! the [`testing`] module.
 //!
 //! # Helpers
@@ -150,7 +151,7 @@ pub use message::{BodyChunks, Message, BODY_CHUNK};
 pub use runtime::parse_config;
 pub use types::{
     Address, Connection, DeliveryEvent, DkimKey, Envelope, Failure, Level, NoteValue, Param, Scope, SignOptions,
-    Signed, Usage,
+    Signed, SqlError, SqlRows, SqlValue, Usage,
 };
 pub use verdict::{Reply, Verdict};
 

@@ -3,9 +3,10 @@
 //! On the build machine (any target but `wasm32`) the SDK serves [`Host`]
 //! and [`Message`] from memory instead of calling the host. A
 //! [`TestHost`] holds what the server would: the plugin's configuration
-//! text, the connection, the envelope, the notes, a password verifier and
-//! relays you script with closures. It records what the plugin did (log
-//! lines, password checks, messages sent, notes written) for assertions.
+//! text, the connection, the envelope, the notes, a password verifier,
+//! relays and SQL answers you script with closures. It records what the
+//! plugin did (log lines, password checks, messages sent, queries, notes
+//! written) for assertions.
 //!
 //! [`TestHost::instantiate`] creates the plugin exactly as the server's
 //! first hook call does (parsing the TOML into `Plugin::Config`, then
@@ -65,11 +66,12 @@ use std::rc::Rc;
 use crate::runtime::{instantiate, observe};
 use crate::{
     Address, Connection, DeliveryEvent, DkimKey, Envelope, Failure, Host, Level, Message, NoteValue, Plugin, Reply,
-    Scope, SignOptions, Signed, Usage, Verdict,
+    Scope, SignOptions, Signed, SqlError, SqlRows, SqlValue, Usage, Verdict,
 };
 
 type Verifier = Box<dyn Fn(&str, &str) -> Result<bool, String>>;
 type Relay = Box<dyn Fn(&str, &TestMessage) -> Result<Reply, Failure>>;
+type Sql = Box<dyn Fn(&SqlQuery) -> Result<SqlRows, SqlError>>;
 
 /// One line the plugin logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +107,21 @@ pub struct SignRequest {
     pub result: Result<Signed, String>,
 }
 
+/// One call of [`Host::sql_query`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlQuery {
+    pub database: String,
+    pub statement: String,
+    pub params: Vec<(String, SqlValue)>,
+}
+
+impl SqlQuery {
+    /// The value given for placeholder `:name`.
+    pub fn param(&self, name: &str) -> Option<&SqlValue> {
+        self.params.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+}
+
 /// One call of [`Host::enqueue`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedMessage {
@@ -135,6 +152,9 @@ struct State {
     /// Seconds on the test clock.
     clock: RefCell<u64>,
     counters_error: RefCell<Option<String>>,
+    sql_databases: RefCell<Vec<String>>,
+    sql: RefCell<Sql>,
+    sql_queries: RefCell<Vec<SqlQuery>>,
 }
 
 /// An in-memory host for unit tests; see the [module docs](self).
@@ -181,6 +201,14 @@ impl TestHost {
                 counters: RefCell::new(BTreeMap::new()),
                 clock: RefCell::new(0),
                 counters_error: RefCell::new(None),
+                sql_databases: RefCell::new(Vec::new()),
+                sql: RefCell::new(Box::new(|_| {
+                    Err(SqlError {
+                        temporary: true,
+                        message: "TestHost: no SQL answer scripted (use TestHost::sql)".into(),
+                    })
+                })),
+                sql_queries: RefCell::new(Vec::new()),
             }),
         }
     }
@@ -296,6 +324,27 @@ impl TestHost {
     /// The count of `key` (as the plugin names it) over the last `window_secs`.
     pub fn counter(&self, key: &str, window_secs: u32) -> u64 {
         HostBackend(self.state.clone()).count(key, window_secs)
+    }
+
+    /// Grants the plugin a database, as `grants = ["sql:NAME"]` does:
+    /// [`Host::sql_databases`] lists it, and queries on it reach the
+    /// answer scripted with [`TestHost::sql`]. A query on a database not
+    /// granted fails, as in the server.
+    pub fn sql_database(self, name: &str) -> Self {
+        self.state.sql_databases.borrow_mut().push(name.to_string());
+        self
+    }
+
+    /// Serves [`Host::sql_query`] with `answer(query)`; see
+    /// [`SqlQuery::param`] for the bound values.
+    pub fn sql(self, answer: impl Fn(&SqlQuery) -> Result<SqlRows, SqlError> + 'static) -> Self {
+        *self.state.sql.borrow_mut() = Box::new(answer);
+        self
+    }
+
+    /// Every [`Host::sql_query`] call so far.
+    pub fn sql_queries(&self) -> Vec<SqlQuery> {
+        self.state.sql_queries.borrow().clone()
     }
 
     /// Replaces the connection.
@@ -734,6 +783,30 @@ impl HostBackend {
             result: result.clone(),
         });
         result
+    }
+    pub(crate) fn sql_databases(&self) -> Vec<String> {
+        self.0.sql_databases.borrow().clone()
+    }
+
+    pub(crate) fn sql_query(
+        &self,
+        database: &str,
+        statement: &str,
+        params: &[(&str, SqlValue)],
+    ) -> Result<SqlRows, SqlError> {
+        let query = SqlQuery {
+            database: database.to_string(),
+            statement: statement.to_string(),
+            params: params.iter().map(|(n, v)| (n.to_string(), v.clone())).collect(),
+        };
+        self.0.sql_queries.borrow_mut().push(query.clone());
+        if !self.0.sql_databases.borrow().iter().any(|d| d == database) {
+            return Err(SqlError {
+                temporary: false,
+                message: format!("database {database:?} is not granted to this plugin (TestHost::sql_database)"),
+            });
+        }
+        (self.0.sql.borrow())(&query)
     }
 }
 

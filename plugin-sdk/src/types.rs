@@ -249,3 +249,143 @@ pub struct DeliveryEvent {
     /// Delivery attempts made so far, this one included.
     pub attempts: u32,
 }
+
+/// A value bound to a placeholder or read from a column ([`crate::Host::sql_query`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Null,
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Bytes(Vec<u8>),
+    Bool(bool),
+}
+
+impl SqlValue {
+    pub fn is_null(&self) -> bool {
+        matches!(self, SqlValue::Null)
+    }
+
+    /// The text of a `Text` value, or of a `Bytes` value that is UTF-8
+    /// (MySQL's binary string columns).
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            SqlValue::Text(t) => Some(t),
+            SqlValue::Bytes(b) => std::str::from_utf8(b).ok(),
+            _ => None,
+        }
+    }
+
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            SqlValue::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+}
+
+impl From<&str> for SqlValue {
+    fn from(v: &str) -> SqlValue {
+        SqlValue::Text(v.to_string())
+    }
+}
+
+impl From<String> for SqlValue {
+    fn from(v: String) -> SqlValue {
+        SqlValue::Text(v)
+    }
+}
+
+impl From<i64> for SqlValue {
+    fn from(v: i64) -> SqlValue {
+        SqlValue::Int(v)
+    }
+}
+
+impl From<f64> for SqlValue {
+    fn from(v: f64) -> SqlValue {
+        SqlValue::Float(v)
+    }
+}
+
+impl From<bool> for SqlValue {
+    fn from(v: bool) -> SqlValue {
+        SqlValue::Bool(v)
+    }
+}
+
+impl From<Vec<u8>> for SqlValue {
+    fn from(v: Vec<u8>) -> SqlValue {
+        SqlValue::Bytes(v)
+    }
+}
+
+impl<T: Into<SqlValue>> From<Option<T>> for SqlValue {
+    fn from(v: Option<T>) -> SqlValue {
+        v.map_or(SqlValue::Null, Into::into)
+    }
+}
+
+/// What a statement returned ([`crate::Host::sql_query`]).
+///
+/// ```
+/// # use mailferry_plugin_sdk::{SqlRows, SqlValue};
+/// let rows = SqlRows::new(&["password", "active"], vec![vec!["{PLAIN}x".into(), SqlValue::Int(1)]]);
+/// assert_eq!(rows.get(0, "Password").and_then(SqlValue::as_str), Some("{PLAIN}x"));
+/// assert_eq!(rows.get(0, "senders"), None);
+/// ```
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SqlRows {
+    /// Column names, in order; empty when no row came back.
+    pub columns: Vec<String>,
+    /// Each row's values, in column order.
+    pub rows: Vec<Vec<SqlValue>>,
+    /// Rows inserted, updated or deleted; 0 for a query.
+    pub affected: u64,
+}
+
+impl SqlRows {
+    /// Rows with these columns (handy in tests).
+    pub fn new(columns: &[&str], rows: Vec<Vec<SqlValue>>) -> SqlRows {
+        SqlRows { columns: columns.iter().map(|c| c.to_string()).collect(), rows, affected: 0 }
+    }
+
+    /// The index of the column named `name`, compared without regard to
+    /// case (backends differ in how they case unquoted names).
+    pub fn column(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.eq_ignore_ascii_case(name))
+    }
+
+    /// The value of column `name` in row `row`.
+    pub fn get(&self, row: usize, name: &str) -> Option<&SqlValue> {
+        self.rows.get(row)?.get(self.column(name)?)
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+/// Why a statement failed ([`crate::Host::sql_query`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SqlError {
+    /// The database could not be reached, was busy, or did not answer in
+    /// time: the same statement may work later. False for mistakes in the
+    /// statement.
+    pub temporary: bool,
+    /// What went wrong; never the database's URL or password.
+    pub message: String,
+}
+
+impl std::fmt::Display for SqlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.temporary { "temporary" } else { "permanent" };
+        write!(f, "{kind} database error: {}", self.message)
+    }
+}
+
+impl std::error::Error for SqlError {}

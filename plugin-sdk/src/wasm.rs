@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 use crate::runtime::{instantiate, observe};
 use crate::{
     Address, Connection, DeliveryEvent, DkimKey, Envelope, Failure, Host, Level, NoteValue, Param, Plugin, Reply,
-    Scope, SignOptions, Signed, Usage, Verdict,
+    Scope, SignOptions, Signed, SqlError, SqlRows, SqlValue, Usage, Verdict,
 };
 
 pub mod bindings {
@@ -147,6 +147,47 @@ impl HostBackend {
             wit::dkim::Signed::Added => Signed::Added,
             wit::dkim::Signed::AlreadySigned => Signed::AlreadySigned,
         })
+    }
+    pub(crate) fn sql_databases(&self) -> Vec<String> {
+        wit::sql::databases()
+    }
+
+    pub(crate) fn sql_query(
+        &self,
+        database: &str,
+        statement: &str,
+        params: &[(&str, SqlValue)],
+    ) -> Result<SqlRows, SqlError> {
+        use wit::sql::SqlValue as W;
+        let params: Vec<(String, W)> = params
+            .iter()
+            .map(|(name, value)| {
+                let value = match value {
+                    SqlValue::Null => W::Null,
+                    SqlValue::Int(i) => W::Int(*i),
+                    SqlValue::Float(f) => W::Float(*f),
+                    SqlValue::Text(t) => W::Text(t.clone()),
+                    SqlValue::Bytes(b) => W::Bytes(b.clone()),
+                    SqlValue::Bool(b) => W::Boolean(*b),
+                };
+                (name.to_string(), value)
+            })
+            .collect();
+        let value = |v: W| match v {
+            W::Null => SqlValue::Null,
+            W::Int(i) => SqlValue::Int(i),
+            W::Float(f) => SqlValue::Float(f),
+            W::Text(t) => SqlValue::Text(t),
+            W::Bytes(b) => SqlValue::Bytes(b),
+            W::Boolean(b) => SqlValue::Bool(b),
+        };
+        wit::sql::query(database, statement, &params)
+            .map(|r| SqlRows {
+                columns: r.columns,
+                rows: r.rows.into_iter().map(|row| row.into_iter().map(value).collect()).collect(),
+                affected: r.affected,
+            })
+            .map_err(|e| SqlError { temporary: e.temporary, message: e.message })
     }
 }
 

@@ -1,9 +1,10 @@
 //! Host capabilities: what a plugin may ask of the host, one import interface
 //! each. `log`, `config`, `session`, `notes` and `message` are always linked
 //! (they only expose the plugin's own data and the current session);
-//! `password`, `outbound`, `dkim` and `counters` only when granted in the configuration,
-//! so a plugin importing them without a grant fails to load with a clear
-//! error.
+//! `password`, `outbound`, `dkim`, `counters` and `sql` only when granted in
+//! the configuration, so a plugin importing them without a grant fails to
+//! load with a clear error. `sql` is further limited to the databases named
+//! in the plugin's `sql:NAME` grants.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +16,7 @@ use wasmtime::{bail, format_err, Result};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::mailferry::plugin::{config, counters, dkim, log, message, notes, outbound, password, session, types};
+use super::mailferry::plugin::{config, counters, dkim, log, message, notes, outbound, password, session, sql, types};
 use super::output::PluginOutput;
 use super::{wit, LoadedPlugin, PluginLimits};
 use crate::config::{Config, Grant};
@@ -32,6 +33,8 @@ pub struct Services {
     pub routes: std::collections::BTreeMap<String, crate::config::Route>,
     /// Bans and rate limits; kept across reloads (`[counters]` needs a restart).
     pub counters: Arc<crate::counters::Counters>,
+    /// The `[databases]` pools (connected on first use).
+    pub databases: Arc<crate::sql::Databases>,
 }
 
 impl Services {
@@ -41,7 +44,14 @@ impl Services {
         let dkim = crate::dkim::Keys::load(&config.dkim.keys)
             .map_err(|e| anyhow::anyhow!("DKIM keys (dkim.keys = {}):\n{e}", config.dkim.keys.display()))?;
         let counters = Arc::new(crate::counters::Counters::from_config(&config.counters)?);
-        Ok(Services { relays, dkim: Arc::new(dkim), queue: None, routes: config.routes.clone(), counters })
+        Ok(Services {
+            relays,
+            dkim: Arc::new(dkim),
+            queue: None,
+            routes: config.routes.clone(),
+            counters,
+            databases: Arc::new(crate::sql::Databases::from_config(config, None)),
+        })
     }
 
     /// Opens the delivery queue (for `serve`; one server per spool).
@@ -58,6 +68,7 @@ impl Services {
             queue: None,
             routes: config.routes.clone(),
             counters: Arc::new(crate::counters::Counters::memory(config.counters.max_keys)),
+            databases: Arc::new(crate::sql::Databases::from_config(config, None)),
         })
     }
 }
@@ -87,8 +98,8 @@ pub struct HostState {
     output: PluginOutput,
     /// Guest time of the current hook call, for the CPU budget.
     pub clock: Arc<CallClock>,
-    /// Slow host calls (password checks, relaying) made in the current hook
-    /// call. Their time is not charged to the CPU budget, so their number is
+    /// Slow host calls (password checks, relaying, SQL) made in the current
+    /// hook call. Their time is not charged to the CPU budget, so their number is
     /// bounded instead: a plugin looping on them cannot hold a session forever.
     pub slow_calls: u32,
     /// DKIM signatures made in the current hook call (bounded apart from
@@ -202,7 +213,7 @@ impl HostState {
     fn count_slow_call(&mut self) -> Result<()> {
         self.slow_calls += 1;
         if self.slow_calls > MAX_SLOW_CALLS {
-            bail!("made more than {MAX_SLOW_CALLS} password, relay or queue calls in one hook call");
+            bail!("made more than {MAX_SLOW_CALLS} password, relay, queue or SQL calls in one hook call");
         }
         Ok(())
     }
@@ -248,6 +259,9 @@ pub fn link(linker: &mut Linker<HostState>, grants: &[Grant]) -> Result<()> {
     }
     if grants.contains(&Grant::Counters) {
         counters::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    }
+    if grants.contains(&Grant::Sql) {
+        sql::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     }
     Ok(())
 }
@@ -667,6 +681,86 @@ impl counters::Host for HostState {
             .await?;
         self.note_usage(&usage);
         Ok(usage)
+    }
+}
+
+impl sql::Host for HostState {
+    fn databases(&mut self) -> Result<Vec<String>> {
+        Ok(self.plugin.databases.clone())
+    }
+
+    async fn query(
+        &mut self,
+        database: String,
+        statement: String,
+        params: Vec<(String, sql::SqlValue)>,
+    ) -> Result<Result<sql::RowSet, sql::SqlError>> {
+        // A plugin reaches only the databases it was granted, whatever
+        // name it sends.
+        let granted = self.plugin.databases.contains(&database);
+        let Some(db) = self.services.databases.get(&database).filter(|_| granted).cloned() else {
+            return Ok(Err(sql::SqlError {
+                temporary: false,
+                message: format!(
+                    "database {:?} is not granted to this plugin (grants = [\"sql:NAME\"] in its [[plugins]] entry)",
+                    database.chars().take(64).collect::<String>()
+                ),
+            }));
+        };
+        self.count_slow_call()?;
+        let params: Vec<(String, crate::sql::Value)> = params
+            .into_iter()
+            .map(|(name, v)| {
+                let v = match v {
+                    sql::SqlValue::Null => crate::sql::Value::Null,
+                    sql::SqlValue::Int(i) => crate::sql::Value::Int(i),
+                    sql::SqlValue::Float(f) => crate::sql::Value::Float(f),
+                    sql::SqlValue::Text(t) => crate::sql::Value::Text(t),
+                    sql::SqlValue::Bytes(b) => crate::sql::Value::Bytes(b),
+                    sql::SqlValue::Boolean(b) => crate::sql::Value::Bool(b),
+                };
+                (name, v)
+            })
+            .collect();
+        // Waiting on the database is not the plugin's CPU time; the number
+        // of such calls is bounded instead (count_slow_call).
+        self.clock.enter_host();
+        let result = db.query(&statement, &params).await;
+        self.clock.leave_host();
+        Ok(match result {
+            Ok(rows) => Ok(sql::RowSet {
+                columns: rows.columns,
+                rows: rows
+                    .rows
+                    .into_iter()
+                    .map(|row| {
+                        row.into_iter()
+                            .map(|v| match v {
+                                crate::sql::Value::Null => sql::SqlValue::Null,
+                                crate::sql::Value::Int(i) => sql::SqlValue::Int(i),
+                                crate::sql::Value::Float(f) => sql::SqlValue::Float(f),
+                                crate::sql::Value::Text(t) => sql::SqlValue::Text(t),
+                                crate::sql::Value::Bytes(b) => sql::SqlValue::Bytes(b),
+                                crate::sql::Value::Bool(b) => sql::SqlValue::Boolean(b),
+                            })
+                            .collect()
+                    })
+                    .collect(),
+                affected: rows.affected,
+            }),
+            Err(e) => {
+                // Values are not logged: they may be what a client typed.
+                tracing::warn!(
+                    plugin = %self.plugin.name,
+                    session = %self.session_id(),
+                    database = %db.name,
+                    temporary = e.temporary,
+                    error = %e.message,
+                    "SQL statement failed"
+                );
+                Err(sql::SqlError { temporary: e.temporary, message: e.message })
+            }
+        })
     }
 }
 

@@ -37,6 +37,7 @@ wasmtime::component::bindgen!({
         "mailferry:plugin/counters.get": async | trappable,
         "mailferry:plugin/counters.take": async | trappable,
         "mailferry:plugin/counters.check": async | trappable,
+        "mailferry:plugin/sql.query": async | trappable,
         default: trappable,
     },
     exports: { default: async },
@@ -154,6 +155,8 @@ pub enum Outcome {
 pub struct LoadedPlugin {
     pub name: String,
     pub config_toml: String,
+    /// The databases its `sql:NAME` grants name.
+    pub databases: Vec<String>,
     pub read_dirs: Vec<(std::path::PathBuf, String)>,
     pre: PluginPre<HostState>,
     /// Bit per [`Hook`]: set once the plugin said it does not implement it.
@@ -191,6 +194,7 @@ pub fn builtin_component(name: &str) -> Option<&'static [u8]> {
         "dkim-sign" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/dkim_sign.wasm"))),
         "sender-policy" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/sender_policy.wasm"))),
         "rate-limit" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/rate_limit.wasm"))),
+        "auth-sql" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/auth_sql.wasm"))),
         _ => None,
     }
 }
@@ -278,6 +282,11 @@ impl Pipeline {
         &self.services.counters
     }
 
+    /// What the host capabilities of this pipeline's plugins reach.
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
+    }
+
     pub fn plugin_names(&self) -> Vec<&str> {
         self.plugins.iter().map(|p| p.name.as_str()).collect()
     }
@@ -300,7 +309,7 @@ fn load_plugin(engine: &Engine, spec: &PluginSpec, cache_dir: &std::path::Path) 
     host::link(&mut linker, &spec.grants)?;
     let pre = linker.instantiate_pre(&component).map_err(|e| {
         anyhow::anyhow!(
-            "{e:#}\n  (a plugin may only import what it is granted: add the capability to its `grants`: \"password\", \"outbound\", \"dkim\" or \"counters\")"
+            "{e:#}\n  (a plugin may only import what it is granted: add the capability to its `grants`: \"password\", \"outbound\", \"dkim\", \"counters\" or \"sql:NAME\")"
         )
     })?;
     let pre = PluginPre::new(pre)
@@ -315,6 +324,7 @@ fn load_plugin(engine: &Engine, spec: &PluginSpec, cache_dir: &std::path::Path) 
     Ok(LoadedPlugin {
         name: spec.name.clone(),
         config_toml,
+        databases: spec.databases.clone(),
         read_dirs: spec.read_dirs.clone(),
         pre,
         unimplemented: AtomicU16::new(0),

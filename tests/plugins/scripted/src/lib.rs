@@ -16,6 +16,7 @@
 //! sleep_ms = 30000                     # in `mail`, sleep this long first
 //! print = 4096                         # in `mail`, print this many octets
 //! log_connection = true                # in `connect`, log the connection record
+//! log_connection_note = "auth.senders" # in `mail`, log this connection note
 //! ```
 //!
 //! With an empty configuration every hook is implemented and continues,
@@ -45,6 +46,7 @@ pub struct Config {
     print: usize,
     #[serde(default)]
     log_connection: bool,
+    log_connection_note: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -104,6 +106,7 @@ pub struct Scripted {
     sleep_ms: u64,
     print: usize,
     log_connection: bool,
+    log_connection_note: Option<String>,
 }
 
 fn verdict_of(step: &Option<Step>, hook: &str) -> Result<Verdict, String> {
@@ -131,6 +134,7 @@ impl Plugin for Scripted {
             sleep_ms: c.sleep_ms,
             print: c.print,
             log_connection: c.log_connection,
+            log_connection_note: c.log_connection_note,
         })
     }
 
@@ -162,6 +166,9 @@ impl Plugin for Scripted {
         }
         if let Some(key) = &self.note {
             host.set_note(Scope::Transaction, key, sender.address.as_str());
+        }
+        if let Some(key) = &self.log_connection_note {
+            host.info(format!("connection note {key} = {:?}", host.note(Scope::Connection, key)));
         }
         self.mail.clone()
     }

@@ -1,0 +1,319 @@
+//! Named placeholders in the statements plugins send (`:login`), rewritten
+//! into the backend's own syntax: `$1` for PostgreSQL, `?1` for SQLite, `?`
+//! for MySQL/MariaDB.
+//!
+//! Plugins write one syntax whatever the backend, and a name may appear
+//! several times. Values are always bound as parameters, never written into
+//! the SQL text: this scan only decides where the backend's placeholders go,
+//! so a statement it misreads fails, it cannot be injected into.
+//!
+//! The scan skips string literals, quoted identifiers and comments in each
+//! dialect's syntax, leaves PostgreSQL casts (`::text`) and MySQL
+//! assignments (`:=`) alone, and refuses what would bind values in a way the
+//! plugin did not name: the backends' native placeholders (`?`, `$1`, `@x`),
+//! and more than one statement.
+
+/// Which backend's syntax to read and write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    MySql,
+    Sqlite,
+}
+
+/// A statement in the backend's syntax and the parameter names to bind, in
+/// order.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Rewritten {
+    pub sql: String,
+    /// MySQL: one entry per placeholder, in order of appearance (a name
+    /// used twice is bound twice). PostgreSQL and SQLite: each name once,
+    /// in order of first appearance (`$1`/`?1` is the first name).
+    pub binds: Vec<String>,
+}
+
+fn is_ident_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_'
+}
+
+fn is_ident(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+}
+
+/// Rewrites `sql`; `known` tells whether a parameter of that name was given.
+pub fn rewrite(sql: &str, dialect: Dialect, known: impl Fn(&str) -> bool) -> Result<Rewritten, String> {
+    let s = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut binds: Vec<String> = Vec::new();
+    // Start of the text not yet copied to `out`.
+    let mut copied = 0;
+    // Where a `;` ended the statement: only blanks and comments may follow.
+    let mut ended = false;
+    let mut i = 0;
+    while i < s.len() {
+        let b = s[i];
+        let next = s.get(i + 1).copied();
+        let prev = if i > 0 { Some(s[i - 1]) } else { None };
+        let start = i;
+        i = match b {
+            b'\'' => {
+                // E'…' strings (PostgreSQL) and every MySQL string take
+                // backslash escapes.
+                let e_string =
+                    dialect == Dialect::Postgres && matches!(prev, Some(b'e' | b'E')) && (i < 2 || !is_ident(s[i - 2]));
+                skip_quoted(s, i, b'\'', e_string || dialect == Dialect::MySql)
+                    .ok_or("a string literal ('…') is not closed")?
+            }
+            b'"' => skip_quoted(s, i, b'"', dialect == Dialect::MySql).ok_or("a quoted name (\"…\") is not closed")?,
+            b'`' if dialect != Dialect::Postgres => {
+                skip_quoted(s, i, b'`', false).ok_or("a quoted name (`…`) is not closed")?
+            }
+            b'[' if dialect == Dialect::Sqlite => {
+                s[i..].iter().position(|&c| c == b']').map(|p| i + p + 1).ok_or("a quoted name ([…]) is not closed")?
+            }
+            b'-' if next == Some(b'-') => line_end(s, i),
+            b'#' if dialect == Dialect::MySql => line_end(s, i),
+            b'/' if next == Some(b'*') => {
+                skip_block_comment(s, i, dialect == Dialect::Postgres).ok_or("a comment (/* … */) is not closed")?
+            }
+            b'$' if dialect == Dialect::Postgres && !prev.is_some_and(is_ident) => {
+                if next.is_some_and(|c| c.is_ascii_digit()) {
+                    return Err(native("$1"));
+                }
+                match dollar_tag(s, i) {
+                    Some(tag_end) => {
+                        let tag = &s[i..tag_end];
+                        find(s, tag_end, tag)
+                            .map(|p| p + tag.len())
+                            .ok_or("a dollar-quoted string ($$…$$) is not closed")?
+                    }
+                    None => i + 1,
+                }
+            }
+            b'$' if dialect == Dialect::Sqlite && next.is_some_and(is_ident_start) => return Err(native("$name")),
+            b'@' if dialect == Dialect::Sqlite => return Err(native("@name")),
+            b'?' if dialect != Dialect::Postgres => return Err(native("?")),
+            b':' if next == Some(b':') => i + 2,
+            b':' if next.is_some_and(is_ident_start) && prev != Some(b':') => {
+                let end = i
+                    + 1
+                    + s[i + 1..]
+                        .iter()
+                        .position(|&c| !(c.is_ascii_alphanumeric() || c == b'_'))
+                        .unwrap_or(s.len() - i - 1);
+                let name = &sql[i + 1..end];
+                if ended {
+                    return Err(one_statement());
+                }
+                if !known(name) {
+                    return Err(format!("no value given for the placeholder :{name}"));
+                }
+                out.push_str(&sql[copied..i]);
+                copied = end;
+                match dialect {
+                    Dialect::MySql => {
+                        binds.push(name.to_string());
+                        out.push('?');
+                    }
+                    Dialect::Postgres | Dialect::Sqlite => {
+                        let n = match binds.iter().position(|b| b == name) {
+                            Some(p) => p + 1,
+                            None => {
+                                binds.push(name.to_string());
+                                binds.len()
+                            }
+                        };
+                        out.push(if dialect == Dialect::Postgres { '$' } else { '?' });
+                        out.push_str(&n.to_string());
+                    }
+                }
+                end
+            }
+            b';' => {
+                ended = true;
+                i + 1
+            }
+            _ => i + 1,
+        };
+        // Anything but blanks and comments after a `;` is a second statement.
+        let comment = matches!(b, b'-' | b'#' | b'/') && i - start > 1;
+        if ended && b != b';' && !b.is_ascii_whitespace() && !comment {
+            return Err(one_statement());
+        }
+    }
+    out.push_str(&sql[copied..]);
+    Ok(Rewritten { sql: out, binds })
+}
+
+fn native(what: &str) -> String {
+    format!("write placeholders as :name (the host binds them for every backend); {what} is not accepted")
+}
+
+fn one_statement() -> String {
+    "only one statement per query".to_string()
+}
+
+/// The end of a quoted text opening at `i`: the doubled quote escapes it,
+/// and with `backslash` a backslash escapes the next character.
+fn skip_quoted(s: &[u8], i: usize, quote: u8, backslash: bool) -> Option<usize> {
+    let mut j = i + 1;
+    while j < s.len() {
+        match s[j] {
+            b'\\' if backslash => j += 2,
+            c if c == quote => {
+                if s.get(j + 1) == Some(&quote) {
+                    j += 2;
+                } else {
+                    return Some(j + 1);
+                }
+            }
+            _ => j += 1,
+        }
+    }
+    None
+}
+
+fn line_end(s: &[u8], i: usize) -> usize {
+    s[i..].iter().position(|&c| c == b'\n').map_or(s.len(), |p| i + p + 1)
+}
+
+/// The end of a `/* … */` comment; PostgreSQL's nest.
+fn skip_block_comment(s: &[u8], i: usize, nested: bool) -> Option<usize> {
+    let mut depth = 0;
+    let mut j = i;
+    while j + 1 < s.len() {
+        if s[j] == b'/' && s[j + 1] == b'*' && (nested || depth == 0) {
+            depth += 1;
+            j += 2;
+        } else if s[j] == b'*' && s[j + 1] == b'/' {
+            depth -= 1;
+            j += 2;
+            if depth == 0 {
+                return Some(j);
+            }
+        } else {
+            j += 1;
+        }
+    }
+    None
+}
+
+/// The end of a `$tag$` opening at `i`, if it is one.
+fn dollar_tag(s: &[u8], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    if s.get(j) == Some(&b'$') {
+        return Some(j + 1);
+    }
+    if !s.get(j).copied().is_some_and(is_ident_start) {
+        return None;
+    }
+    while j < s.len() && (s[j].is_ascii_alphanumeric() || s[j] == b'_') {
+        j += 1;
+    }
+    (s.get(j) == Some(&b'$')).then_some(j + 1)
+}
+
+fn find(s: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    s[from..].windows(needle.len()).position(|w| w == needle).map(|p| from + p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Dialect::*;
+    use super::*;
+
+    fn rw(sql: &str, d: Dialect) -> Result<(String, Vec<String>), String> {
+        rewrite(sql, d, |n| ["login", "local", "domain", "a", "b"].contains(&n)).map(|r| (r.sql, r.binds))
+    }
+
+    fn ok(sql: &str, d: Dialect) -> (String, Vec<String>) {
+        rw(sql, d).unwrap_or_else(|e| panic!("{sql:?} ({d:?}): {e}"))
+    }
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn each_backend_gets_its_own_syntax() {
+        let q = "SELECT password FROM users WHERE userid = :local AND domain = :domain OR login = :local";
+        assert_eq!(
+            ok(q, Postgres),
+            (
+                "SELECT password FROM users WHERE userid = $1 AND domain = $2 OR login = $1".into(),
+                names(&["local", "domain"])
+            )
+        );
+        assert_eq!(
+            ok(q, Sqlite),
+            (
+                "SELECT password FROM users WHERE userid = ?1 AND domain = ?2 OR login = ?1".into(),
+                names(&["local", "domain"])
+            )
+        );
+        assert_eq!(
+            ok(q, MySql),
+            (
+                "SELECT password FROM users WHERE userid = ? AND domain = ? OR login = ?".into(),
+                names(&["local", "domain", "local"])
+            )
+        );
+        assert_eq!(ok("x=:a,y=(:b)", Postgres).0, "x=$1,y=($2)");
+        assert_eq!(ok("SELECT 1", MySql), ("SELECT 1".into(), vec![]));
+    }
+
+    #[test]
+    fn literals_identifiers_and_comments_are_left_alone() {
+        for d in [Postgres, MySql, Sqlite] {
+            let (sql, binds) = ok("SELECT ':a', 'it''s :b' FROM t -- :b\nWHERE x = :a /* :b */", d);
+            assert_eq!(binds, names(&["a"]), "{d:?}: {sql}");
+            assert!(sql.contains("':a', 'it''s :b'") && sql.contains("-- :b\n") && sql.contains("/* :b */"), "{sql}");
+        }
+        assert_eq!(ok("SELECT \":a\" FROM t WHERE x = :a", Postgres).0, "SELECT \":a\" FROM t WHERE x = $1");
+        assert_eq!(ok("SELECT `:a` FROM t WHERE x = :a", MySql).0, "SELECT `:a` FROM t WHERE x = ?");
+        assert_eq!(ok("SELECT [:a] FROM t WHERE x = :a", Sqlite).0, "SELECT [:a] FROM t WHERE x = ?1");
+        assert_eq!(ok("SELECT 1 # :b\n, :a", MySql).0, "SELECT 1 # :b\n, ?");
+        // MySQL strings take backslash escapes; PostgreSQL's only as E'…'.
+        assert_eq!(ok(r"SELECT 'a\' :b', :a", MySql).0, r"SELECT 'a\' :b', ?");
+        assert_eq!(ok(r"SELECT E'a\' :b', :a", Postgres).0, r"SELECT E'a\' :b', $1");
+        assert_eq!(ok(r"SELECT 'a\', :a", Postgres).0, r"SELECT 'a\', $1");
+        // Dollar quoting and nested comments (PostgreSQL).
+        assert_eq!(ok("SELECT $$ :b $$, $q$ :b $q$, :a", Postgres).0, "SELECT $$ :b $$, $q$ :b $q$, $1");
+        assert_eq!(ok("SELECT /* /* :b */ :b */ :a", Postgres).0, "SELECT /* /* :b */ :b */ $1");
+    }
+
+    #[test]
+    fn casts_and_assignments_are_not_placeholders() {
+        assert_eq!(ok("SELECT :a::text, x::int", Postgres), ("SELECT $1::text, x::int".into(), names(&["a"])));
+        assert_eq!(ok("SET @x := :a", MySql).0, "SET @x := ?");
+        assert_eq!(ok("SELECT arr[1:2] FROM t", Postgres).0, "SELECT arr[1:2] FROM t");
+    }
+
+    #[test]
+    fn unknown_names_native_placeholders_and_second_statements_are_refused() {
+        assert!(rw("WHERE x = :nope", Postgres).unwrap_err().contains(":nope"));
+        assert!(rw("WHERE x = ?", MySql).unwrap_err().contains("write placeholders as :name"));
+        assert!(rw("WHERE x = ?", Sqlite).is_err());
+        assert!(rw("WHERE x = ?1", Sqlite).is_err());
+        assert!(rw("WHERE x = $1", Postgres).is_err());
+        assert!(rw("WHERE x = @a", Sqlite).is_err());
+        assert!(rw("WHERE x = $a", Sqlite).is_err());
+        // `?` is a PostgreSQL operator (jsonb), not a placeholder there.
+        assert_eq!(ok("SELECT d ? 'k' FROM t", Postgres).0, "SELECT d ? 'k' FROM t");
+        for d in [Postgres, MySql, Sqlite] {
+            assert_eq!(rw("SELECT 1; DROP TABLE users", d).unwrap_err(), "only one statement per query");
+            assert_eq!(rw("SELECT 1; :a", d).unwrap_err(), "only one statement per query");
+            assert_eq!(ok("SELECT :a ; -- done\n /* really */ ", d).1, names(&["a"]));
+            assert!(rw("SELECT 'open", d).is_err());
+            assert!(rw("SELECT /* open", d).is_err());
+        }
+    }
+
+    #[test]
+    fn text_around_placeholders_is_kept_byte_for_byte() {
+        let q = "SELECT 'ünïcödé', \"naïve\" FROM t WHERE a = :a AND b = 'x:y'";
+        assert_eq!(ok(q, Postgres).0, "SELECT 'ünïcödé', \"naïve\" FROM t WHERE a = $1 AND b = 'x:y'");
+        // A name ends at the first character that cannot be in one.
+        assert_eq!(ok("a=:a||'x'", Sqlite).0, "a=?1||'x'");
+    }
+}

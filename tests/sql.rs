@@ -1,0 +1,841 @@
+//! The `sql` capability and the auth-sql plugin against real databases:
+//! PostgreSQL and MariaDB servers on this machine (127.0.0.1, as CI has
+//! them) and SQLite files. Each test makes its own database and drops it at
+//! the end. Real SMTP AUTH through the server: every hash scheme with right
+//! and wrong passwords, inactive users, SQL injection attempts in the login,
+//! the PostfixAdmin and Dovecot presets on tables of their shape with
+//! read-only database users, a database that is down or refuses (454) and
+//! comes back, `mailferry user` on each backend, and the capability's
+//! grants, limits and values through a probe plugin.
+//!
+//! A server that cannot be reached fails these tests with a message saying
+//! so: they are never skipped.
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use common::*;
+use sqlx::{AssertSqlSafe, Connection};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
+const MY_ADMIN: &str = "mysql://root@127.0.0.1:3306/test";
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+/// Runs one statement on `url` with `binds` for its `?` placeholders
+/// (turned into `$n` for PostgreSQL); returns the first column of the first
+/// row as text, if any.
+fn exec(kind: Kind, url: &str, sql: &str, binds: &[&str]) -> Result<Option<String>, String> {
+    let sql = match kind {
+        Kind::Postgres => {
+            let mut n = 0;
+            sql.chars()
+                .map(|c| {
+                    if c == '?' {
+                        n += 1;
+                        format!("${n}")
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect()
+        }
+        _ => sql.to_string(),
+    };
+    macro_rules! run {
+        ($conn:ty) => {{
+            block_on(async {
+                let mut conn = <$conn>::connect(url).await.map_err(|e| e.to_string())?;
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for b in binds {
+                    q = q.bind(b.to_string());
+                }
+                let row = q.fetch_optional(&mut conn).await.map_err(|e| e.to_string())?;
+                use sqlx::Row;
+                Ok(row.and_then(|r| {
+                    r.try_get::<String, _>(0)
+                        .ok()
+                        .or_else(|| r.try_get::<i64, _>(0).ok().map(|i| i.to_string()))
+                        .or_else(|| r.try_get::<i32, _>(0).ok().map(|i| i.to_string()))
+                }))
+            })
+        }};
+    }
+    match kind {
+        Kind::Postgres => run!(sqlx::PgConnection),
+        Kind::MySql => run!(sqlx::MySqlConnection),
+        Kind::Sqlite => run!(sqlx::SqliteConnection),
+    }
+}
+
+/// A database made for one test; dropped, with the users it made, at the end.
+struct TestDb {
+    kind: Kind,
+    name: String,
+    url: String,
+    /// Statements run as administrator when dropped.
+    cleanup: Vec<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+impl TestDb {
+    fn create(kind: Kind, tag: &str) -> TestDb {
+        let name = format!("mf_{tag}_{}_{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
+        match kind {
+            Kind::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join(format!("{name}.db")).display());
+                TestDb { kind, name, url, cleanup: vec![], _dir: Some(dir) }
+            }
+            Kind::Postgres => {
+                admin(kind, &format!("CREATE DATABASE {name}"));
+                let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+                TestDb {
+                    kind,
+                    name: name.clone(),
+                    url,
+                    cleanup: vec![format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")],
+                    _dir: None,
+                }
+            }
+            Kind::MySql => {
+                admin(kind, &format!("CREATE DATABASE {name}"));
+                let url = format!("mysql://root@127.0.0.1:3306/{name}");
+                TestDb {
+                    kind,
+                    name: name.clone(),
+                    url,
+                    cleanup: vec![format!("DROP DATABASE IF EXISTS {name}")],
+                    _dir: None,
+                }
+            }
+        }
+    }
+
+    /// Runs statements on this database as administrator.
+    fn exec(&self, sql: &str, binds: &[&str]) -> Option<String> {
+        exec(self.kind, &self.url, sql, binds).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    fn count(&self, table: &str) -> i64 {
+        self.exec(&format!("SELECT COUNT(*) FROM {table}"), &[]).unwrap().parse().unwrap()
+    }
+
+    /// A `[databases.users]` table pointing at this database.
+    fn section(&self, url: &str, extra: &str) -> String {
+        // These tests fail logins on purpose, many from 127.0.0.1: bans
+        // (tests/brute_force.rs) would get in their way.
+        format!(
+            "\n[auth_limits]\nfailures_per_ip = 0\nfailures_per_login = 0\nfailure_delay_ms = 0\n\
+             [databases.users]\nurl = \"{url}\"\nquery_timeout_ms = 1500\n{extra}\n"
+        )
+    }
+
+    /// A user that may only read `tables`, and the URL to log in as it
+    /// (MariaDB's with `password = "${VAR}"` beside it, set here).
+    fn read_only_user(&mut self, tables: &[&str]) -> (String, String) {
+        let user = format!("{}_ro", self.name);
+        match self.kind {
+            Kind::Postgres => {
+                admin(self.kind, &format!("CREATE ROLE {user} LOGIN"));
+                // After the database, which holds its privileges.
+                self.cleanup.push(format!("DROP ROLE IF EXISTS {user}"));
+                for t in tables {
+                    self.exec(&format!("GRANT SELECT ON {t} TO {user}"), &[]);
+                }
+                (format!("postgres://{user}@127.0.0.1:5432/{}", self.name), String::new())
+            }
+            Kind::MySql => {
+                let var = format!("MF_TEST_DB_PASSWORD_{}", self.name.to_uppercase());
+                let password = format!("s3cret-{}", std::process::id());
+                std::env::set_var(&var, &password);
+                admin(self.kind, &format!("CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'"));
+                self.cleanup.push(format!("DROP USER IF EXISTS '{user}'@'%'"));
+                for t in tables {
+                    admin(self.kind, &format!("GRANT SELECT ON {}.{t} TO '{user}'@'%'", self.name));
+                }
+                (format!("mysql://{user}@127.0.0.1:3306/{}", self.name), format!("password = \"${{{var}}}\""))
+            }
+            Kind::Sqlite => unreachable!("SQLite files have no users"),
+        }
+    }
+
+    fn read_only_user_name(&self) -> String {
+        format!("{}_ro", self.name)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        for sql in &self.cleanup {
+            let _ = exec(self.kind, admin_url(self.kind), sql, &[]);
+        }
+    }
+}
+
+fn admin_url(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Postgres => PG_ADMIN,
+        Kind::MySql => MY_ADMIN,
+        Kind::Sqlite => unreachable!(),
+    }
+}
+
+/// Runs a statement as the server's administrator; a server that cannot
+/// be reached fails the test, saying which and how to start it.
+fn admin(kind: Kind, sql: &str) {
+    if let Err(e) = exec(kind, admin_url(kind), sql, &[]) {
+        let how = match kind {
+            Kind::Postgres => "PostgreSQL on 127.0.0.1:5432, user postgres, trust authentication, database test (`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`; .ci/run starts it)",
+            Kind::MySql => "MariaDB on 127.0.0.1:3306, user root without password, database test (`service mariadb start`; .ci/run starts it)",
+            Kind::Sqlite => unreachable!(),
+        };
+        panic!("{sql}: {e}\nThese tests need {how}.");
+    }
+}
+
+/// auth-sql on `users`, then a scripted plugin logging the `auth.senders`
+/// note at MAIL FROM, then the usual forwarding to the outbox.
+fn plugins(auth_config: &str) -> String {
+    format!(
+        r#"
+[[plugins]]
+name = "auth-sql"
+grants = ["password", "sql:users"]
+[plugins.config]
+database = "users"
+{auth_config}
+
+[[plugins]]
+name = "notes"
+path = "{}"
+[plugins.config]
+log_connection_note = "auth.senders"
+
+[[plugins]]
+name = "smtp-forward"
+grants = ["outbound"]
+[plugins.config]
+relay = "outbox"
+"#,
+        test_plugin("scripted").display()
+    )
+}
+
+fn tls_session(s: &Server) -> Client {
+    let mut c = Client::connect(s.addr("submission")).greeting();
+    c.expect("EHLO client.test", 250);
+    c.starttls();
+    c.expect("EHLO client.test", 250);
+    c
+}
+
+fn auth(s: &Server, login: &str, password: &str) -> Resp {
+    tls_session(s).auth_plain(login, password)
+}
+
+#[track_caller]
+fn assert_auth(s: &Server, login: &str, password: &str, code: u16) {
+    let r = auth(s, login, password);
+    assert_eq!(r.code, code, "AUTH {login:?} / {password:?}: {r}\n{}", s.log_text());
+}
+
+/// `mailferry user ARGS --config CONFIG`, the password on standard input.
+fn user_cmd(config: &Path, args: &[&str], password: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(BIN)
+        .arg("user")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(pw) = password {
+        stdin.write_all(format!("{pw}\n").as_bytes()).unwrap();
+    }
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+#[track_caller]
+fn user_ok(config: &Path, args: &[&str], password: Option<&str>) -> String {
+    let out = user_cmd(config, args, password);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "mailferry user {args:?}: {text}");
+    text
+}
+
+fn hup(server: &Server) {
+    // SAFETY: signalling the child process this test started.
+    unsafe { libc::kill(server.pid() as i32, libc::SIGHUP) };
+}
+
+const SHA512: &str =
+    "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1";
+const SHA256: &str = "$5$saltstring$5B8vYYiY.CVt1RlTTf8KbXBH3hsxY/GNooZaBBGWEc5";
+
+/// Logins a client may try to smuggle SQL through (without spaces, which
+/// the SMTP layer refuses in logins): each is just a login no one has.
+const INJECTIONS: &[&str] = &[
+    "'OR'1'='1",
+    "'/**/OR/**/1=1--",
+    "alice@example.com'--",
+    "alice@example.com'#",
+    "alice@example.com';DROP/**/TABLE/**/mailferry_users;--",
+    "\"OR\"\"=\"",
+    "x'/**/UNION/**/SELECT/**/'{PLAIN}pw',1,NULL--",
+    "%",
+    "alice@example.com\\",
+    "alice@example.com\\'--",
+    ":login",
+    "$1",
+    "?",
+    "'||'",
+];
+
+/// Injection attempts the SMTP layer refuses (501) before any lookup.
+const REFUSED: &[&str] = &["' OR 1=1 --", "alice@example.com' --", "x'; DROP TABLE mailferry_users; --"];
+
+/// Tries every injection: 535 for those that reach the plugin, 501 for
+/// those refused before; never a login, never a database error.
+fn try_injections(s: &Server) {
+    for login in INJECTIONS {
+        assert_auth(s, login, "pw", 535);
+    }
+    assert_auth(s, &"'OR'1'='1'--".repeat(21), "pw", 535);
+    for login in REFUSED {
+        assert_auth(s, login, "pw", 501);
+    }
+}
+
+/// The default schema on `kind`, through the CLI and SMTP AUTH.
+fn every_scheme_and_outcome(kind: Kind) {
+    let db = TestDb::create(kind, "schemes");
+    let s = Server::start(Setup {
+        plugins: Some(plugins("")),
+        extra: db.section(&db.url, "migrate = true"),
+        ..Default::default()
+    });
+    let conf = s.path("mailferry.toml");
+    // The CLI creates the table (and the SQLite file) if serve has not yet.
+    let out = user_ok(&conf, &["add", "alice@Example.COM", "--password-stdin"], Some("wonderland"));
+    assert!(out.contains("added alice@Example.COM to database users"), "{out}");
+    if let Some(path) = db.url.strip_prefix("sqlite://") {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(path).unwrap().permissions().mode() & 0o777, 0o600, "{path}");
+    }
+    let argon = hash_password("wonderland");
+    let bcrypt = bcrypt::hash("b-crypt pw", 4).unwrap().replacen("$2b$", "$2y$", 1);
+    let users: Vec<(&str, String, &str, bool)> = vec![
+        ("argon@example.com", format!("{{ARGON2ID}}{argon}"), "wonderland", true),
+        ("bcrypt@example.com", bcrypt.clone(), "b-crypt pw", true),
+        ("blf@example.com", format!("{{BLF-CRYPT}}{bcrypt}"), "b-crypt pw", true),
+        ("sha512@example.com", format!("{{SHA512-CRYPT}}{SHA512}"), "Hello world!", true),
+        ("sha256@example.com", SHA256.to_string(), "Hello world!", true),
+        ("plain@example.com", "{PLAIN}clear text".to_string(), "clear text", true),
+        ("inactive@example.com", argon.clone(), "wonderland", false),
+        ("broken@example.com", "$6$".to_string(), "x", true),
+    ];
+    for (login, hash, _, active) in &users {
+        let sql = if *active {
+            "INSERT INTO mailferry_users (login, password, active) VALUES (?, ?, TRUE)"
+        } else {
+            "INSERT INTO mailferry_users (login, password, active) VALUES (?, ?, FALSE)"
+        };
+        db.exec(sql, &[login, hash]);
+    }
+    db.exec(
+        "UPDATE mailferry_users SET senders = ? WHERE login = ?",
+        &["alice@example.com, @example.org", "alice@example.com"],
+    );
+    let list = user_ok(&conf, &["list"], None);
+    for line in
+        ["alice@example.com\targon2\n", "sha512@example.com\tsha512crypt\n", "inactive@example.com\targon2\tdisabled\n"]
+    {
+        assert!(list.contains(line), "{line:?} in:\n{list}");
+    }
+
+    // Every scheme: the right password logs in, a wrong one is 535.
+    assert_auth(&s, "alice@example.com", "wonderland", 235);
+    for (login, _, password, active) in &users {
+        if *active && !login.starts_with("broken") {
+            assert_auth(&s, login, password, 235);
+            let r = auth(&s, login, "wrong");
+            assert_eq!(r.code, 535, "{login}: {r}");
+            assert!(r.text().starts_with("5.7.8"), "{r}");
+        }
+    }
+    // Domains compare without regard to case, local parts exactly.
+    assert_auth(&s, "alice@EXAMPLE.com", "wonderland", 235);
+    assert_auth(&s, "Alice@example.com", "wonderland", 535);
+    // Inactive: 535 like a wrong password, and the log says why.
+    assert_auth(&s, "inactive@example.com", "wonderland", 535);
+    s.wait_log(&["login \\\"inactive@example.com\\\" is inactive"]);
+    // A hash that cannot be verified: temporary failure, never a login.
+    assert_auth(&s, "broken@example.com", "x", 454);
+    assert_auth(&s, "nobody@example.com", "wonderland", 535);
+
+    // Injection attempts are logins no one has; the table is untouched.
+    try_injections(&s);
+    // A very long one, sent as a continuation line (the AUTH command
+    // itself is held to 512 octets): refused before any lookup too.
+    let mut c = tls_session(&s);
+    c.expect("AUTH PLAIN", 334);
+    let long = format!("\0{}\0pw", "'OR'1'='1'--".repeat(300));
+    let r = c.cmd(&base64::Engine::encode(&base64::engine::general_purpose::STANDARD, long));
+    assert!(r.code == 501 || r.code == 535, "{r}");
+    // NUL and line breaks never reach a plugin (refused at the SASL layer).
+    for login in ["alice@example.com\0x", "a\r\nb"] {
+        let r = auth(&s, login, "wonderland");
+        assert!(r.code == 501 || r.code == 535, "{login:?}: {r}");
+    }
+    assert_eq!(db.count("mailferry_users"), 9);
+    assert_auth(&s, "alice@example.com", "wonderland", 235);
+
+    // The senders column reaches the sender policy as a connection note.
+    let mut c = tls_session(&s);
+    assert_eq!(c.auth_plain("alice@example.com", "wonderland").code, 235);
+    c.expect("MAIL FROM:<alice@example.com>", 250);
+    s.wait_log(&["connection note auth.senders = Some(Texts([\\\"alice@example.com\\\", \\\"@example.org\\\"]))"]);
+    let mut c = tls_session(&s);
+    assert_eq!(c.auth_plain("sha256@example.com", "Hello world!").code, 235);
+    c.expect("MAIL FROM:<sha256@example.com>", 250);
+    s.wait_log(&["connection note auth.senders = None"]);
+
+    // Neither passwords nor hashes are logged.
+    let logs = s.log_text();
+    for secret in
+        ["wonderland", "Hello world", "b-crypt pw", "clear text", &argon, &bcrypt, "svn8UoSVapNtMuq1uk", "5B8vYYiY"]
+    {
+        assert!(!logs.contains(secret), "{secret:?} is in the log");
+    }
+
+    // passwd, disable, enable, remove.
+    user_ok(&conf, &["passwd", "alice@example.com", "--password-stdin"], Some("looking glass"));
+    assert_auth(&s, "alice@example.com", "wonderland", 535);
+    assert_auth(&s, "alice@example.com", "looking glass", 235);
+    user_ok(&conf, &["disable", "alice@example.com"], None);
+    assert_auth(&s, "alice@example.com", "looking glass", 535);
+    user_ok(&conf, &["enable", "alice@example.com"], None);
+    assert_auth(&s, "alice@example.com", "looking glass", 235);
+    user_ok(&conf, &["remove", "alice@example.com", "--database", "users"], None);
+    assert_auth(&s, "alice@example.com", "looking glass", 535);
+    let out = user_cmd(&conf, &["remove", "alice@example.com"], None);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no user alice@example.com"));
+    let out = user_cmd(&conf, &["add", "sha256@example.com", "--password-stdin"], Some("x"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"), "{out:?}");
+}
+
+#[test]
+fn sqlite_every_scheme_inactive_users_and_injections() {
+    every_scheme_and_outcome(Kind::Sqlite);
+}
+
+#[test]
+fn postgres_every_scheme_inactive_users_and_injections() {
+    every_scheme_and_outcome(Kind::Postgres);
+}
+
+#[test]
+fn mariadb_every_scheme_inactive_users_and_injections() {
+    every_scheme_and_outcome(Kind::MySql);
+}
+
+/// PostfixAdmin's `domain` and `mailbox` tables, as its schema creates them.
+fn postfixadmin_tables(kind: Kind) -> [&'static str; 2] {
+    match kind {
+        Kind::Postgres => [
+            "CREATE TABLE domain (domain varchar(255) NOT NULL PRIMARY KEY, description varchar(255) NOT NULL DEFAULT '', \
+             aliases integer NOT NULL DEFAULT 0, mailboxes integer NOT NULL DEFAULT 0, maxquota bigint NOT NULL DEFAULT 0, \
+             quota bigint NOT NULL DEFAULT 0, transport varchar(255) DEFAULT NULL, backupmx boolean NOT NULL DEFAULT false, \
+             created timestamp with time zone DEFAULT now(), modified timestamp with time zone DEFAULT now(), \
+             active boolean NOT NULL DEFAULT true)",
+            "CREATE TABLE mailbox (username varchar(255) NOT NULL PRIMARY KEY, password varchar(255) NOT NULL DEFAULT '', \
+             name varchar(255) NOT NULL DEFAULT '', maildir varchar(255) NOT NULL DEFAULT '', quota bigint NOT NULL DEFAULT 0, \
+             created timestamp with time zone DEFAULT now(), modified timestamp with time zone DEFAULT now(), \
+             active boolean NOT NULL DEFAULT true, domain varchar(255) REFERENCES domain, local_part varchar(255) NOT NULL)",
+        ],
+        Kind::MySql => [
+            "CREATE TABLE domain (domain varchar(255) NOT NULL, description varchar(255) NOT NULL, aliases int(10) NOT NULL DEFAULT 0, \
+             mailboxes int(10) NOT NULL DEFAULT 0, maxquota bigint(20) NOT NULL DEFAULT 0, quota bigint(20) NOT NULL DEFAULT 0, \
+             transport varchar(255) NOT NULL, backupmx tinyint(1) NOT NULL DEFAULT 0, created datetime NOT NULL DEFAULT '2000-01-01 00:00:00', \
+             modified datetime NOT NULL DEFAULT '2000-01-01 00:00:00', active tinyint(1) NOT NULL DEFAULT 1, PRIMARY KEY (domain)) \
+             DEFAULT CHARSET=utf8 COMMENT='Postfix Admin - Virtual Domains'",
+            "CREATE TABLE mailbox (username varchar(255) NOT NULL, password varchar(255) NOT NULL, name varchar(255) CHARACTER SET utf8 NOT NULL, \
+             maildir varchar(255) NOT NULL, quota bigint(20) NOT NULL DEFAULT 0, local_part varchar(255) NOT NULL, domain varchar(255) NOT NULL, \
+             created datetime NOT NULL DEFAULT '2000-01-01 00:00:00', modified datetime NOT NULL DEFAULT '2000-01-01 00:00:00', \
+             active tinyint(1) NOT NULL DEFAULT 1, PRIMARY KEY (username), KEY domain (domain)) \
+             DEFAULT CHARSET=utf8 COMMENT='Postfix Admin - Virtual Mailboxes'",
+        ],
+        Kind::Sqlite => unreachable!(),
+    }
+}
+
+fn postfixadmin(kind: Kind) {
+    let mut db = TestDb::create(kind, "pfa");
+    for t in postfixadmin_tables(kind) {
+        db.exec(t, &[]);
+    }
+    let (yes, no) = if kind == Kind::Postgres { ("TRUE", "FALSE") } else { ("1", "0") };
+    for (domain, active) in [("example.net", yes), ("closed.example", no)] {
+        db.exec(
+            &format!("INSERT INTO domain (domain, description, transport, active) VALUES (?, '', 'virtual', {active})"),
+            &[domain],
+        );
+    }
+    let blf = format!("{{BLF-CRYPT}}{}", bcrypt::hash("pfa pw", 4).unwrap().replacen("$2b$", "$2y$", 1));
+    for (login, hash, active) in [
+        ("pfa@example.net", blf.as_str(), yes),
+        ("crypt@example.net", SHA512, yes),
+        ("off@example.net", SHA512, no),
+        ("shut@closed.example", SHA512, yes),
+    ] {
+        let (local, domain) = login.split_once('@').unwrap();
+        db.exec(
+            &format!(
+                "INSERT INTO mailbox (username, password, name, maildir, local_part, domain, active) VALUES (?, ?, '', ?, ?, ?, {active})"
+            ),
+            &[login, hash, &format!("{domain}/{local}/"), local, domain],
+        );
+    }
+    // mailferry reads as a user that may only read these two tables.
+    let (url, password) = db.read_only_user(&["mailbox", "domain"]);
+    let s = Server::start(Setup {
+        plugins: Some(plugins("preset = \"postfixadmin\"")),
+        extra: db.section(&url, &password),
+        ..Default::default()
+    });
+    assert_auth(&s, "pfa@example.net", "pfa pw", 235);
+    // PostfixAdmin stores logins in lower case; the preset looks them up so.
+    assert_auth(&s, "PFA@Example.NET", "pfa pw", 235);
+    assert_auth(&s, "pfa@example.net", "wrong", 535);
+    assert_auth(&s, "crypt@example.net", "Hello world!", 235);
+    assert_auth(&s, "off@example.net", "Hello world!", 535);
+    assert_auth(&s, "shut@closed.example", "Hello world!", 535);
+    assert_auth(&s, "nobody@example.net", "pfa pw", 535);
+    try_injections(&s);
+
+    // The database refuses (privilege taken away): 454, and logins work
+    // again as soon as it is given back, without a reload.
+    let revoke = match kind {
+        Kind::Postgres => format!("REVOKE SELECT ON mailbox FROM {}", db.read_only_user_name()),
+        _ => format!("REVOKE SELECT ON {}.mailbox FROM '{}'@'%'", db.name, db.read_only_user_name()),
+    };
+    let grant = revoke.replace("REVOKE", "GRANT").replace(" FROM ", " TO ");
+    if kind == Kind::Postgres {
+        db.exec(&revoke, &[]);
+    } else {
+        admin(kind, &revoke);
+    }
+    let r = auth(&s, "pfa@example.net", "pfa pw");
+    assert_eq!(r.code, 454, "{r}");
+    assert!(r.text().starts_with("4.7.0"), "{r}");
+    s.wait_log(&["SQL statement failed", "auth-sql", "denied"]);
+    if kind == Kind::Postgres {
+        db.exec(&grant, &[]);
+    } else {
+        admin(kind, &grant);
+    }
+    assert_auth(&s, "pfa@example.net", "pfa pw", 235);
+
+    // Connections the server drops (a restart) are replaced unnoticed.
+    match kind {
+        Kind::Postgres => {
+            db.exec(
+                "SELECT CAST(COUNT(pg_terminate_backend(pid)) AS TEXT) FROM pg_stat_activity WHERE usename = ?",
+                &[&db.read_only_user_name()],
+            );
+        }
+        _ => {
+            let ids = exec(
+                kind,
+                MY_ADMIN,
+                "SELECT CAST(GROUP_CONCAT(id) AS CHAR) FROM information_schema.processlist WHERE user = ?",
+                &[&db.read_only_user_name()],
+            )
+            .unwrap();
+            for id in ids.unwrap_or_default().split(',').filter(|i| !i.is_empty()) {
+                admin(kind, &format!("KILL {id}"));
+            }
+        }
+    }
+    assert_auth(&s, "pfa@example.net", "pfa pw", 235);
+    assert!(!s.log_text().contains("s3cret-"), "the database password is not logged");
+}
+
+#[test]
+fn postgres_postfixadmin_preset_with_a_read_only_user() {
+    postfixadmin(Kind::Postgres);
+}
+
+#[test]
+fn mariadb_postfixadmin_preset_with_a_read_only_user() {
+    postfixadmin(Kind::MySql);
+}
+
+#[test]
+fn mariadb_dovecot_preset() {
+    let mut db = TestDb::create(Kind::MySql, "dovecot");
+    // The table of Dovecot's SQL documentation (password wide enough for SHA512-CRYPT).
+    db.exec(
+        "CREATE TABLE users (userid VARCHAR(128) NOT NULL, domain VARCHAR(128) NOT NULL, password VARCHAR(255) NOT NULL, \
+         home VARCHAR(255) NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL)",
+        &[],
+    );
+    for (user, domain, hash) in [
+        ("dove", "example.org", format!("{{SHA256-CRYPT}}{SHA256}")),
+        ("dove", "other.example", format!("{{SHA512-CRYPT}}{SHA512}")),
+    ] {
+        db.exec(
+            "INSERT INTO users (userid, domain, password, home, uid, gid) VALUES (?, ?, ?, '/var/vmail', 5000, 5000)",
+            &[user, domain, &hash],
+        );
+    }
+    let (url, password) = db.read_only_user(&["users"]);
+    let s = Server::start(Setup {
+        plugins: Some(plugins("preset = \"dovecot\"")),
+        extra: db.section(&url, &password),
+        ..Default::default()
+    });
+    assert_auth(&s, "dove@example.org", "Hello world!", 235);
+    assert_auth(&s, "dove@EXAMPLE.org", "Hello world!", 235);
+    assert_auth(&s, "dove@other.example", "Hello world!", 235);
+    assert_auth(&s, "dove@example.org", "wrong", 535);
+    assert_auth(&s, "dove", "Hello world!", 535);
+    assert_auth(&s, "'OR''='@example.org", "Hello world!", 535);
+    try_injections(&s);
+}
+
+/// A database that is down: 454 (never a crash or an accept); fixed in the
+/// configuration and reloaded, logins work.
+fn down_then_reloaded(kind: Kind) {
+    let db = TestDb::create(kind, "down");
+    let down = db.url.replace(if kind == Kind::Postgres { ":5432/" } else { ":3306/" }, ":1/");
+    let mut setup =
+        Setup { plugins: Some(plugins("")), extra: db.section(&down, "migrate = true"), ..Default::default() };
+    let s = Server::start(Setup { plugins: setup.plugins.clone(), extra: setup.extra.clone(), ..Default::default() });
+    s.wait_log(&["users table not created or upgraded"]);
+    let started = std::time::Instant::now();
+    let mut c = tls_session(&s);
+    let r = c.auth_plain("alice@example.com", "wonderland");
+    assert_eq!(r.code, 454, "{r}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "bounded by query_timeout_ms");
+    // The session goes on: the client may try again later.
+    c.expect("NOOP", 250);
+    let line = s.wait_log(&["SQL statement failed", "\"temporary\":true"]);
+    assert!(!line.contains(":1/"), "the URL is not logged: {line}");
+
+    setup.extra = db.section(&db.url, "migrate = true");
+    std::fs::write(s.path("mailferry.toml"), Server::config_text(&setup)).unwrap();
+    user_ok(&s.path("mailferry.toml"), &["add", "alice@example.com", "--password-stdin"], Some("wonderland"));
+    hup(&s);
+    s.wait_log(&["configuration reloaded"]);
+    assert_auth(&s, "alice@example.com", "wonderland", 235);
+}
+
+#[test]
+fn postgres_down_is_454_and_a_reload_recovers() {
+    down_then_reloaded(Kind::Postgres);
+}
+
+#[test]
+fn mariadb_down_is_454_and_a_reload_recovers() {
+    down_then_reloaded(Kind::MySql);
+}
+
+#[test]
+fn sqlite_file_missing_is_454_until_it_is_created() {
+    let db = TestDb::create(Kind::Sqlite, "missing");
+    // serve only reads this database (no migrate): the file stays missing.
+    let s = Server::start(Setup { plugins: Some(plugins("")), extra: db.section(&db.url, ""), ..Default::default() });
+    assert_auth(&s, "alice@example.com", "wonderland", 454);
+    s.wait_log(&["SQL statement failed", "\"temporary\":true"]);
+    // The administrator creates it with another configuration.
+    let admin_conf = s.path("admin.toml");
+    std::fs::write(
+        &admin_conf,
+        format!("[[listeners]]\naddress = \"127.0.0.1:0\"\n[databases.users]\nurl = \"{}\"\nmigrate = true\n", db.url),
+    )
+    .unwrap();
+    user_ok(&admin_conf, &["add", "alice@example.com", "--password-stdin"], Some("wonderland"));
+    assert_auth(&s, "alice@example.com", "wonderland", 235);
+}
+
+#[test]
+fn user_commands_pick_the_store_and_refuse_databases_they_only_read() {
+    let db = TestDb::create(Kind::Sqlite, "cli");
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("mailferry.toml");
+    let write =
+        |body: &str| std::fs::write(&conf, format!("[[listeners]]\naddress = \"127.0.0.1:0\"\n{body}")).unwrap();
+    // A relative SQLite path resolves against the configuration's folder.
+    write("[databases.users]\nurl = \"sqlite://data/users.db\"\nmigrate = true\n[databases.pfa]\nurl = \"sqlite://pfa.db\"\n");
+    user_ok(&conf, &["add", "a@example.com", "--password-stdin"], Some("pw"));
+    assert!(dir.path().join("data/users.db").exists());
+    let out = user_cmd(&conf, &["list", "--database", "pfa"], None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mailferry only reads that database"), "{out:?}");
+    let out = user_cmd(&conf, &["list", "--database", "nope"], None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("there is no [databases.nope]"), "{out:?}");
+    // Two databases with users: say which.
+    write(&format!(
+        "[databases.users]\nurl = \"sqlite://data/users.db\"\nmigrate = true\n[databases.more]\nurl = \"{}\"\nmigrate = true\n",
+        db.url
+    ));
+    let out = user_cmd(&conf, &["list"], None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pass --database NAME"), "{out:?}");
+    assert!(user_ok(&conf, &["list", "--database", "users"], None).contains("a@example.com\targon2"));
+    // The users file keeps its place when auth-flat-file is configured.
+    write("[[plugins]]\nname = \"auth-flat-file\"\ngrants = [\"password\"]\nread_dirs = [\"auth\"]\n[databases.users]\nurl = \"sqlite://data/users.db\"\nmigrate = true\n");
+    std::fs::create_dir_all(dir.path().join("auth")).unwrap();
+    assert!(user_ok(&conf, &["add", "f@example.com", "--password-stdin"], Some("pw")).contains("auth/users"));
+    let out = user_cmd(&conf, &["disable", "f@example.com"], None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no way to disable"), "{out:?}");
+    assert!(user_ok(&conf, &["list", "--database", "users"], None).contains("a@example.com"));
+}
+
+/// The probe plugin's statements, one per MAIL FROM local part.
+fn probe_plugin(statements: &[(&str, &str, &str)]) -> String {
+    let mut out = format!(
+        "\n[[plugins]]\nname = \"probe\"\npath = \"{}\"\ngrants = [\"sql:probe\"]\n",
+        test_plugin("sqlprobe").display()
+    );
+    for (name, database, sql) in statements {
+        let (sql, repeat) = sql.split_once(" #repeat=").map_or((*sql, "1"), |(s, r)| (s, r));
+        out.push_str(&format!(
+            "[plugins.config.statements.{name}]\ndatabase = \"{database}\"\nsql = {sql:?}\nrepeat = {repeat}\n"
+        ));
+    }
+    out
+}
+
+fn probe(s: &Server, name: &str) -> Resp {
+    let mut c = Client::connect(s.addr("local")).greeting();
+    c.expect("EHLO client.test", 250);
+    c.cmd(&format!("MAIL FROM:<{name}@example.com>"))
+}
+
+fn capability(kind: Kind) {
+    let db = TestDb::create(kind, "probe");
+    let other = TestDb::create(Kind::Sqlite, "other");
+    let types = match kind {
+        Kind::Postgres => "SELECT TRUE AS b, CAST(42 AS int4) AS i, CAST(1.5 AS float8) AS f, 'x' AS t, CAST('\\x00ff' AS bytea) AS y, NULL AS n, :sender AS s, :sender = :sender AS again",
+        Kind::MySql => "SELECT TRUE AS b, CAST(42 AS SIGNED) AS i, 1.5e0 AS f, 'x' AS t, X'00FF' AS y, NULL AS n, :sender AS s, :sender = :sender AS again",
+        Kind::Sqlite => unreachable!(),
+    };
+    let sleep = match kind {
+        Kind::Postgres => "SELECT pg_sleep(5)",
+        _ => "SELECT SLEEP(5)",
+    };
+    let many = match kind {
+        Kind::Postgres => "SELECT generate_series(1, 5) AS n",
+        _ => "SELECT 1 AS n UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 UNION ALL SELECT 5",
+    };
+    let native = if kind == Kind::Postgres { "SELECT $1" } else { "SELECT ?" };
+    let date = if kind == Kind::Postgres { "SELECT now() AS stamp" } else { "SELECT NOW() AS stamp" };
+    let statements = [
+        ("types", "probe", types),
+        ("many", "probe", many),
+        ("other", "other", "SELECT 1"),
+        ("nope", "nope", "SELECT 1"),
+        ("syntax", "probe", "SELEC 1"),
+        ("two", "probe", "SELECT 1; SELECT 2"),
+        ("native", "probe", native),
+        ("date", "probe", date),
+        ("sleep", "probe", sleep),
+        ("loop", "probe", "SELECT 1 AS one #repeat=9"),
+    ];
+    let s = Server::start(Setup {
+        plugins: Some(probe_plugin(&statements)),
+        extra: format!(
+            "\n[databases.probe]\nurl = \"{}\"\nmax_rows = 3\nquery_timeout_ms = 1000\n[databases.other]\nurl = \"{}\"\n",
+            db.url, other.url
+        ),
+        ..Default::default()
+    });
+    assert_eq!(probe(&s, "types").code, 250);
+    let line = s.wait_log(&["sql ok"]);
+    let expect_b = if kind == Kind::Postgres { "Bool(true)" } else { "Int(1)" };
+    for part in [
+        "columns=[\\\"b\\\", \\\"i\\\", \\\"f\\\", \\\"t\\\", \\\"y\\\", \\\"n\\\", \\\"s\\\", \\\"again\\\"]",
+        &format!("rows=[[{expect_b}, Int(42), Float(1.5), Text(\\\"x\\\"), Bytes([0, 255]), Null, Text(\\\"types@example.com\\\")"),
+    ] {
+        assert!(line.contains(part), "{part} in {line}");
+    }
+    let expect = |name: &str, code: u16, log: &str| {
+        let r = probe(&s, name);
+        assert_eq!(r.code, code, "{name}: {r}");
+        s.wait_log(&[log]);
+    };
+    expect("many", 550, "more than 3 rows (max_rows)");
+    expect("other", 550, "database \\\"other\\\" is not granted to this plugin");
+    expect("nope", 550, "database \\\"nope\\\" is not granted to this plugin");
+    expect("syntax", 550, "sql error temporary=false message=");
+    expect("two", 550, "only one statement per query");
+    expect("native", 550, "write placeholders as :name");
+    expect("date", 550, "cast it to text in the statement");
+    // The host gives up after query_timeout_ms (PostgreSQL's own
+    // statement_timeout may answer first): temporary either way.
+    expect("sleep", 451, "sql error temporary=true");
+    // Eight slow calls per hook call at most: the ninth stops the plugin.
+    expect("loop", 451, "more than 8 password, relay, queue or SQL calls");
+    // The pool survives all of that.
+    assert_eq!(probe(&s, "types").code, 250);
+}
+
+#[test]
+fn postgres_capability_grants_limits_values_and_errors() {
+    capability(Kind::Postgres);
+}
+
+#[test]
+fn mariadb_capability_grants_limits_values_and_errors() {
+    capability(Kind::MySql);
+}
+
+#[test]
+fn grants_are_checked_at_start() {
+    let db = TestDb::create(Kind::Sqlite, "grants");
+    let extra = format!("\n[databases.users]\nurl = \"{}\"\n", db.url);
+    // Importing sql without a grant: the plugin does not load.
+    let plugins = probe_plugin(&[("x", "users", "SELECT 1")]).replace("grants = [\"sql:probe\"]", "");
+    let logs = Server::try_start(Setup { plugins: Some(plugins), extra: extra.clone(), ..Default::default() })
+        .map(|_| ())
+        .unwrap_err();
+    assert!(logs.contains("sql:NAME"), "{logs}");
+    // A grant for a database that is not configured.
+    let plugins = probe_plugin(&[("x", "users", "SELECT 1")]).replace("sql:probe", "sql:nope");
+    let logs = Server::try_start(Setup { plugins: Some(plugins), extra: extra.clone(), ..Default::default() })
+        .map(|_| ())
+        .unwrap_err();
+    assert!(logs.contains("\"sql:nope\": there is no [databases.nope]; known: \"users\""), "{logs}");
+    // auth-sql on a database it was not granted refuses to start.
+    let logs = Server::try_start(Setup {
+        plugins: Some(plugins_granting("sql:users", "database = \"other\"")),
+        extra: format!("{extra}[databases.other]\nurl = \"{}\"\n", db.url),
+        ..Default::default()
+    })
+    .map(|_| ())
+    .unwrap_err();
+    assert!(logs.contains("add \"sql:other\" to its grants"), "{logs}");
+}
+
+fn plugins_granting(grant: &str, database: &str) -> String {
+    plugins("").replace("sql:users", grant).replace("database = \"users\"", database)
+}
