@@ -40,9 +40,48 @@ fn is_ident(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
 }
 
+/// SQLite statements that reach beyond the granted database: `ATTACH`
+/// opens any file the server can read (another database's password hashes)
+/// or creates one, `VACUUM INTO` writes one, `PRAGMA` changes the shared
+/// connection. SQLite runs inside the server, so no database permission
+/// stands in the way: they are refused (also behind `EXPLAIN`).
+const SQLITE_REFUSED: [&str; 4] = ["ATTACH", "DETACH", "VACUUM", "PRAGMA"];
+
+/// The first words of a statement, upper case, past blanks and comments.
+fn leading_words(s: &[u8], most: usize) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut i = 0;
+    while i < s.len() && words.len() < most {
+        let b = s[i];
+        if b.is_ascii_whitespace() {
+            i += 1;
+        } else if b == b'-' && s.get(i + 1) == Some(&b'-') {
+            i = line_end(s, i);
+        } else if b == b'/' && s.get(i + 1) == Some(&b'*') {
+            i = skip_block_comment(s, i, false).unwrap_or(s.len());
+        } else if is_ident_start(b) {
+            let start = i;
+            while i < s.len() && is_ident(s[i]) {
+                i += 1;
+            }
+            words.push(String::from_utf8_lossy(&s[start..i]).to_ascii_uppercase());
+        } else {
+            break;
+        }
+    }
+    words
+}
+
 /// Rewrites `sql`; `known` tells whether a parameter of that name was given.
 pub fn rewrite(sql: &str, dialect: Dialect, known: impl Fn(&str) -> bool) -> Result<Rewritten, String> {
     let s = sql.as_bytes();
+    if dialect == Dialect::Sqlite {
+        let words = leading_words(s, 4);
+        let verb = words.iter().find(|w| !matches!(w.as_str(), "EXPLAIN" | "QUERY" | "PLAN"));
+        if let Some(verb) = verb.filter(|v| SQLITE_REFUSED.contains(&v.as_str())) {
+            return Err(format!("{verb} is not allowed on SQLite: a plugin reaches only the database it was granted"));
+        }
+    }
     let mut out = String::with_capacity(sql.len() + 8);
     let mut binds: Vec<String> = Vec::new();
     // Start of the text not yet copied to `out`.
@@ -232,6 +271,28 @@ mod tests {
 
     fn names(n: &[&str]) -> Vec<String> {
         n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn sqlite_statements_that_reach_other_files_are_refused() {
+        for sql in [
+            "ATTACH DATABASE '/var/lib/mailferry/users.db' AS u",
+            "  attach '/tmp/x.db' as x",
+            "/* hi */ -- there\n ATTACH 'x' AS y",
+            "DETACH u",
+            "VACUUM INTO '/tmp/copy.db'",
+            "PRAGMA writable_schema = 1",
+            "EXPLAIN ATTACH 'x' AS y",
+            "EXPLAIN QUERY PLAN VACUUM",
+        ] {
+            let e = rw(sql, Sqlite).unwrap_err();
+            assert!(e.contains("not allowed on SQLite"), "{sql:?}: {e}");
+        }
+        // The same words elsewhere, and on the other backends (their own
+        // permissions apply), are not refused.
+        ok("SELECT 'ATTACH' AS attach_note, pragma FROM t", Sqlite);
+        ok("EXPLAIN QUERY PLAN SELECT 1", Sqlite);
+        ok("VACUUM", Postgres);
     }
 
     #[test]
