@@ -4,6 +4,7 @@
 
 mod common;
 use common::*;
+use std::net::SocketAddr;
 
 const FORMS: &[&str] = &[
     "victim@example.org",
@@ -70,4 +71,38 @@ fn trusted_network_may_relay_without_auth() {
     c.expect("EHLO cron.local", 250);
     let r = c.send_mail("root@localhost", &["admin@example.org"], "Subject: cron\n\nok\n");
     assert_eq!(r.code, 250, "{r}");
+}
+
+/// On a dual-stack `[::]` listener, IPv4 clients arrive as
+/// `::ffff:a.b.c.d`; they must still match IPv4 `trusted_networks`, and be
+/// logged and stamped as the IPv4 address they are.
+#[test]
+fn dual_stack_listeners_see_ipv4_clients_as_ipv4() {
+    let s = Server::start(Setup {
+        listeners: r#"
+[[listeners]]
+name = "dual"
+address = "[::]:0"
+tls = "none"
+trusted_networks = ["127.0.0.0/8"]
+"#
+        .into(),
+        ..Setup::default()
+    });
+    let port = s.addr("dual").port();
+    let mut c = Client::connect(SocketAddr::from(([127, 0, 0, 1], port))).greeting();
+    c.expect("EHLO cron.local", 250);
+    let r = c.send_mail("root@localhost", &["admin@example.org"], "Subject: cron\n\nok\n");
+    assert_eq!(r.code, 250, "{r}");
+    s.wait_queue_empty();
+    let outbox = s.outbox();
+    assert_eq!(outbox.len(), 1);
+    assert!(outbox[0].contains("[127.0.0.1]"), "{}", outbox[0]);
+    assert!(!outbox[0].contains("::ffff:"), "{}", outbox[0]);
+    assert!(!s.log_text().contains("::ffff:"));
+    // Not trusted over IPv6: the relay rule still holds there.
+    let mut c = Client::connect(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))).greeting();
+    c.expect("EHLO attacker.example", 250);
+    c.expect("MAIL FROM:<root@localhost>", 250);
+    assert_eq!(c.cmd("RCPT TO:<admin@example.org>").code, 554);
 }

@@ -278,7 +278,10 @@ pub async fn serve(
 
 async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr, listener: Arc<Listener>) {
     let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().unwrap_or(listener.address);
+    // From here on (trust, limits, bans, logs, plugins) an IPv4 client of a
+    // `[::]` listener is the IPv4 address it is.
+    let peer = proxy::canonical(peer);
+    let local = proxy::canonical(stream.local_addr().unwrap_or(listener.address));
     let metrics = crate::metrics::get();
     metrics.connections.get_or_create(&crate::metrics::ListenerLabel { listener: listener.name.clone() }).inc();
     let (permit, client, local, proxy) = if listener.proxy_protocol {
@@ -376,7 +379,7 @@ async fn accept_proxied(
     let name = &listener.name;
     // Before reading anything: a header decides who the client is, so only
     // the operator's proxies may send one.
-    if !listener.proxy_trusted.iter().any(|n| n.contains(&peer.ip().to_canonical())) {
+    if !listener.proxy_trusted.iter().any(|n| n.contains(&peer.ip())) {
         tracing::warn!(listener = %name, peer = %peer, "connection refused: the peer is not in proxy_trusted");
         return Err(Refused::Closed("proxy"));
     }

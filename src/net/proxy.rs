@@ -164,9 +164,10 @@ async fn read_v2<R: AsyncRead + Unpin>(r: &mut R, mut buf: Vec<u8>) -> Result<He
     })
 }
 
-/// A proxy on a dual-stack socket reports IPv4 clients as `::ffff:a.b.c.d`;
-/// as plain IPv4 they match IPv4 `trusted_networks` and share one limit.
-fn canonical(a: SocketAddr) -> SocketAddr {
+/// A dual-stack socket (a `[::]` listener, or a proxy's) reports IPv4
+/// clients as `::ffff:a.b.c.d`; as plain IPv4 they match IPv4
+/// `trusted_networks` and share one limit.
+pub(crate) fn canonical(a: SocketAddr) -> SocketAddr {
     SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
