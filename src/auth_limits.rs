@@ -4,20 +4,23 @@
 //! connect, on every node sharing the counters).
 //!
 //! The per-login count must not let anyone lock a user out by knowing the
-//! login, so it never refuses a correct password. What it does: once a
-//! login has had `failures_per_login` failures in the window (a distributed
+//! login, so it never bans the login as such. What it does: once a login
+//! has had `failures_per_login` failures in the window (a distributed
 //! guessing attack, each address staying under `failures_per_ip`), a further
-//! failure on it bans the address it came from at once, unless that address
-//! has logged in as that login before. Guesses against one login then cost
-//! the attacker an address each, while the real user still logs in from
-//! anywhere with the right password, and a typo from a familiar address is
-//! counted as usual.
+//! failure on it from an address that has not logged in as that login
+//! before bans that *pair*: that address may not try that login again for
+//! `ban_secs`. Guesses against one login then cost the attacker an address
+//! each, while the real user still logs in with the right password from
+//! any address that has not failed, a typo from a familiar address is only
+//! counted, and the other users behind a shared address (NAT, a mobile
+//! carrier) are not touched.
 //!
 //! Counters and marks (see [`crate::counters`]):
 //! `auth:fail:ip:<addr>`, `auth:fail:login:<login>` (windows),
-//! `auth:ban:<addr>` (a mark for `ban_secs`) and `auth:good:<addr>:<login>`
-//! (a mark for [`KNOWN_GOOD`]). `<addr>` is the address, or the /64 of an
-//! IPv6 address, as for connection limits; logins compare without case.
+//! `auth:ban:<addr>` and `auth:loginban:<addr>:<login>` (marks for
+//! `ban_secs`) and `auth:good:<addr>:<login>` (a mark for [`KNOWN_GOOD`]).
+//! `<addr>` is the address, or the /64 of an IPv6 address, as for
+//! connection limits; logins compare without case.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -46,15 +49,17 @@ pub struct Penalty {
     pub login_failures: u64,
     /// How long to wait before answering.
     pub delay: Duration,
-    /// Set when this failure banned the address.
+    /// Set when this failure placed a ban: of the address, or of the
+    /// address for this login.
     pub ban: Option<BanReason>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BanReason {
-    /// `failures_per_ip` reached.
+    /// `failures_per_ip` reached: the address is banned.
     Address,
-    /// The login is under attack and the address is not familiar with it.
+    /// The login is under attack and the address is not familiar with it:
+    /// the address may not try this login.
     Login,
 }
 
@@ -88,8 +93,18 @@ impl AuthGuard {
         self.counters.marked(&ban_key(ip)).await
     }
 
-    /// Counts a failed AUTH of `login` from `ip`, bans the address if that
-    /// was one too many, and says how long to wait before answering.
+    /// How long `ip` still may not try `login`, if a failure on a login
+    /// under attack banned that pair.
+    pub async fn login_banned(&self, ip: IpAddr, login: &str) -> Result<Option<Duration>, CounterError> {
+        if self.limits.failures_per_login == 0 {
+            return Ok(None);
+        }
+        self.counters.marked(&login_ban_key(&client_key(ip), &login.to_lowercase())).await
+    }
+
+    /// Counts a failed AUTH of `login` from `ip`, bans the address (or the
+    /// address for this login) if that was one too many, and says how long
+    /// to wait before answering.
     pub async fn failed(&self, ip: IpAddr, login: &str) -> Result<Penalty, CounterError> {
         let l = &self.limits;
         let addr = client_key(ip);
@@ -106,8 +121,10 @@ impl AuthGuard {
         } else {
             None
         };
-        if ban.is_some() {
-            self.counters.mark(&ban_key(ip), l.ban).await?;
+        match ban {
+            Some(BanReason::Address) => self.counters.mark(&ban_key(ip), l.ban).await?,
+            Some(BanReason::Login) => self.counters.mark(&login_ban_key(&addr, &login), l.ban).await?,
+            None => {}
         }
         let steps = ip_failures.max(login_failures).min(u32::MAX as u64) as u32;
         let delay = l.failure_delay.saturating_mul(steps).min(l.max_failure_delay);
@@ -125,6 +142,10 @@ impl AuthGuard {
 
 fn ban_key(ip: IpAddr) -> String {
     format!("auth:ban:{}", client_key(ip))
+}
+
+fn login_ban_key(addr: &IpAddr, login: &str) -> String {
+    format!("auth:loginban:{addr}:{login}")
 }
 
 fn good_key(addr: &IpAddr, login: &str) -> String {
@@ -187,13 +208,21 @@ mod tests {
             let p = g.failed(ip(&format!("203.0.113.{i}")), "alice@example.com").await.unwrap();
             assert_eq!(p.ban, None, "attacker {i}");
         }
-        // The next unfamiliar address is banned at its first failure…
-        let p = g.failed(ip("203.0.113.50"), "ALICE@example.com").await.unwrap();
+        // The next unfamiliar address may not try the login again after its
+        // first failure…
+        let attacker = ip("203.0.113.50");
+        let p = g.failed(attacker, "ALICE@example.com").await.unwrap();
         assert_eq!((p.login_failures, p.ban), (5, Some(BanReason::Login)));
-        // …but a typo from home is only counted.
+        assert!(g.login_banned(attacker, "alice@EXAMPLE.com").await.unwrap().is_some());
+        // …but the address itself is not banned (others share it), nor may
+        // it be kept from other logins.
+        assert!(g.banned(attacker).await.unwrap().is_none());
+        assert!(g.login_banned(attacker, "bob@example.com").await.unwrap().is_none());
+        // A typo from home is only counted.
         let p = g.failed(home, "alice@example.com").await.unwrap();
         assert_eq!(p.ban, None);
         assert!(g.banned(home).await.unwrap().is_none());
+        assert!(g.login_banned(home, "alice@example.com").await.unwrap().is_none());
         // Other logins are not under attack.
         assert_eq!(g.failed(ip("203.0.113.60"), "bob@example.com").await.unwrap().ban, None);
     }

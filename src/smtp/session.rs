@@ -17,7 +17,7 @@ use super::command::{self, Command, Param, Path};
 use super::data::{check_bdat, DataReader, DataStep, Defects};
 use super::reply::Reply;
 use super::transport::{Line, ReadError, Transport};
-use crate::auth_limits::AuthGuard;
+use crate::auth_limits::{AuthGuard, BanReason};
 use crate::config::{Config, Listener, TlsMode};
 use crate::message::{Header, Message};
 use crate::net::ConnectionCounts;
@@ -432,6 +432,29 @@ impl Session {
             Err(AuthAbort::Reply(r)) => return self.error(r),
             Err(AuthAbort::Close) => return Next::Close,
         };
+        // A failure on a login under attack barred this address from it:
+        // no plugin is asked, so no password is tried, right or wrong.
+        if !self.auth_exempt {
+            match self.shared.auth.login_banned(self.peer.ip(), &login).await {
+                Ok(None) => {}
+                Ok(Some(left)) => {
+                    tracing::info!(ip = %self.peer.ip(), login = ?login, "AUTH refused: login barred for this address after failed logins");
+                    let minutes = left.as_secs().div_ceil(60).max(1);
+                    return self.error(Reply::new(
+                        454,
+                        "4.7.0",
+                        format!(
+                            "too many failed logins for this login from your address, try again in {minutes} minute{}",
+                            if minutes == 1 { "" } else { "s" }
+                        ),
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "AUTH refused: cannot check for bans");
+                    return self.error(Reply::new(454, "4.7.0", "temporary authentication failure, try again later"));
+                }
+            }
+        }
         let outcome = self.plugins.run(Call::Auth { mechanism: &mechanism, login: &login, password: &password }).await;
         drop(password);
         match outcome {
@@ -455,7 +478,8 @@ impl Session {
                 // Wrong credentials are counted toward a ban; a temporary
                 // failure (the password backend is down) is not the client's.
                 let guessed = !matches!(other, Outcome::DenySoft(_));
-                if guessed && !self.auth_exempt && self.penalize(&login).await {
+                let ban = if guessed && !self.auth_exempt { self.penalize(&login).await } else { None };
+                if ban == Some(BanReason::Address) {
                     self.t.reply(&match &other {
                         Outcome::Deny(Some(r)) | Outcome::DenyDisconnect(Some(r)) => r.clone(),
                         _ => Reply::new(535, "5.7.8", "authentication credentials invalid"),
@@ -481,14 +505,14 @@ impl Session {
     }
 
     /// Counts a failed AUTH against the address and the login, waits the
-    /// growing delay, and says whether the address is now banned.
-    async fn penalize(&mut self, login: &str) -> bool {
+    /// growing delay, and says what this failure banned, if anything.
+    async fn penalize(&mut self, login: &str) -> Option<BanReason> {
         let ip = self.peer.ip();
         let penalty = match self.shared.auth.failed(ip, login).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "failed AUTH not counted");
-                return false;
+                return None;
             }
         };
         tracing::debug!(
@@ -498,7 +522,7 @@ impl Session {
             "failed AUTH answered after a delay"
         );
         tokio::time::sleep(penalty.delay).await;
-        let Some(reason) = penalty.ban else { return false };
+        let reason = penalty.ban?;
         let ban = self.shared.auth.limits().ban;
         let until = chrono::Utc::now() + ban;
         tracing::warn!(
@@ -509,10 +533,14 @@ impl Session {
             login_failures = penalty.login_failures,
             ban_secs = ban.as_secs(),
             until = %until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            "address banned after failed logins"
+            "{}",
+            match reason {
+                BanReason::Address => "address banned after failed logins",
+                BanReason::Login => "login barred for this address after failed logins",
+            }
         );
         crate::metrics::get().auth_bans.inc();
-        true
+        Some(reason)
     }
 
     /// Reads one AUTH continuation line; `*` cancels.
