@@ -1082,6 +1082,13 @@ impl Config {
         let mut plugins = Vec::new();
         for (i, rp) in raw.plugins.into_iter().enumerate() {
             let key = format!("plugins[{i}] ({})", rp.name);
+            // The name tags the plugin's logs, metrics and counter keys
+            // (`<name>:<key>`): a ':' in it could make two plugins share keys.
+            if rp.name.is_empty()
+                || !rp.name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            {
+                cx.error(format!("{key}: name {:?}: a plugin name is letters, digits, '-', '_' and '.'", rp.name));
+            }
             if plugins.iter().any(|p: &PluginSpec| p.name == rp.name) {
                 cx.error(format!("{key}: the name {:?} is used twice; give each plugin entry its own name", rp.name));
             }
@@ -2203,6 +2210,8 @@ mod tests {
         assert!(e.contains("\"sql:users\": there is no [databases.users]; add one"), "{e}");
         let e = err("[databases.x]\nurl = \"${MF_TEST_UNSET_DB}\"\n");
         assert!(e.contains("MF_TEST_UNSET_DB is not set"), "{e}");
+        let e = err("[[plugins]]\nname = \"limits:a\"\npath = \"x.wasm\"\n");
+        assert!(e.contains("name \"limits:a\": a plugin name is letters, digits"), "{e}");
     }
 
     #[test]

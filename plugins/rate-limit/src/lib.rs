@@ -11,7 +11,7 @@
 //!
 //! | Key | Default | Meaning |
 //! |-----|---------|---------|
-//! | `limits` | required | A list of limits, each `{ per = "login" \| "ip", messages = N, recipients = N, window_secs = S }`: `messages`, `recipients` or both; `window_secs` defaults to `3600` |
+//! | `limits` | required | A list of limits, each `{ per = "login" \| "ip", messages = N, recipients = N, window_secs = S }`: `messages`, `recipients` or both; `window_secs` defaults to `3600`; at most 8 limits on messages and 8 on recipients |
 //! | `exempt_trusted` | `false` | Leave sessions from the listener's trusted networks unlimited (else they are limited per `ip`; they have no login) |
 //!
 //! ```toml
@@ -57,6 +57,10 @@ use serde::Deserialize;
 
 /// Longest window the host keeps (31 days).
 const MAX_WINDOW_SECS: u32 = 31 * 24 * 3600;
+
+/// Limits on messages, or on recipients: a step checks each and then counts
+/// each, and the host allows 16 counter calls per hook call.
+const MAX_LIMITS_PER_KIND: usize = 8;
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
 #[serde(rename_all = "lowercase")]
@@ -196,6 +200,15 @@ impl Plugin for RateLimit {
                     Some(max) => limits.push(Limit { per: l.per, what, max, window_secs: l.window_secs }),
                     None => {}
                 }
+            }
+        }
+        for what in [What::Messages, What::Recipients] {
+            let n = limits.iter().filter(|l| l.what == what).count();
+            if n > MAX_LIMITS_PER_KIND {
+                return Err(format!(
+                    "{n} limits on {}: at most {MAX_LIMITS_PER_KIND} (each is checked and then counted, and a hook may make 16 counter calls)",
+                    match what { What::Messages => "messages", What::Recipients => "recipients" }
+                ));
             }
         }
         Ok(RateLimit { limits, exempt_trusted: config.exempt_trusted })
@@ -434,5 +447,14 @@ limits = [{ per = "ip", messages = 1 }]"#,
         assert_eq!(per_window(7 * 86400), "per 7 days");
         assert_eq!(per_window(900), "per 15 minutes");
         assert_eq!(per_window(90), "per 90 seconds");
+    }
+
+    #[test]
+    fn more_limits_than_a_hook_may_count_are_refused_at_start() {
+        let nine = vec![r#"{ per = "login", messages = 5, window_secs = 60 }"#; 9].join(", ");
+        let err = TestHost::new().config_toml(&format!("limits = [{nine}]")).instantiate::<RateLimit>().map(|_| ()).unwrap_err();
+        assert!(err.contains("9 limits on messages: at most 8"), "{err}");
+        let eight = vec![r#"{ per = "ip", messages = 5, recipients = 9, window_secs = 60 }"#; 8].join(", ");
+        assert!(TestHost::new().config_toml(&format!("limits = [{eight}]")).instantiate::<RateLimit>().is_ok());
     }
 }
