@@ -885,27 +885,7 @@ fn wrap_prose(text: &str, lead: &str) -> String {
 
 /// Wraps `text` at 100 columns, the first line after `lead`, the others aligned under it.
 fn wrap(text: &str, lead: &str) -> String {
-    const WIDTH: usize = 100;
-    let indent = " ".repeat(lead.chars().count());
-    let mut out = String::new();
-    let mut line = lead.to_string();
-    let mut empty = true;
-    for word in text.split_whitespace() {
-        if !empty && line.chars().count() + 1 + word.chars().count() > WIDTH {
-            out.push_str(line.trim_end());
-            out.push('\n');
-            line = indent.clone();
-            empty = true;
-        }
-        if !empty {
-            line.push(' ');
-        }
-        line.push_str(word);
-        empty = false;
-    }
-    out.push_str(line.trim_end());
-    out.push('\n');
-    out
+    crate::text::wrap(text, lead, &" ".repeat(lead.chars().count()), 100)
 }
 
 // ---------------------------------------------------------------------------------------------

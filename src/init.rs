@@ -475,25 +475,7 @@ domain = {domain_q}
 /// `text` wrapped at 78 columns, each line starting with `first` (the
 /// first) or `rest` (the others).
 fn wrap(text: &str, first: &str, rest: &str) -> String {
-    let mut out = String::new();
-    let mut line = first.to_string();
-    let mut empty = true;
-    for word in text.split_whitespace() {
-        if !empty && line.len() + 1 + word.len() > 78 {
-            out.push_str(line.trim_end());
-            out.push('\n');
-            line = rest.to_string();
-            empty = true;
-        }
-        if !empty {
-            line.push(' ');
-        }
-        line.push_str(word);
-        empty = false;
-    }
-    out.push_str(line.trim_end());
-    out.push('\n');
-    out
+    crate::text::wrap(text, first, rest, 78)
 }
 
 /// A TOML comment paragraph.

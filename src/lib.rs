@@ -38,4 +38,5 @@ pub mod queue;
 pub mod sendmail;
 pub mod smtp;
 pub mod sql;
+pub mod text;
 pub mod users;

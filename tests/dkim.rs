@@ -67,28 +67,9 @@ fn standard_keys() -> Keys {
 }
 
 fn plugins(dkim_config: &str) -> String {
-    format!(
-        r#"
-[[plugins]]
-name = "auth-flat-file"
-grants = ["password"]
-read_dirs = ["auth"]
-[plugins.config]
-users = "/auth/users"
-
-[[plugins]]
-name = "dkim-sign"
-grants = ["dkim"]
-[plugins.config]
-{dkim_config}
-
-[[plugins]]
-name = "smtp-forward"
-grants = ["outbound"]
-[plugins.config]
-mode = "sync"
-relay = "up"
-"#
+    plugins_with(
+        &format!("[[plugins]]\nname = \"dkim-sign\"\ngrants = [\"dkim\"]\n[plugins.config]\n{dkim_config}\n"),
+        "mode = \"sync\"\nrelay = \"up\"",
     )
 }
 

@@ -30,27 +30,9 @@ fn start(limits: &str, extra: &str) -> Server {
     Server::start(Setup {
         users: USERS.into(),
         listeners: LISTENERS.into(),
-        plugins: Some(format!(
-            r#"
-[[plugins]]
-name = "auth-flat-file"
-grants = ["password"]
-read_dirs = ["auth"]
-[plugins.config]
-users = "/auth/users"
-
-[[plugins]]
-name = "rate-limit"
-grants = ["counters"]
-[plugins.config]
-limits = {limits}
-
-[[plugins]]
-name = "smtp-forward"
-grants = ["outbound"]
-[plugins.config]
-relay = "outbox"
-"#
+        plugins: Some(plugins_with(
+            &format!("[[plugins]]\nname = \"rate-limit\"\ngrants = [\"counters\"]\n[plugins.config]\nlimits = {limits}\n"),
+            "relay = \"outbox\"",
         )),
         extra: format!("\n[admin]\naddress = \"127.0.0.1:0\"\n{extra}"),
         ..Default::default()

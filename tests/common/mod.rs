@@ -88,6 +88,14 @@ grants = ["outbound"]
 relay = "outbox"
 "#;
 
+/// [`DEFAULT_PLUGINS`] with `middle` (more `[[plugins]]` entries) between
+/// auth-flat-file and smtp-forward, whose config is `forward`, e.g.
+/// `relay = "outbox"` or `mode = "sync"\nrelay = "up"`.
+pub fn plugins_with(middle: &str, forward: &str) -> String {
+    let (auth, _) = DEFAULT_PLUGINS.split_once("[[plugins]]\nname = \"smtp-forward\"").unwrap();
+    format!("{auth}{middle}\n[[plugins]]\nname = \"smtp-forward\"\ngrants = [\"outbound\"]\n[plugins.config]\n{forward}\n")
+}
+
 /// `alice@example.com` / `wonderland` as an argon2id hash, and other schemes.
 pub fn users_with_all_schemes() -> String {
     let argon = hash_password("wonderland");
