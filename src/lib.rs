@@ -26,6 +26,7 @@ pub mod config;
 pub mod counters;
 pub mod dkim;
 pub mod dns;
+pub mod files;
 pub mod init;
 pub mod message;
 pub mod metrics;

@@ -60,6 +60,7 @@ fn write_lines(path: &Path, lines: &[String]) -> Result<()> {
     // A leftover from a crashed run would keep its old mode: start afresh.
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    crate::files::inherit_owner(&tmp)?;
     for l in lines {
         writeln!(f, "{l}")?;
     }

@@ -95,12 +95,7 @@ pub fn create(keys_dir: &Path, domain: &str, selector: &str, kind: KeyKind) -> R
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), String> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
+    crate::files::create_dir_all(dir, 0o700).map_err(|e| format!("cannot create {}: {e}", dir.display()))
 }
 
 /// Writes a file readable by its owner only, durably, under a hidden
@@ -111,6 +106,7 @@ fn write_private(path: &PathBuf, bytes: &[u8]) -> Result<(), String> {
     let tmp = path.with_file_name(format!(".{name}.tmp"));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        crate::files::inherit_owner(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         // No overwrite of a key made meanwhile: link fails if it exists.

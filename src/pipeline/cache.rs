@@ -40,9 +40,12 @@ pub fn compile(engine: &Engine, wasm: &[u8], dir: &Path) -> Result<Component> {
 }
 
 fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
+    // `sudo mailferry check` must not leave the service a cache it cannot
+    // write to.
+    crate::files::create_dir_all(dir, 0o755)?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
+    crate::files::inherit_owner(&tmp)?;
     std::fs::rename(&tmp, path)
 }
 
