@@ -1387,8 +1387,8 @@ impl Resolver<'_> {
         match expand_env(&value) {
             Ok(v) => Some(v),
             Err(_) if self.keep_unset_vars => Some(value),
-            Err(var) => {
-                self.error(format!("{key}: environment variable {var} is not set (referenced as ${{{var}}})"));
+            Err(e) => {
+                self.error(format!("{key}: {e}"));
                 None
             }
         }
@@ -1703,8 +1703,8 @@ fn parse_net(s: &str) -> Option<IpNet> {
     s.parse::<IpNet>().ok().or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
-/// Replaces `${NAME}` with the environment variable's value. Returns the name
-/// of the first unset variable as the error.
+/// Replaces `${NAME}` with the environment variable's value. The error
+/// names the first variable that is unset or empty.
 pub fn expand_env(s: &str) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
@@ -1715,8 +1715,14 @@ pub fn expand_env(s: &str) -> Result<String, String> {
             Some(end) => {
                 let var = &after[..end];
                 match std::env::var(var) {
+                    // An empty secret is a line of the env file left
+                    // unfinished, not a password: say so now rather than
+                    // at the first delivery.
+                    Ok(v) if v.is_empty() => {
+                        return Err(format!("environment variable {var} is set but empty (referenced as ${{{var}}})"))
+                    }
                     Ok(v) => out.push_str(&v),
-                    Err(_) => return Err(var.to_string()),
+                    Err(_) => return Err(format!("environment variable {var} is not set (referenced as ${{{var}}})")),
                 }
                 rest = &after[end + 1..];
             }
@@ -1932,7 +1938,12 @@ mod tests {
     fn env_expansion() {
         std::env::set_var("MF_TEST_SECRET", "s3cret");
         assert_eq!(expand_env("a${MF_TEST_SECRET}b").unwrap(), "as3cretb");
-        assert_eq!(expand_env("${MF_TEST_UNSET_VAR}").unwrap_err(), "MF_TEST_UNSET_VAR");
+        assert_eq!(
+            expand_env("${MF_TEST_UNSET_VAR}").unwrap_err(),
+            "environment variable MF_TEST_UNSET_VAR is not set (referenced as ${MF_TEST_UNSET_VAR})"
+        );
+        std::env::set_var("MF_TEST_EMPTY_VAR", "");
+        assert!(expand_env("x${MF_TEST_EMPTY_VAR}").unwrap_err().contains("MF_TEST_EMPTY_VAR is set but empty"));
     }
 
     /// One `[relays.r]` table after a minimal listener.
