@@ -47,7 +47,7 @@ impl Keys {
                 .to_string()
         };
         let name = field("Name:");
-        assert_eq!(name, format!("{selector}._domainkey.{}", domain.to_ascii_lowercase()));
+        assert_eq!(name, format!("{selector}._domainkey.{}", mailferry::dkim::keys::ascii_domain(domain)));
         self.records.push((name, field("Value:")));
         text
     }
@@ -294,6 +294,23 @@ fn route_exclusions_survive_a_provider_rewriting_message_id_and_date() {
     assert_eq!(ok_signers(&keys, &eml).len(), 2);
     let rewritten = replace_field(&eml, "message-id", "<0100018f-ses-rewritten@email.amazonses.com>");
     assert!(ok_signers(&keys, &rewritten).is_empty());
+}
+
+/// A From: domain written in Unicode (an SMTPUTF8 message) is signed with
+/// the keys of its `xn--` form, which is what `d=` carries (RFC 8616).
+#[test]
+fn internationalized_from_domains_sign_as_a_labels() {
+    let mut keys = Keys::new();
+    let text = keys.keygen("Bücher.example", "idn1", "ed25519");
+    assert!(text.contains("idn1._domainkey.xn--bcher-kva.example"), "{text}");
+    let up = Upstream::start();
+    let server = start(&up, &keys, "");
+    let message = "From: Anna <anna@bücher.example>\r\nTo: bob@example.org\r\nSubject: Grüße\r\n\r\nHallo.\r\n";
+    let eml = relay_one(&server, &up, message.as_bytes());
+    let sigs = signature_fields(&eml);
+    assert_eq!(sigs.len(), 1, "{}", String::from_utf8_lossy(&eml));
+    assert!(sigs[0].contains("d=xn--bcher-kva.example"), "{}", sigs[0]);
+    assert_eq!(ok_signers(&keys, &eml), [("xn--bcher-kva.example".to_string(), "idn1".to_string())]);
 }
 
 /// From is over-signed: a second From: added in transit breaks the signature.

@@ -70,7 +70,7 @@ pub fn default_selector(kind: KeyKind) -> String {
 /// Generates a key and writes it to `<keys_dir>/<domain>/<selector>.pem`
 /// (mode 0600; the folder 0700). An existing key is never overwritten.
 pub fn create(keys_dir: &Path, domain: &str, selector: &str, kind: KeyKind) -> Result<KeyInfo, String> {
-    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    let domain = keys::ascii_domain(domain);
     if !keys::is_domain(&domain) {
         return Err(format!("{domain:?} is not a domain name like example.com"));
     }

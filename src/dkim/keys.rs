@@ -197,12 +197,12 @@ impl KeyStore {
 
     /// The key for `domain` (any case) and `selector`.
     pub fn get(&self, domain: &str, selector: &str) -> Option<Arc<Key>> {
-        self.keys.get(&(domain.to_ascii_lowercase(), selector.to_string())).cloned()
+        self.keys.get(&(ascii_domain(domain), selector.to_string())).cloned()
     }
 
-    /// Every key for `domain` (any case), by selector.
+    /// Every key for `domain` (any case, Unicode or `xn--` form), by selector.
     pub fn for_domain(&self, domain: &str) -> Vec<&KeyInfo> {
-        let domain = domain.to_ascii_lowercase();
+        let domain = ascii_domain(domain);
         self.keys.iter().filter(|((d, _), _)| *d == domain).map(|(_, k)| &k.info).collect()
     }
 
@@ -317,6 +317,17 @@ pub fn is_domain(s: &str) -> bool {
         })
 }
 
+/// `domain` as keys are filed: lower case, internationalized labels in
+/// their `xn--` form, which is also what `d=` must carry (RFC 8616 §4), so
+/// `From: user@bücher.example` finds the keys of `xn--bcher-kva.example`.
+pub fn ascii_domain(domain: &str) -> String {
+    let domain = domain.trim_end_matches('.');
+    if domain.is_ascii() {
+        return domain.to_ascii_lowercase();
+    }
+    idna::domain_to_ascii(domain).unwrap_or_else(|_| domain.to_lowercase())
+}
+
 /// A selector: one or more DNS labels (RFC 6376 §3.1).
 pub fn is_selector(s: &str) -> bool {
     !s.is_empty()
@@ -352,6 +363,19 @@ mod tests {
         assert!(parts.iter().all(|p| p.len() <= 255));
         assert_eq!(parts.concat(), v);
         assert_eq!(split_txt("short"), vec!["short"]);
+    }
+
+    #[test]
+    fn internationalized_domains_are_filed_in_their_ascii_form() {
+        assert_eq!(ascii_domain("Bücher.Example."), "xn--bcher-kva.example");
+        assert_eq!(ascii_domain("XN--BCHER-KVA.example"), "xn--bcher-kva.example");
+        assert_eq!(ascii_domain("example.com"), "example.com");
+        let dir = tempfile::tempdir().unwrap();
+        crate::dkim::keygen::create(dir.path(), "bücher.example", "s1", crate::dkim::keygen::KeyKind::Ed25519).unwrap();
+        assert!(dir.path().join("xn--bcher-kva.example/s1.pem").exists());
+        let store = KeyStore::load(dir.path()).unwrap();
+        assert_eq!(store.for_domain("BÜCHER.example").len(), 1);
+        assert!(store.get("bücher.example", "s1").is_some());
     }
 
     #[test]
