@@ -17,6 +17,25 @@ use serde::Deserialize;
 /// Default location of the main configuration file.
 pub const DEFAULT_PATH: &str = "config/mailferry.toml";
 
+/// Where an installed server's configuration lives.
+pub const SYSTEM_PATH: &str = "/etc/mailferry/mailferry.toml";
+
+/// The configuration file of a command given `arg` (`--config`): else
+/// `$MAILFERRY_CONFIG`, else [`DEFAULT_PATH`] when the working folder has it
+/// (a checkout, the quick start), else [`SYSTEM_PATH`] when it exists (an
+/// operator's shell anywhere on an installed server), else [`DEFAULT_PATH`],
+/// which then is the file the error names.
+pub fn resolve_path(arg: Option<PathBuf>) -> PathBuf {
+    if let Some(p) = arg.or_else(|| std::env::var_os("MAILFERRY_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from)) {
+        return p;
+    }
+    let local = Path::new(DEFAULT_PATH);
+    if !local.exists() && Path::new(SYSTEM_PATH).exists() {
+        return PathBuf::from(SYSTEM_PATH);
+    }
+    local.to_path_buf()
+}
+
 /// A configuration error, already phrased for the operator.
 #[derive(Debug)]
 pub struct ConfigError {

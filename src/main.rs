@@ -29,9 +29,16 @@ enum LogFormat {
 
 #[derive(clap::Args)]
 struct ConfigArg {
-    /// The main configuration file.
-    #[arg(long, short, default_value = config::DEFAULT_PATH)]
-    config: PathBuf,
+    /// The main configuration file [default: $MAILFERRY_CONFIG, else
+    /// config/mailferry.toml in this folder, else /etc/mailferry/mailferry.toml]
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    fn path(&self) -> PathBuf {
+        config::resolve_path(self.config.clone())
+    }
 }
 
 #[derive(Subcommand)]
@@ -62,9 +69,11 @@ enum Cmd {
     Queue {
         #[command(subcommand)]
         action: QueueCmd,
-        /// The main configuration file (it says where the spool is).
-        #[arg(long, short, global = true, default_value = config::DEFAULT_PATH)]
-        config: PathBuf,
+        /// The main configuration file (it says where the spool is) [default:
+        /// $MAILFERRY_CONFIG, else config/mailferry.toml in this folder, else
+        /// /etc/mailferry/mailferry.toml]
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
     },
     /// Print every DNS record a sending domain needs: one merged SPF, the
     /// DKIM keys, DMARC, and what the relay asks for.
@@ -325,11 +334,11 @@ fn load_config_for_admin(path: &std::path::Path) -> Result<config::Config> {
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Init(a) => init_command(a),
-        Cmd::Serve(a) => serve(load_config(&a.config)?),
-        Cmd::Check(a) => check(load_config(&a.config)?),
+        Cmd::Serve(a) => serve(load_config(&a.path())?),
+        Cmd::Check(a) => check(load_config(&a.path())?),
         Cmd::User { action } => user(action),
         Cmd::Dkim { action } => dkim_command(action),
-        Cmd::Queue { action, config } => queue_command(action, &load_config_for_admin(&config)?),
+        Cmd::Queue { action, config } => queue_command(action, &load_config_for_admin(&config::resolve_path(config))?),
         Cmd::Dns { domain, dmarc_rua } => {
             let args = domain.dns_args(dmarc_rua)?;
             let plan = dns::plan(&args, &domain.keys()?);
@@ -692,7 +701,7 @@ enum UserStore {
 
 impl UserStore {
     fn open(arg: &UserStoreArg) -> Result<UserStore> {
-        let config = load_config_for_admin(&arg.config.config)?;
+        let config = load_config_for_admin(&arg.config.path())?;
         let managed: Vec<&String> = config.databases.iter().filter(|(_, d)| d.migrate).map(|(n, _)| n).collect();
         let name = match &arg.database {
             Some(name) => {
@@ -803,7 +812,7 @@ fn block_on<T>(f: impl std::future::Future<Output = Result<T, String>>) -> Resul
 fn keys_dir(keys: Option<PathBuf>, config: &ConfigArg) -> Result<PathBuf> {
     match keys {
         Some(k) => Ok(k),
-        None => Ok(load_config_for_admin(&config.config)
+        None => Ok(load_config_for_admin(&config.path())
             .context("cannot find the keys folder; pass --keys DIR or --config FILE")?
             .dkim
             .keys),

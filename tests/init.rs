@@ -340,6 +340,29 @@ fn every_preset_passes_check() {
     }
 }
 
+/// Without --config: $MAILFERRY_CONFIG, else config/mailferry.toml in the
+/// working folder. (The installed /etc/mailferry/mailferry.toml comes after
+/// both; this machine has none to find.)
+#[test]
+fn commands_find_the_configuration_without_config() {
+    export_relay_password();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("config");
+    init(&dir, &["--domain", "example.com", "--relay", "sendgrid"], "");
+    let o = run(mailferry(&["check"]).current_dir(tmp.path()).env_remove("MAILFERRY_CONFIG"), "");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(stdout(&o).contains("\nconfig/mailferry.toml: OK"), "{}", text(&o));
+    let elsewhere = tempfile::tempdir().unwrap();
+    let o = run(
+        mailferry(&["dkim", "list"]).current_dir(elsewhere.path()).env("MAILFERRY_CONFIG", dir.join("mailferry.toml")),
+        "",
+    );
+    assert!(o.status.success() && stdout(&o).contains("example.com"), "{}", text(&o));
+    let o = run(mailferry(&["check"]).current_dir(elsewhere.path()).env_remove("MAILFERRY_CONFIG"), "");
+    assert!(!o.status.success());
+    assert!(text(&o).contains("config/mailferry.toml: cannot read the configuration file"), "{}", text(&o));
+}
+
 #[test]
 fn a_relay_login_not_given_comes_from_the_env_file() {
     export_relay_password();

@@ -26,8 +26,8 @@ use args::Mode;
 /// Where the command looks for the configuration when neither `-C` nor
 /// `MAILFERRY_CONFIG` names one: cron and PHP run it from any folder, so a
 /// path relative to the working folder (`config::DEFAULT_PATH`, the last
-/// resort) rarely finds anything.
-pub const SYSTEM_CONFIG: &str = "/etc/mailferry/mailferry.toml";
+/// resort) rarely finds anything, and the installed file comes first.
+pub const SYSTEM_CONFIG: &str = config::SYSTEM_PATH;
 
 /// sysexits(3) statuses, the contract with every program that runs sendmail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
