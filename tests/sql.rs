@@ -623,6 +623,67 @@ fn mariadb_dovecot_preset() {
     try_injections(&s);
 }
 
+/// MariaDB's default collations fold accents as well as case: the lookup
+/// finds alice's row for `álice@…`. Each spelling would have brute-force
+/// counters of its own, so auth-sql takes a row only when its stored login
+/// is the one typed (ignoring case): the others are unknown logins, 535
+/// even with alice's password.
+#[test]
+fn mariadb_accent_insensitive_spellings_of_a_login_are_unknown() {
+    let db = TestDb::create(Kind::MySql, "collation");
+    let ci = "CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci";
+    // mailferry's table as someone may create it by hand, and Dovecot's.
+    db.exec(
+        &format!(
+            "CREATE TABLE mailferry_users (login VARCHAR(255) NOT NULL PRIMARY KEY, password VARCHAR(255) NOT NULL, \
+             active TINYINT(1) NOT NULL DEFAULT 1, senders TEXT) {ci}"
+        ),
+        &[],
+    );
+    db.exec(
+        &format!(
+            "CREATE TABLE users (userid VARCHAR(128) NOT NULL, domain VARCHAR(128) NOT NULL, password VARCHAR(255) NOT NULL, \
+             home VARCHAR(255) NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL) {ci}"
+        ),
+        &[],
+    );
+    let hash = format!("{{SHA512-CRYPT}}{SHA512}");
+    db.exec("INSERT INTO mailferry_users (login, password) VALUES (?, ?)", &["alice@example.org", &hash]);
+    db.exec(
+        "INSERT INTO users (userid, domain, password, home, uid, gid) VALUES (?, ?, ?, '/var/vmail', 5000, 5000)",
+        &["dove", "example.org", &hash],
+    );
+    // The database does take these spellings for alice.
+    for spelling in ["álice@example.org", "ALİCE@example.org"] {
+        let found = db.exec("SELECT login FROM mailferry_users WHERE login = ?", &[spelling]);
+        assert_eq!(found.as_deref(), Some("alice@example.org"), "{spelling}");
+    }
+
+    let s = Server::start(Setup { plugins: Some(plugins("")), extra: db.section(&db.url, ""), ..Default::default() });
+    for spelling in
+        ["álice@example.org", "ALİCE@example.org", "ÀLICE@example.org", "alıce@example.org", "alicé@example.org"]
+    {
+        assert_auth(&s, spelling, "Hello world!", 535);
+    }
+    s.wait_log(&["found the row of \\\"alice@example.org\\\"", "treated as an unknown login"]);
+    // Case alone is one login to the counters too: it logs in.
+    assert_auth(&s, "alice@example.org", "Hello world!", 235);
+    assert_auth(&s, "ALICE@example.org", "Hello world!", 235);
+    assert_auth(&s, "alice@example.org", "wrong", 535);
+
+    // The dovecot preset compares the local part and the domain it reads back.
+    let s = Server::start(Setup {
+        plugins: Some(plugins("preset = \"dovecot\"")),
+        extra: db.section(&db.url, ""),
+        ..Default::default()
+    });
+    assert_auth(&s, "dóve@example.org", "Hello world!", 535);
+    assert_auth(&s, "dove@éxample.org", "Hello world!", 535);
+    assert_auth(&s, "dove@example.org", "Hello world!", 235);
+    assert_auth(&s, "Dove@Example.org", "Hello world!", 235);
+    s.wait_log(&["found the row of \\\"dove\\\" at \\\"example.org\\\""]);
+}
+
 /// A database that is down: 454 (never a crash or an accept); fixed in the
 /// configuration and reloaded, logins work.
 fn down_then_reloaded(kind: Kind) {
