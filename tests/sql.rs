@@ -684,6 +684,93 @@ fn mariadb_accent_insensitive_spellings_of_a_login_are_unknown() {
     s.wait_log(&["found the row of \\\"dove\\\" at \\\"example.org\\\""]);
 }
 
+/// auth-sql, then sender-policy reading the senders column (`source =
+/// "sql"`), then forwarding to the outbox.
+const SENDERS_FROM_SQL: &str = r#"
+[[plugins]]
+name = "auth-sql"
+grants = ["password", "sql:users"]
+[plugins.config]
+database = "users"
+
+[[plugins]]
+name = "sender-policy"
+[plugins.config]
+source = "sql"
+
+[[plugins]]
+name = "smtp-forward"
+grants = ["outbound"]
+[plugins.config]
+relay = "outbox"
+"#;
+
+fn message(from: &str, subject: &str) -> String {
+    format!("From: {from}\nTo: someone@example.org\nSubject: {subject}\n\nhello\n")
+}
+
+/// A user's `senders` in mailferry_users (SQLite) let the login send as
+/// those addresses, in MAIL FROM and From:, and as nobody else; a user
+/// without senders sends as itself only.
+#[test]
+fn sqlite_senders_column_lets_a_login_send_as_its_aliases_only() {
+    let db = TestDb::create(Kind::Sqlite, "senders");
+    let s = Server::start(Setup {
+        plugins: Some(SENDERS_FROM_SQL.into()),
+        extra: db.section(&db.url, "migrate = true"),
+        ..Default::default()
+    });
+    let conf = s.path("mailferry.toml");
+    user_ok(&conf, &["add", "alice@example.com", "--password-stdin"], Some("wonderland"));
+    user_ok(&conf, &["add", "bob@example.com", "--password-stdin"], Some("builder"));
+    db.exec(
+        "UPDATE mailferry_users SET senders = ? WHERE login = ?",
+        &["sales@example.com, @alice.example", "alice@example.com"],
+    );
+
+    let mut c = tls_session(&s);
+    assert_eq!(c.auth_plain("alice@example.com", "wonderland").code, 235);
+    let r = c.send_mail("sales@example.com", &["someone@example.org"], &message("Sales <sales@example.com>", "alias"));
+    assert_eq!(r.code, 250, "{r}");
+    let r = c.send_mail("news@alice.example", &["someone@example.org"], &message("news@alice.example", "domain"));
+    assert_eq!(r.code, 250, "{r}");
+    let r = c.send_mail("alice@example.com", &["someone@example.org"], &message("alice@example.com", "herself"));
+    assert_eq!(r.code, 250, "{r}");
+    for other in ["bob@example.com", "ceo@example.com", "x@sub.alice.example"] {
+        let r = c.expect(&format!("MAIL FROM:<{other}>"), 553);
+        assert_eq!(
+            r.text(),
+            format!("5.7.1 <{other}>: not allowed to send as this address (login alice@example.com)"),
+            "{r}"
+        );
+    }
+    let line = s.wait_log(&["refused envelope sender", "ceo@example.com"]);
+    assert!(line.contains("database (auth.senders): sales@example.com"), "{line}");
+    // An allowed envelope does not make another From: allowed.
+    let r = c.send_mail("sales@example.com", &["someone@example.org"], &message("bob@example.com", "forged"));
+    assert_eq!(r.code, 553, "{r}");
+    assert_eq!(
+        r.text(),
+        "5.7.1 From: <bob@example.com>: not allowed to send as this address (login alice@example.com)"
+    );
+    c.expect("QUIT", 221);
+
+    // Bob's senders are NULL: himself only, and no failure.
+    let mut c = tls_session(&s);
+    assert_eq!(c.auth_plain("bob@example.com", "builder").code, 235);
+    let r = c.send_mail("bob@example.com", &["someone@example.org"], &message("bob@example.com", "bob"));
+    assert_eq!(r.code, 250, "{r}");
+    c.expect("MAIL FROM:<sales@example.com>", 553);
+    c.expect("QUIT", 221);
+
+    s.wait_queue_empty();
+    let outbox = s.outbox();
+    let mut subjects: Vec<&str> =
+        outbox.iter().filter_map(|m| m.split("\r\n").find_map(|l| l.strip_prefix("Subject: "))).collect();
+    subjects.sort();
+    assert_eq!(subjects, ["alias", "bob", "domain", "herself"]);
+}
+
 /// A database that is down: 454 (never a crash or an accept); fixed in the
 /// configuration and reloaded, logins work.
 fn down_then_reloaded(kind: Kind) {
