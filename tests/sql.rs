@@ -771,6 +771,24 @@ fn sqlite_senders_column_lets_a_login_send_as_its_aliases_only() {
     assert_eq!(subjects, ["alias", "bob", "domain", "herself"]);
 }
 
+/// `mailferry user add` lowers a non-ASCII domain as auth-sql looks it up
+/// (Unicode rules): the user logs in, however the domain is typed.
+#[test]
+fn sqlite_a_user_with_a_non_ascii_domain_logs_in() {
+    let db = TestDb::create(Kind::Sqlite, "idn");
+    let s = Server::start(Setup {
+        plugins: Some(plugins("")),
+        extra: db.section(&db.url, "migrate = true"),
+        ..Default::default()
+    });
+    let conf = s.path("mailferry.toml");
+    user_ok(&conf, &["add", "jörg@BÜCHER.Example", "--password-stdin"], Some("lesen"));
+    assert_eq!(db.exec("SELECT login FROM mailferry_users", &[]).as_deref(), Some("jörg@bücher.example"));
+    assert_auth(&s, "jörg@bücher.example", "lesen", 235);
+    assert_auth(&s, "jörg@BÜCHER.EXAMPLE", "lesen", 235);
+    assert_auth(&s, "JÖRG@bücher.example", "lesen", 535);
+}
+
 /// A database that is down: 454 (never a crash or an accept); fixed in the
 /// configuration and reloaded, logins work.
 fn down_then_reloaded(kind: Kind) {
