@@ -472,17 +472,26 @@ fn postfixadmin_tables(kind: Kind) -> [&'static str; 2] {
              created timestamp with time zone DEFAULT now(), modified timestamp with time zone DEFAULT now(), \
              active boolean NOT NULL DEFAULT true, domain varchar(255) REFERENCES domain, local_part varchar(255) NOT NULL)",
         ],
+        // After every upgrade.php step: the address columns are latin1
+        // (upgrade_1846_mysql), names and descriptions utf8mb4.
         Kind::MySql => [
-            "CREATE TABLE domain (domain varchar(255) NOT NULL, description varchar(255) NOT NULL, aliases int(10) NOT NULL DEFAULT 0, \
+            "CREATE TABLE domain (domain varchar(255) COLLATE latin1_general_ci NOT NULL, \
+             description varchar(255) CHARACTER SET utf8mb4 NOT NULL, aliases int(10) NOT NULL DEFAULT 0, \
              mailboxes int(10) NOT NULL DEFAULT 0, maxquota bigint(20) NOT NULL DEFAULT 0, quota bigint(20) NOT NULL DEFAULT 0, \
-             transport varchar(255) NOT NULL, backupmx tinyint(1) NOT NULL DEFAULT 0, created datetime NOT NULL DEFAULT '2000-01-01 00:00:00', \
-             modified datetime NOT NULL DEFAULT '2000-01-01 00:00:00', active tinyint(1) NOT NULL DEFAULT 1, PRIMARY KEY (domain)) \
-             DEFAULT CHARSET=utf8 COMMENT='Postfix Admin - Virtual Domains'",
-            "CREATE TABLE mailbox (username varchar(255) NOT NULL, password varchar(255) NOT NULL, name varchar(255) CHARACTER SET utf8 NOT NULL, \
-             maildir varchar(255) NOT NULL, quota bigint(20) NOT NULL DEFAULT 0, local_part varchar(255) NOT NULL, domain varchar(255) NOT NULL, \
+             transport varchar(255) COLLATE latin1_general_ci NOT NULL, backupmx tinyint(1) NOT NULL DEFAULT 0, \
              created datetime NOT NULL DEFAULT '2000-01-01 00:00:00', modified datetime NOT NULL DEFAULT '2000-01-01 00:00:00', \
-             active tinyint(1) NOT NULL DEFAULT 1, PRIMARY KEY (username), KEY domain (domain)) \
-             DEFAULT CHARSET=utf8 COMMENT='Postfix Admin - Virtual Mailboxes'",
+             active tinyint(1) NOT NULL DEFAULT 1, password_expiry int DEFAULT 0, PRIMARY KEY (domain)) \
+             DEFAULT CHARSET=latin1 COLLATE=latin1_general_ci COMMENT='Postfix Admin - Virtual Domains'",
+            "CREATE TABLE mailbox (username varchar(255) COLLATE latin1_general_ci NOT NULL, \
+             password varchar(255) COLLATE latin1_general_ci NOT NULL, name varchar(255) CHARACTER SET utf8mb4 NOT NULL, \
+             maildir varchar(255) COLLATE latin1_general_ci NOT NULL, quota bigint(20) NOT NULL DEFAULT 0, \
+             local_part varchar(255) COLLATE latin1_general_ci NOT NULL, domain varchar(255) COLLATE latin1_general_ci NOT NULL, \
+             created datetime NOT NULL DEFAULT '2000-01-01 00:00:00', modified datetime NOT NULL DEFAULT '2000-01-01 00:00:00', \
+             active tinyint(1) NOT NULL DEFAULT 1, phone varchar(30) CHARACTER SET utf8mb4 NOT NULL DEFAULT '', \
+             email_other varchar(255) CHARACTER SET utf8mb4 NOT NULL DEFAULT '', token varchar(255) CHARACTER SET utf8mb4 NOT NULL DEFAULT '', \
+             token_validity datetime NOT NULL DEFAULT '2000-01-01 00:00:00', password_expiry datetime NOT NULL DEFAULT '2000-01-01 00:00:00', \
+             totp_secret varchar(255) CHARACTER SET utf8mb4 DEFAULT NULL, PRIMARY KEY (username), KEY domain (domain)) \
+             DEFAULT CHARSET=latin1 COLLATE=latin1_general_ci COMMENT='Postfix Admin - Virtual Mailboxes'",
         ],
         Kind::Sqlite => unreachable!(),
     }
@@ -530,6 +539,14 @@ fn postfixadmin(kind: Kind) {
     assert_auth(&s, "off@example.net", "Hello world!", 535);
     assert_auth(&s, "shut@closed.example", "Hello world!", 535);
     assert_auth(&s, "nobody@example.net", "pfa pw", 535);
+    if kind == Kind::MySql {
+        // Latin-1 columns: accents are letters of their own, and a login
+        // Latin-1 cannot hold is refused by the database (docs/sql.md).
+        assert_auth(&s, "pfä@example.net", "pfa pw", 535);
+        assert_auth(&s, "PFA@EXAMPLE.NET", "pfa pw", 235);
+        assert_auth(&s, "pfİ@example.net", "pfa pw", 454);
+        s.wait_log(&["Illegal mix of collations"]);
+    }
     try_injections(&s);
 
     // The database refuses (privilege taken away): 454, and logins work
@@ -621,6 +638,172 @@ fn mariadb_dovecot_preset() {
     assert_auth(&s, "dove", "Hello world!", 535);
     assert_auth(&s, "'OR''='@example.org", "Hello world!", 535);
     try_injections(&s);
+}
+
+/// MariaDB's default collations fold accents as well as case: the lookup
+/// finds alice's row for `álice@…`. Each spelling would have brute-force
+/// counters of its own, so auth-sql takes a row only when its stored login
+/// is the one typed (ignoring case): the others are unknown logins, 535
+/// even with alice's password.
+#[test]
+fn mariadb_accent_insensitive_spellings_of_a_login_are_unknown() {
+    let db = TestDb::create(Kind::MySql, "collation");
+    let ci = "CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci";
+    // mailferry's table as someone may create it by hand, and Dovecot's.
+    db.exec(
+        &format!(
+            "CREATE TABLE mailferry_users (login VARCHAR(255) NOT NULL PRIMARY KEY, password VARCHAR(255) NOT NULL, \
+             active TINYINT(1) NOT NULL DEFAULT 1, senders TEXT) {ci}"
+        ),
+        &[],
+    );
+    db.exec(
+        &format!(
+            "CREATE TABLE users (userid VARCHAR(128) NOT NULL, domain VARCHAR(128) NOT NULL, password VARCHAR(255) NOT NULL, \
+             home VARCHAR(255) NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL) {ci}"
+        ),
+        &[],
+    );
+    let hash = format!("{{SHA512-CRYPT}}{SHA512}");
+    db.exec("INSERT INTO mailferry_users (login, password) VALUES (?, ?)", &["alice@example.org", &hash]);
+    db.exec(
+        "INSERT INTO users (userid, domain, password, home, uid, gid) VALUES (?, ?, ?, '/var/vmail', 5000, 5000)",
+        &["dove", "example.org", &hash],
+    );
+    // The database does take these spellings for alice.
+    for spelling in ["álice@example.org", "ALİCE@example.org"] {
+        let found = db.exec("SELECT login FROM mailferry_users WHERE login = ?", &[spelling]);
+        assert_eq!(found.as_deref(), Some("alice@example.org"), "{spelling}");
+    }
+
+    let s = Server::start(Setup { plugins: Some(plugins("")), extra: db.section(&db.url, ""), ..Default::default() });
+    for spelling in
+        ["álice@example.org", "ALİCE@example.org", "ÀLICE@example.org", "alıce@example.org", "alicé@example.org"]
+    {
+        assert_auth(&s, spelling, "Hello world!", 535);
+    }
+    s.wait_log(&["found the row of \\\"alice@example.org\\\"", "treated as an unknown login"]);
+    // Case alone is one login to the counters too: it logs in.
+    assert_auth(&s, "alice@example.org", "Hello world!", 235);
+    assert_auth(&s, "ALICE@example.org", "Hello world!", 235);
+    assert_auth(&s, "alice@example.org", "wrong", 535);
+
+    // The dovecot preset compares the local part and the domain it reads back.
+    let s = Server::start(Setup {
+        plugins: Some(plugins("preset = \"dovecot\"")),
+        extra: db.section(&db.url, ""),
+        ..Default::default()
+    });
+    assert_auth(&s, "dóve@example.org", "Hello world!", 535);
+    assert_auth(&s, "dove@éxample.org", "Hello world!", 535);
+    assert_auth(&s, "dove@example.org", "Hello world!", 235);
+    assert_auth(&s, "Dove@Example.org", "Hello world!", 235);
+    s.wait_log(&["found the row of \\\"dove\\\" at \\\"example.org\\\""]);
+}
+
+/// auth-sql, then sender-policy reading the senders column (`source =
+/// "sql"`), then forwarding to the outbox.
+const SENDERS_FROM_SQL: &str = r#"
+[[plugins]]
+name = "auth-sql"
+grants = ["password", "sql:users"]
+[plugins.config]
+database = "users"
+
+[[plugins]]
+name = "sender-policy"
+[plugins.config]
+source = "sql"
+
+[[plugins]]
+name = "smtp-forward"
+grants = ["outbound"]
+[plugins.config]
+relay = "outbox"
+"#;
+
+fn message(from: &str, subject: &str) -> String {
+    format!("From: {from}\nTo: someone@example.org\nSubject: {subject}\n\nhello\n")
+}
+
+/// A user's `senders` in mailferry_users (SQLite) let the login send as
+/// those addresses, in MAIL FROM and From:, and as nobody else; a user
+/// without senders sends as itself only.
+#[test]
+fn sqlite_senders_column_lets_a_login_send_as_its_aliases_only() {
+    let db = TestDb::create(Kind::Sqlite, "senders");
+    let s = Server::start(Setup {
+        plugins: Some(SENDERS_FROM_SQL.into()),
+        extra: db.section(&db.url, "migrate = true"),
+        ..Default::default()
+    });
+    let conf = s.path("mailferry.toml");
+    user_ok(&conf, &["add", "alice@example.com", "--password-stdin"], Some("wonderland"));
+    user_ok(&conf, &["add", "bob@example.com", "--password-stdin"], Some("builder"));
+    db.exec(
+        "UPDATE mailferry_users SET senders = ? WHERE login = ?",
+        &["sales@example.com, @alice.example", "alice@example.com"],
+    );
+
+    let mut c = tls_session(&s);
+    assert_eq!(c.auth_plain("alice@example.com", "wonderland").code, 235);
+    let r = c.send_mail("sales@example.com", &["someone@example.org"], &message("Sales <sales@example.com>", "alias"));
+    assert_eq!(r.code, 250, "{r}");
+    let r = c.send_mail("news@alice.example", &["someone@example.org"], &message("news@alice.example", "domain"));
+    assert_eq!(r.code, 250, "{r}");
+    let r = c.send_mail("alice@example.com", &["someone@example.org"], &message("alice@example.com", "herself"));
+    assert_eq!(r.code, 250, "{r}");
+    for other in ["bob@example.com", "ceo@example.com", "x@sub.alice.example"] {
+        let r = c.expect(&format!("MAIL FROM:<{other}>"), 553);
+        assert_eq!(
+            r.text(),
+            format!("5.7.1 <{other}>: not allowed to send as this address (login alice@example.com)"),
+            "{r}"
+        );
+    }
+    let line = s.wait_log(&["refused envelope sender", "ceo@example.com"]);
+    assert!(line.contains("database (auth.senders): sales@example.com"), "{line}");
+    // An allowed envelope does not make another From: allowed.
+    let r = c.send_mail("sales@example.com", &["someone@example.org"], &message("bob@example.com", "forged"));
+    assert_eq!(r.code, 553, "{r}");
+    assert_eq!(
+        r.text(),
+        "5.7.1 From: <bob@example.com>: not allowed to send as this address (login alice@example.com)"
+    );
+    c.expect("QUIT", 221);
+
+    // Bob's senders are NULL: himself only, and no failure.
+    let mut c = tls_session(&s);
+    assert_eq!(c.auth_plain("bob@example.com", "builder").code, 235);
+    let r = c.send_mail("bob@example.com", &["someone@example.org"], &message("bob@example.com", "bob"));
+    assert_eq!(r.code, 250, "{r}");
+    c.expect("MAIL FROM:<sales@example.com>", 553);
+    c.expect("QUIT", 221);
+
+    s.wait_queue_empty();
+    let outbox = s.outbox();
+    let mut subjects: Vec<&str> =
+        outbox.iter().filter_map(|m| m.split("\r\n").find_map(|l| l.strip_prefix("Subject: "))).collect();
+    subjects.sort();
+    assert_eq!(subjects, ["alias", "bob", "domain", "herself"]);
+}
+
+/// `mailferry user add` lowers a non-ASCII domain as auth-sql looks it up
+/// (Unicode rules): the user logs in, however the domain is typed.
+#[test]
+fn sqlite_a_user_with_a_non_ascii_domain_logs_in() {
+    let db = TestDb::create(Kind::Sqlite, "idn");
+    let s = Server::start(Setup {
+        plugins: Some(plugins("")),
+        extra: db.section(&db.url, "migrate = true"),
+        ..Default::default()
+    });
+    let conf = s.path("mailferry.toml");
+    user_ok(&conf, &["add", "jörg@BÜCHER.Example", "--password-stdin"], Some("lesen"));
+    assert_eq!(db.exec("SELECT login FROM mailferry_users", &[]).as_deref(), Some("jörg@bücher.example"));
+    assert_auth(&s, "jörg@bücher.example", "lesen", 235);
+    assert_auth(&s, "jörg@BÜCHER.EXAMPLE", "lesen", 235);
+    assert_auth(&s, "JÖRG@bücher.example", "lesen", 535);
 }
 
 /// A database that is down: 454 (never a crash or an accept); fixed in the

@@ -159,12 +159,16 @@ async fn current_version(db: &Database) -> Result<i64, String> {
 
 /// The login as stored: surrounding blanks trimmed, the domain in lower
 /// case (domains compare without regard to case; local parts do not). The
-/// `auth-sql` plugin looks logins up the same way.
+/// `auth-sql` plugin looks logins up the same way, split at the last `@`
+/// outside quotes and lowered with Unicode rules, so a user added here with
+/// a domain such as `BÜCHER.example` is found when logging in.
 pub fn normalize_login(login: &str) -> String {
     let login = login.trim();
-    match login.rsplit_once('@') {
-        Some((local, domain)) => format!("{local}@{}", domain.to_ascii_lowercase()),
-        None => login.to_string(),
+    match crate::smtp::command::split_address(login) {
+        Some((local, domain)) if !local.is_empty() && !domain.is_empty() => {
+            format!("{local}@{}", domain.to_lowercase())
+        }
+        _ => login.to_string(),
     }
 }
 
@@ -285,6 +289,12 @@ mod tests {
         assert_eq!(normalize_login(" Alice@Example.ORG "), "Alice@example.org");
         assert_eq!(normalize_login("root"), "root");
         assert_eq!(normalize_login("\"a@b\"@X.org"), "\"a@b\"@x.org");
+        // Unicode lower case, as auth-sql looks the login up.
+        assert_eq!(normalize_login("Jörg@BÜCHER.Example"), "Jörg@bücher.example");
+        assert_eq!(normalize_login("u@ÉXAMPLE.ORG"), "u@éxample.org");
+        // What auth-sql does not split, it does not change either.
+        assert_eq!(normalize_login("\"x@Y\""), "\"x@Y\"");
+        assert_eq!(normalize_login("@EXAMPLE.org"), "@EXAMPLE.org");
     }
 
     #[tokio::test]

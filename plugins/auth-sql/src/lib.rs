@@ -34,6 +34,9 @@
 //! returns a column `password` (else its first column is taken) with the
 //! stored hash, and optionally:
 //!
+//! - `login`, or `local` and `domain`: the login as stored. A row is
+//!   taken only when it equals the login looked up, ignoring case (below);
+//!   any other row is treated as an unknown login;
 //! - `active`: the user may log in when it is true, a non-zero number, or
 //!   `1`/`t`/`true`/`y`/`yes`/`on`; NULL or anything else is inactive;
 //! - `senders`: the addresses (or `@domain`s) the user may send as, comma-
@@ -45,9 +48,27 @@
 //!
 //! | `preset` | Query |
 //! |----------|-------|
-//! | `default` | `SELECT password, active, senders FROM mailferry_users WHERE login = :login` (the table `mailferry user` manages) |
-//! | `postfixadmin` | the mailbox's `password`, active when both the mailbox and its domain are, by `mailbox.username = :login` |
-//! | `dovecot` | `SELECT password FROM users WHERE userid = :local AND domain = :domain` (the `users` table of Dovecot's SQL documentation) |
+//! | `default` | `SELECT login, password, active, senders FROM mailferry_users WHERE login = :login` (the table `mailferry user` manages) |
+//! | `postfixadmin` | `mailbox.username AS login` and the mailbox's `password`, active when both the mailbox and its domain are, by `mailbox.username = :login` |
+//! | `dovecot` | `SELECT userid AS local, domain, password FROM users WHERE userid = :local AND domain = :domain` (the `users` table of Dovecot's SQL documentation) |
+//!
+//! # The stored login
+//!
+//! The host counts failed logins and rate-limits per login, in lower case.
+//! A database may compare more loosely than that: MySQL's and MariaDB's
+//! accent-insensitive collations (`utf8mb4_general_ci`,
+//! `utf8mb4_unicode_ci`, …) find `alice@example.org`'s row for
+//! `álice@example.org` or `ALİCE@example.org`, and every `PAD SPACE`
+//! collation ignores trailing spaces. Each spelling would have counters of
+//! its own, so a password could be guessed under endless spellings of one
+//! login. So a row counts only when its stored login, in lower case,
+//! equals the login looked up, in lower case: with a `login` column, the
+//! whole login; with `local` and `domain` columns, each part. Any other
+//! row is treated exactly as an unknown login (dummy hash, `continue`)
+//! and logged with both spellings. The presets return these columns; a
+//! query that returns neither is trusted to compare exactly, so make yours
+//! return `login` (or `local` and `domain`) unless its table compares
+//! binary.
 //!
 //! Stored hashes are what the host's password capability verifies:
 //! argon2id, bcrypt (`$2y$`, PostfixAdmin's `php_crypt:BLOWFISH`),
@@ -63,6 +84,7 @@
 //! | Known login, wrong password | `deny` 535 5.7.8 |
 //! | Known login, inactive | `deny` 535 5.7.8, whatever the password (it is checked all the same, so timing tells nothing), logged |
 //! | Unknown login | `continue` (after checking the dummy hash), so a later auth plugin may know it; the host answers 535 if none does |
+//! | A row whose stored login is another spelling (or NULL) | as an unknown login, logged with both spellings |
 //! | Login over 320 octets or with control characters | as an unknown login, without querying |
 //! | Stored hash malformed, NULL or of an unknown scheme | `deny-soft` 454 4.7.0, logged |
 //! | Database unreachable, slow, or the query failing | `deny-soft` 454 4.7.0, logged (the client tries again later) |
@@ -85,19 +107,20 @@ pub const SENDERS_NOTE: &str = "auth.senders";
 const MAX_LOGIN: usize = 320;
 
 /// mailferry's own table (`mailferry user add`).
-pub const DEFAULT_QUERY: &str = "SELECT password, active, senders FROM mailferry_users WHERE login = :login";
+pub const DEFAULT_QUERY: &str = "SELECT login, password, active, senders FROM mailferry_users WHERE login = :login";
 
 /// PostfixAdmin's `mailbox` and `domain` tables: a mailbox logs in only
 /// while it and its domain are active. `AND` of the two works on MySQL's
 /// TINYINT(1) and PostgreSQL's BOOLEAN columns alike.
-pub const POSTFIXADMIN_QUERY: &str = "SELECT mailbox.password, \
+pub const POSTFIXADMIN_QUERY: &str = "SELECT mailbox.username AS login, mailbox.password, \
 CASE WHEN mailbox.active AND domain.active THEN 1 ELSE 0 END AS active \
 FROM mailbox JOIN domain ON domain.domain = mailbox.domain \
 WHERE mailbox.username = :login";
 
 /// The `users` table of Dovecot's SQL authentication documentation
 /// (`userid`, `domain`, `password`).
-pub const DOVECOT_QUERY: &str = "SELECT password FROM users WHERE userid = :local AND domain = :domain";
+pub const DOVECOT_QUERY: &str =
+    "SELECT userid AS local, domain, password FROM users WHERE userid = :local AND domain = :domain";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -208,19 +231,19 @@ impl Plugin for AuthSql {
             host.debug(format!("no user {:?} in database {:?}", lookup.login, self.database));
             return self.unknown(host, password);
         }
-        if rows.len() > 1 {
-            host.warn(format!("{} rows for login {:?}; the first is used", rows.len(), lookup.login));
-        }
+        let Some(row) = self.matching_row(host, &lookup, &rows) else {
+            return self.unknown(host, password);
+        };
         let password_column = rows.column("password").unwrap_or(0);
-        let Some(stored) = rows.rows[0].get(password_column).and_then(SqlValue::as_str) else {
+        let Some(stored) = rows.rows[row].get(password_column).and_then(SqlValue::as_str) else {
             host.error(format!("login {:?}: the stored password is NULL or not text", lookup.login));
             return temporary_failure();
         };
-        let active = is_active(&rows);
+        let active = is_active(&rows, row);
         match host.verify_password(password, stored) {
             Ok(true) if active => {
                 host.info(format!("login {:?} authenticated (database {:?})", lookup.login, self.database));
-                if let Some(senders) = senders(&rows) {
+                if let Some(senders) = senders(&rows, row) {
                     host.set_note(Scope::Connection, SENDERS_NOTE, senders);
                 }
                 Verdict::accept()
@@ -256,11 +279,90 @@ impl AuthSql {
         }
         Verdict::Continue
     }
+
+    /// The first row whose stored login is the one looked up (see "The
+    /// stored login"); the first row when the query returns no stored
+    /// login. `None`, logged, when every row is another spelling.
+    fn matching_row(&self, host: &Host, lookup: &Lookup, rows: &SqlRows) -> Option<usize> {
+        let stored: Vec<Stored> = (0..rows.len()).map(|row| Stored::of(rows, row)).collect();
+        let found = stored.iter().position(|s| s.is(lookup));
+        if rows.len() > 1 {
+            host.warn(format!(
+                "{} rows for login {:?} in database {:?}; {}",
+                rows.len(),
+                lookup.login,
+                self.database,
+                if found.is_some() { "the first of that login is used" } else { "none is of that login" }
+            ));
+        }
+        if found.is_none() {
+            let spellings: Vec<String> = stored.iter().map(Stored::describe).collect();
+            // Info, as a wrong password is: someone may be trying spellings
+            // of a login the database folds together.
+            host.info(format!(
+                "login {:?} found the row of {} in database {:?} (the database compares more loosely \
+                 than mailferry): treated as an unknown login",
+                lookup.login,
+                spellings.join(", "),
+                self.database
+            ));
+        }
+        found
+    }
 }
 
-/// The first row's `active` column; true when there is none.
-fn is_active(rows: &SqlRows) -> bool {
-    match rows.get(0, "active") {
+/// The login a row says it belongs to.
+enum Stored {
+    /// The query returns no `login`, nor `local` and `domain`: not checked.
+    Unchecked,
+    Login(String),
+    Parts {
+        local: String,
+        domain: String,
+    },
+    /// NULL or not text: matches nothing.
+    Unreadable,
+}
+
+impl Stored {
+    fn of(rows: &SqlRows, row: usize) -> Stored {
+        let text = |column: &str| rows.get(row, column).map(|v| v.as_str().map(str::to_string));
+        match (text("login"), text("local"), text("domain")) {
+            (Some(Some(login)), _, _) => Stored::Login(login),
+            (Some(None), _, _) => Stored::Unreadable,
+            (None, Some(Some(local)), Some(Some(domain))) => Stored::Parts { local, domain },
+            (None, Some(_), Some(_)) => Stored::Unreadable,
+            _ => Stored::Unchecked,
+        }
+    }
+
+    /// Equal ignoring case, as the host's counters key logins: anything a
+    /// database folds beyond that (accents, trailing spaces) is another login.
+    fn is(&self, lookup: &Lookup) -> bool {
+        match self {
+            Stored::Unchecked => true,
+            Stored::Login(login) => login.to_lowercase() == lookup.login.to_lowercase(),
+            Stored::Parts { local, domain } => {
+                local.to_lowercase() == lookup.local.to_lowercase()
+                    && domain.to_lowercase() == lookup.domain.to_lowercase()
+            }
+            Stored::Unreadable => false,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Stored::Unchecked => "a row".into(),
+            Stored::Login(login) => format!("{login:?}"),
+            Stored::Parts { local, domain } => format!("{local:?} at {domain:?}"),
+            Stored::Unreadable => "a row whose stored login is NULL or not text".into(),
+        }
+    }
+}
+
+/// The row's `active` column; true when there is none.
+fn is_active(rows: &SqlRows, row: usize) -> bool {
+    match rows.get(row, "active") {
         None if rows.column("active").is_none() => true,
         None | Some(SqlValue::Null) => false,
         Some(SqlValue::Bool(b)) => *b,
@@ -272,9 +374,9 @@ fn is_active(rows: &SqlRows) -> bool {
     }
 }
 
-/// The first row's `senders`, split; `None` when absent or NULL.
-fn senders(rows: &SqlRows) -> Option<Vec<String>> {
-    let text = rows.get(0, "senders")?.as_str()?;
+/// The row's `senders`, split; `None` when absent or NULL.
+fn senders(rows: &SqlRows, row: usize) -> Option<Vec<String>> {
+    let text = rows.get(row, "senders")?.as_str()?;
     Some(text.split([',', ' ', '\t', '\n', '\r']).filter(|s| !s.is_empty()).map(str::to_string).collect())
 }
 
@@ -308,17 +410,29 @@ mod tests {
     type Table = Rc<RefCell<Vec<(String, Vec<SqlValue>)>>>;
 
     /// A test host whose database `users` answers from `table`: rows whose
-    /// key equals the bound `:login`.
+    /// key equals the bound `:login`, compared exactly (SQLite, PostgreSQL,
+    /// a `_bin` collation).
     fn setup(
         config: &str,
         columns: &'static [&'static str],
         rows: &[(&str, Vec<SqlValue>)],
     ) -> (TestHost, TestPlugin<AuthSql>) {
+        setup_collated(config, columns, rows, str::to_string)
+    }
+
+    /// The same, with keys and `:login` compared after `fold`: a database
+    /// collation.
+    fn setup_collated(
+        config: &str,
+        columns: &'static [&'static str],
+        rows: &[(&str, Vec<SqlValue>)],
+        fold: fn(&str) -> String,
+    ) -> (TestHost, TestPlugin<AuthSql>) {
         let table: Table = Rc::new(RefCell::new(rows.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()));
         let host = TestHost::new().config_toml(config).password_verifier(verifier).sql_database("users").sql(
             move |q: &SqlQuery| {
-                let login = q.param("login").and_then(SqlValue::as_str).unwrap_or_default().to_string();
-                let found = table.borrow().iter().filter(|(k, _)| *k == login).map(|(_, v)| v.clone()).collect();
+                let login = fold(q.param("login").and_then(SqlValue::as_str).unwrap_or_default());
+                let found = table.borrow().iter().filter(|(k, _)| fold(k) == login).map(|(_, v)| v.clone()).collect();
                 Ok(SqlRows::new(columns, found))
             },
         );
@@ -326,21 +440,36 @@ mod tests {
         (host, plugin)
     }
 
+    /// Roughly MariaDB's `utf8mb4_general_ci`: case and accents folded,
+    /// trailing spaces ignored (`PAD SPACE`).
+    fn general_ci(s: &str) -> String {
+        s.trim_end_matches(' ')
+            .chars()
+            .map(|c| match c {
+                'á' | 'à' | 'Á' | 'ä' => 'a',
+                'İ' | 'ı' | 'í' => 'i',
+                'é' | 'É' => 'e',
+                c => c.to_ascii_lowercase(),
+            })
+            .collect()
+    }
+
     fn text(s: &str) -> SqlValue {
         SqlValue::Text(s.into())
     }
 
-    const COLUMNS: &[&str] = &["password", "active", "senders"];
+    const COLUMNS: &[&str] = &["login", "password", "active", "senders"];
 
     fn users() -> Vec<(&'static str, Vec<SqlValue>)> {
+        let row = |login: &'static str, rest: Vec<SqlValue>| (login, [vec![text(login)], rest].concat());
         vec![
-            (
+            row(
                 "alice@example.org",
                 vec![text("$test$wonderland"), SqlValue::Int(1), text("alice@example.org, @example.net")],
             ),
-            ("bob@example.org", vec![text("$test$builder"), SqlValue::Bool(false), SqlValue::Null]),
-            ("carol@example.org", vec![text("$md5$x"), SqlValue::Int(1), SqlValue::Null]),
-            ("dave@example.org", vec![SqlValue::Null, SqlValue::Int(1), SqlValue::Null]),
+            row("bob@example.org", vec![text("$test$builder"), SqlValue::Bool(false), SqlValue::Null]),
+            row("carol@example.org", vec![text("$md5$x"), SqlValue::Int(1), SqlValue::Null]),
+            row("dave@example.org", vec![SqlValue::Null, SqlValue::Int(1), SqlValue::Null]),
         ]
     }
 
@@ -421,7 +550,7 @@ mod tests {
 
     #[test]
     fn presets_and_their_placeholders() {
-        let (host, p) = setup("preset = \"dovecot\"", &["password"], &[]);
+        let (host, p) = setup("preset = \"dovecot\"", &["local", "domain", "password"], &[]);
         assert_eq!(p.auth("PLAIN", "Eve@Example.org", "x"), Some(Verdict::Continue));
         let q = &host.sql_queries()[0];
         assert_eq!(q.statement, DOVECOT_QUERY);
@@ -429,20 +558,85 @@ mod tests {
         // PostfixAdmin stores logins in lower case: so are they looked up.
         let (host, p) = setup(
             "preset = \"postfixadmin\"",
-            &["password", "active"],
-            &[("frank@example.org", vec![text("$test$pw"), SqlValue::Int(1)])],
+            &["login", "password", "active"],
+            &[("frank@example.org", vec![text("frank@example.org"), text("$test$pw"), SqlValue::Int(1)])],
         );
         assert_eq!(p.auth("PLAIN", "Frank@Example.org", "pw"), Some(Verdict::accept()));
         assert_eq!(host.sql_queries()[0].statement, POSTFIXADMIN_QUERY);
         assert_eq!(host.note(Scope::Connection, SENDERS_NOTE), None, "no senders column, no note");
         // A login without a domain.
-        let (host, p) = setup("preset = \"dovecot\"", &["password"], &[]);
+        let (host, p) = setup("preset = \"dovecot\"", &["local", "domain", "password"], &[]);
         p.auth("PLAIN", "root", "x");
         let q = &host.sql_queries()[0];
         assert_eq!(
             (q.param("login"), q.param("local"), q.param("domain")),
             (Some(&text("root")), Some(&text("root")), Some(&text("")))
         );
+    }
+
+    #[test]
+    fn other_spellings_a_collation_folds_together_are_unknown_logins() {
+        let (host, p) = setup_collated("", COLUMNS, &users(), general_ci);
+        for spelling in ["álice@example.org", "ALİCE@example.org", "alıce@example.org", "Álice@example.org"] {
+            assert_eq!(p.auth("PLAIN", spelling, "wonderland"), Some(Verdict::Continue), "{spelling}");
+            host.assert_logged(
+                Level::Info,
+                &format!("login {spelling:?} found the row of \"alice@example.org\" in database \"users\""),
+            );
+        }
+        assert!(host.password_checks().iter().all(|c| c.stored == DEFAULT_DUMMY_HASH), "only the dummy hash");
+        assert_eq!(host.note(Scope::Connection, SENDERS_NOTE), None);
+        // Case alone is the same login to the host's counters: accepted.
+        assert_eq!(p.auth("PLAIN", "ALICE@example.org", "wonderland"), Some(Verdict::accept()));
+        assert_eq!(p.auth("PLAIN", "alice@example.org", "wonderland"), Some(Verdict::accept()));
+        assert!(!host.logs().iter().any(|r| r.message.contains("wonderland")));
+    }
+
+    #[test]
+    fn a_stored_login_with_trailing_spaces_is_another_login() {
+        // PAD SPACE collations find "bob@example.org " for "bob@example.org".
+        let rows =
+            [("bob@example.org ", vec![text("bob@example.org "), text("$test$pw"), SqlValue::Int(1), SqlValue::Null])];
+        let (host, p) = setup_collated("", COLUMNS, &rows, general_ci);
+        assert_eq!(p.auth("PLAIN", "bob@example.org", "pw"), Some(Verdict::Continue));
+        host.assert_logged(Level::Info, "found the row of \"bob@example.org \"");
+    }
+
+    #[test]
+    fn among_several_rows_the_one_of_that_login_is_taken() {
+        let rows = [
+            ("alice@example.org", vec![text("alice@example.org"), text("$test$a"), SqlValue::Int(1), SqlValue::Null]),
+            ("álice@example.org", vec![text("álice@example.org"), text("$test$b"), SqlValue::Int(1), SqlValue::Null]),
+        ];
+        let (host, p) = setup_collated("", COLUMNS, &rows, general_ci);
+        assert_eq!(p.auth("PLAIN", "álice@example.org", "b"), Some(Verdict::accept()));
+        assert_eq!(p.auth("PLAIN", "álice@example.org", "a"), deny_535());
+        assert_eq!(p.auth("PLAIN", "alice@example.org", "a"), Some(Verdict::accept()));
+        host.assert_logged(
+            Level::Warn,
+            "2 rows for login \"álice@example.org\" in database \"users\"; the first of that login is used",
+        );
+        assert_eq!(p.auth("PLAIN", "alíce@example.org", "a"), Some(Verdict::Continue));
+        host.assert_logged(Level::Warn, "none is of that login");
+    }
+
+    #[test]
+    fn local_and_domain_columns_are_compared_part_by_part() {
+        let rows = [("dove@example.org", vec![text("dove"), text("Example.ORG"), text("$test$pw")])];
+        let (host, p) = setup_collated("preset = \"dovecot\"", &["local", "domain", "password"], &rows, general_ci);
+        assert_eq!(p.auth("PLAIN", "dove@example.org", "pw"), Some(Verdict::accept()));
+        assert_eq!(p.auth("PLAIN", "DOVE@example.org", "pw"), Some(Verdict::accept()));
+        assert_eq!(p.auth("PLAIN", "dové@example.org", "pw"), Some(Verdict::Continue));
+        host.assert_logged(Level::Info, "login \"dové@example.org\" found the row of \"dove\" at \"Example.ORG\"");
+    }
+
+    #[test]
+    fn a_null_stored_login_matches_nothing() {
+        let rows = [("eve@example.org", vec![SqlValue::Null, text("$test$pw"), SqlValue::Int(1), SqlValue::Null])];
+        let (host, p) = setup("", COLUMNS, &rows);
+        assert_eq!(p.auth("PLAIN", "eve@example.org", "pw"), Some(Verdict::Continue));
+        host.assert_logged(Level::Info, "a row whose stored login is NULL or not text");
+        assert_eq!(host.password_checks()[0].stored, DEFAULT_DUMMY_HASH);
     }
 
     #[test]

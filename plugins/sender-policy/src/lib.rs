@@ -11,8 +11,8 @@
 //!
 //! | Key | Default | Meaning |
 //! |-----|---------|---------|
-//! | `source` | `"file"` | Where each login's allowed senders are listed; `"file"` is the one source today |
-//! | `file` | `"/auth/senders"` | The senders file, as a path *inside the sandbox* |
+//! | `source` | `"file"` | Where each login's allowed senders are listed: `"file"` (the senders file), `"sql"` (the login's `senders` column, through `auth-sql`), or both, `["file", "sql"]` |
+//! | `file` | `"/auth/senders"` | The senders file, as a path *inside the sandbox*; only with the `"file"` source |
 //! | `allow_login` | `true` | A login that is an address may always send as itself |
 //! | `allow_null_sender` | `true` | `MAIL FROM:<>` is accepted (read receipts use it); `From:` is still checked |
 //! | `allow_subaddress` | `true` | `alice+tag@example.com` counts as `alice@example.com` |
@@ -68,6 +68,29 @@
 //! those fields are Dovecot's (uid, gid, home), and a login may have many
 //! senders.
 //!
+//! # Senders from the database (`source = "sql"`)
+//!
+//! Users kept in a database (`auth-sql`) have their senders in the same
+//! row: after a login, `auth-sql` puts the row's `senders` column in the
+//! connection note `auth.senders`, a list of texts, and this source reads
+//! that note. No grant is needed, and no query is run: the row was read
+//! at the login. Each entry is a pattern of the file (`sales@example.com`,
+//! `*@example.org`, `*@*.example.com`, `*`), and `@example.org` means
+//! `*@example.org`; entries may also hold several, separated by commas
+//! or spaces. Logs name them `database (auth.senders)`.
+//!
+//! | The note | Allowed senders |
+//! |----------|-----------------|
+//! | set | the login itself and the entries |
+//! | missing: the column is NULL, the query has no `senders`, or another auth plugin accepted the login | the login itself only; never a failure |
+//! | an entry that is not a pattern | skipped and logged as an error (skipping can only take a right away) |
+//! | not a list of texts (another plugin wrote it) | ignored, logged as an error |
+//!
+//! `source = ["file", "sql"]` adds both up: a login may use what either
+//! lists (users in the database, and applications in the file, say). If
+//! the file cannot be read, a sender neither the login nor the note allows
+//! gets `451 4.3.0`, as with the file alone.
+//!
 //! # Matching
 //!
 //! - Domains compare ignoring case (and a trailing dot).
@@ -90,7 +113,7 @@
 //!
 //! | Session | Allowed senders |
 //! |---------|-----------------|
-//! | authenticated as `L` | `L` itself (if `allow_login` and `L` is an address) and the lines for `L` in the senders file, whatever the network |
+//! | authenticated as `L` | `L` itself (if `allow_login` and `L` is an address) and what the `source` lists for `L` (lines of the senders file, `auth.senders`), whatever the network |
 //! | not authenticated, from a listener's `trusted_networks` | `trusted_senders` |
 //! | neither | no opinion: the host's relay rule refuses their recipients anyway |
 //!
@@ -137,7 +160,7 @@
 //! | An address a display name shows not allowed | `deny` `553 5.7.1 From: display name shows <addr>: not allowed …` |
 //! | Unauthenticated trusted-network sender not in `trusted_senders` | `deny` `553 5.7.1 <addr>: not allowed to send as this address without authentication` |
 //! | Several `From:`/`Sender:` fields, unreadable field, encoded word in an address | `deny` `550 5.6.0` saying which |
-//! | Senders file missing or unreadable | `deny-soft` `451 4.3.0`, error logged |
+//! | Senders file missing or unreadable, and the sender not allowed otherwise | `deny-soft` `451 4.3.0`, error logged |
 //!
 //! Every refusal is logged as a warning with the login (or the client
 //! address), the refused address, the field and what the login may use.
@@ -168,13 +191,16 @@ const MAX_LOGGED_RULES: usize = 10;
 /// Characters of an unreadable header field quoted in the log.
 const MAX_LOGGED_VALUE: usize = 200;
 
+/// The senders file when `file` is not set.
+const DEFAULT_FILE: &str = "/auth/senders";
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default = "default_source")]
-    pub source: String,
-    #[serde(default = "default_file")]
-    pub file: String,
+    pub source: SourceNames,
+    /// `None` when not set, so a `file` the sources never read is an error.
+    pub file: Option<String>,
     #[serde(default = "yes")]
     pub allow_login: bool,
     #[serde(default = "yes")]
@@ -193,12 +219,38 @@ pub struct Config {
     pub trusted_senders: Vec<String>,
 }
 
-fn default_source() -> String {
-    "file".into()
+/// `source = "file"` or `source = ["file", "sql"]`.
+pub enum SourceNames {
+    One(String),
+    Many(Vec<String>),
 }
 
-fn default_file() -> String {
-    "/auth/senders".into()
+impl<'de> Deserialize<'de> for SourceNames {
+    // By hand rather than `untagged`, whose error names no valid value.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Names;
+        impl<'de> serde::de::Visitor<'de> for Names {
+            type Value = SourceNames;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"file\", \"sql\" or a list of them, e.g. [\"file\", \"sql\"]")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SourceNames, E> {
+                Ok(SourceNames::One(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<SourceNames, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.push(name);
+                }
+                Ok(SourceNames::Many(names))
+            }
+        }
+        d.deserialize_any(Names)
+    }
+}
+
+fn default_source() -> SourceNames {
+    SourceNames::One("file".into())
 }
 
 fn default_separator() -> String {
@@ -210,7 +262,7 @@ fn yes() -> bool {
 }
 
 pub struct SenderPolicy {
-    source: Source,
+    sources: Vec<Source>,
     allow_login: bool,
     allow_null_sender: bool,
     check_headers: bool,
@@ -226,15 +278,17 @@ enum Identity {
     Trusted(String),
 }
 
-/// The senders one session may use. The source is consulted only when the
-/// login itself does not match, so a login sending as itself never depends
-/// on the file.
+/// The senders one session may use. The sources are consulted only when
+/// the login itself does not match, so a login sending as itself never
+/// depends on the file.
 struct Allowed<'p> {
     policy: &'p SenderPolicy,
     who: Identity,
     rules: Vec<Rule>,
-    /// The source's rules are in `rules` (always, for a trusted session).
+    /// The sources' rules are in `rules` (always, for a trusted session).
     loaded: bool,
+    /// A source could not be read: what it lists is unknown, not absent.
+    unavailable: bool,
 }
 
 /// A verdict that refuses the step; its reason is already logged.
@@ -244,21 +298,7 @@ impl Plugin for SenderPolicy {
     type Config = Config;
 
     fn new(config: Config, _host: &Host) -> Result<Self, String> {
-        let source = match config.source.as_str() {
-            "file" => {
-                if config.file.trim().is_empty() {
-                    return Err("`file` must name the senders file, e.g. \"/auth/senders\"".into());
-                }
-                Source::File(config.file.trim().into())
-            }
-            "sql" => {
-                return Err(
-                    "source = \"sql\" is not available yet (the host has no sql capability); use source = \"file\""
-                        .into(),
-                )
-            }
-            other => return Err(format!("source = {other:?}: use \"file\"")),
-        };
+        let sources = sources(&config)?;
         let subaddress_separators: Vec<char> =
             if config.allow_subaddress { config.subaddress_separator.chars().collect() } else { Vec::new() };
         if config.allow_subaddress && subaddress_separators.is_empty() {
@@ -273,7 +313,7 @@ impl Plugin for SenderPolicy {
             trusted.push(Rule { pattern, origin: "trusted_senders".into() });
         }
         Ok(SenderPolicy {
-            source,
+            sources,
             allow_login: config.allow_login,
             allow_null_sender: config.allow_null_sender,
             check_headers: config.check_headers,
@@ -328,7 +368,13 @@ impl SenderPolicy {
                 .map(|pattern| Rule { pattern, origin: "the login itself".into() })
                 .into_iter()
                 .collect();
-            return Some(Allowed { policy: self, who: Identity::Login(login), rules, loaded: false });
+            return Some(Allowed {
+                policy: self,
+                who: Identity::Login(login),
+                rules,
+                loaded: false,
+                unavailable: false,
+            });
         }
         if connection.trusted {
             return Some(Allowed {
@@ -336,6 +382,7 @@ impl SenderPolicy {
                 who: Identity::Trusted(connection.remote_ip),
                 rules: self.trusted.clone(),
                 loaded: true,
+                unavailable: false,
             });
         }
         None
@@ -412,17 +459,21 @@ impl Allowed<'_> {
         if found.is_none() && !self.loaded {
             self.loaded = true;
             if let Identity::Login(login) = &self.who {
-                match self.policy.source.rules_for(host, login) {
-                    Ok(rules) => {
-                        found = rules.iter().find(|r| matching.matches(&r.pattern, address)).cloned();
-                        self.rules.extend(rules);
-                    }
-                    Err(e) => {
-                        host.error(e);
-                        return Err(Verdict::deny_soft(451, "4.3.0", "sender policy unavailable, try again later"));
+                for source in &self.policy.sources {
+                    match source.rules_for(host, login) {
+                        Ok(rules) => self.rules.extend(rules),
+                        Err(e) => {
+                            host.error(e);
+                            self.unavailable = true;
+                        }
                     }
                 }
+                found = self.rules.iter().find(|r| matching.matches(&r.pattern, address)).cloned();
             }
+        }
+        if found.is_none() && self.unavailable {
+            // Another source may list it: 4xx, so the client tries again.
+            return Err(Verdict::deny_soft(451, "4.3.0", "sender policy unavailable, try again later"));
         }
         if let Some(rule) = found {
             host.debug(format!(
@@ -456,7 +507,10 @@ impl Allowed<'_> {
     fn describe_rules(&self) -> String {
         if self.rules.is_empty() {
             return match self.who {
-                Identity::Login(_) => "none: list them in the senders file".into(),
+                Identity::Login(_) => {
+                    let places: Vec<&str> = self.policy.sources.iter().map(Source::where_listed).collect();
+                    format!("none: list them in {}", places.join(" or "))
+                }
                 Identity::Trusted(_) => {
                     "none: trusted_senders is empty; list the senders of trusted networks there".into()
                 }
@@ -487,6 +541,42 @@ impl Identity {
             Identity::Trusted(_) => " without authentication".into(),
         }
     }
+}
+
+/// The sources `source` names, each once; `file` only with the `"file"` source.
+fn sources(config: &Config) -> Result<Vec<Source>, String> {
+    let names = match &config.source {
+        SourceNames::One(name) => vec![name.clone()],
+        SourceNames::Many(names) => names.clone(),
+    };
+    if names.is_empty() {
+        return Err("source = []: list \"file\", \"sql\" or both".into());
+    }
+    let mut sources = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        if names[..i].contains(name) {
+            return Err(format!("source lists {name:?} twice"));
+        }
+        sources.push(match name.as_str() {
+            "file" => {
+                let file = config.file.as_deref().unwrap_or(DEFAULT_FILE).trim();
+                if file.is_empty() {
+                    return Err("`file` must name the senders file, e.g. \"/auth/senders\"".into());
+                }
+                Source::File(file.into())
+            }
+            "sql" => Source::Sql,
+            other => return Err(format!("source = {other:?}: use \"file\", \"sql\" or [\"file\", \"sql\"]")),
+        });
+    }
+    if config.file.is_some() && !names.iter().any(|n| n == "file") {
+        // Else a file someone still edits would silently grant nothing.
+        return Err(
+            "`file` is set but `source` does not list \"file\": remove `file`, or use source = [\"file\", \"sql\"]"
+                .into(),
+        );
+    }
+    Ok(sources)
 }
 
 /// `text` as it may appear in a reply: printable ASCII (the host refuses

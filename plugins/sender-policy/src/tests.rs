@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use mailferry_plugin_sdk::testing::{TestHost, TestMessage, TestPlugin};
-use mailferry_plugin_sdk::{Level, Verdict};
+use mailferry_plugin_sdk::{Level, NoteValue, Scope, Verdict};
 
 use super::*;
 
@@ -248,6 +248,123 @@ fn malformed_lines_are_logged_and_grant_nothing() {
     assert!(s.plugin.mail("x@example.com").unwrap() != Verdict::Continue);
 }
 
+// --- Senders from the database (auth.senders) ------------------------------
+
+/// `source = "sql"` (plus `config`), logged in as `login`, with the
+/// `auth.senders` note auth-sql would set, if any.
+fn from_database(login: &str, config: &str, senders: Option<&[&str]>) -> TestHost {
+    let host = TestHost::new().config_toml(&format!("source = \"sql\"\n{config}"));
+    host.update_connection(|c| c.auth_user = Some(login.into()));
+    if let Some(senders) = senders {
+        let list: Vec<String> = senders.iter().map(|s| s.to_string()).collect();
+        host.set_note(Scope::Connection, "auth.senders", list);
+    }
+    host
+}
+
+#[test]
+fn the_database_senders_allow_their_addresses_and_domains() {
+    let host = from_database(
+        "alice@example.com",
+        "",
+        Some(&["alice.smith@example.com", "@alice.example", "*@*.lists.example.com"]),
+    );
+    let p = host.instantiate::<SenderPolicy>().unwrap();
+    for sender in [
+        "alice@example.com",
+        "alice.smith@example.com",
+        "Alice.Smith+x@EXAMPLE.com",
+        "news@alice.example",
+        "x@a.lists.example.com",
+    ] {
+        assert_eq!(p.mail(sender), ok(), "{sender} should be allowed");
+    }
+    for sender in ["bob@example.com", "x@sub.alice.example", "x@lists.example.com", "alice@alice.example.org"] {
+        assert_eq!(
+            p.mail(sender),
+            refused(&format!("<{sender}>: not allowed to send as this address (login alice@example.com)")),
+            "{sender} should be refused"
+        );
+    }
+    host.assert_logged(
+        Level::Debug,
+        "may use envelope sender \"news@alice.example\" (database (auth.senders): *@alice.example)",
+    );
+    host.assert_logged(Level::Warn, "database (auth.senders): alice.smith@example.com");
+    assert_eq!(p.data(&message("From: Alice <alice.smith@example.com>")), ok());
+    assert_eq!(
+        p.data(&message("From: ceo@example.com")),
+        refused("From: <ceo@example.com>: not allowed to send as this address (login alice@example.com)")
+    );
+}
+
+#[test]
+fn without_the_note_a_login_sends_as_itself_only_and_nothing_fails() {
+    // NULL senders, or a login another auth plugin accepted.
+    let host = from_database("alice@example.com", "", None);
+    let p = host.instantiate::<SenderPolicy>().unwrap();
+    assert_eq!(p.mail("alice@example.com"), ok());
+    assert_eq!(p.mail("alice+tag@example.com"), ok());
+    assert_eq!(
+        p.mail("sales@example.com"),
+        refused("<sales@example.com>: not allowed to send as this address (login alice@example.com)")
+    );
+    host.assert_logged(Level::Debug, "no auth.senders note for login \"alice@example.com\"");
+    assert!(!host.logs().iter().any(|r| r.level == Level::Error));
+    // A login that is not an address has nothing at all.
+    let host = from_database("carol", "", None);
+    let p = host.instantiate::<SenderPolicy>().unwrap();
+    assert!(p.mail("carol@example.com").unwrap() != Verdict::Continue);
+    host.assert_logged(Level::Warn, "none: list them in the login's senders column");
+}
+
+#[test]
+fn malformed_database_entries_are_logged_and_grant_nothing() {
+    let host = from_database("alice@example.com", "", Some(&["@", "sales", "ok@example.com, *@exa*mple.com"]));
+    let p = host.instantiate::<SenderPolicy>().unwrap();
+    assert_eq!(p.mail("ok@example.com"), ok());
+    assert!(p.mail("sales@example.com").unwrap() != Verdict::Continue);
+    assert!(p.mail("x@example.com").unwrap() != Verdict::Continue);
+    host.assert_logged(Level::Error, "database (auth.senders) of login \"alice@example.com\": \"@\" is not an address");
+    host.assert_logged(Level::Error, "\"*@exa*mple.com\": the domain is not valid");
+    // A note of the wrong type, written by some other plugin: ignored.
+    let host = from_database("alice@example.com", "", None);
+    host.set_note(Scope::Connection, "auth.senders", NoteValue::Flag(true));
+    let p = host.instantiate::<SenderPolicy>().unwrap();
+    assert!(p.mail("ok@example.com").unwrap() != Verdict::Continue);
+    assert_eq!(p.mail("alice@example.com"), ok());
+    host.assert_logged(Level::Error, "the note is not a list of texts");
+}
+
+#[test]
+fn file_and_database_add_up() {
+    let s = setup_with("source = [\"file\", \"sql\"]", SENDERS);
+    s.host.update_connection(|c| c.auth_user = Some("alice@example.com".into()));
+    s.host.set_note(Scope::Connection, "auth.senders", vec!["@example.net".to_string()]);
+    assert_eq!(s.plugin.mail("sales@example.com"), ok(), "from the file");
+    assert_eq!(s.plugin.mail("x@example.net"), ok(), "from the database");
+    assert!(s.plugin.mail("ceo@example.com").unwrap() != Verdict::Continue);
+    s.host.assert_logged(Level::Warn, "line 2: sales@example.com");
+    s.host.assert_logged(Level::Warn, "database (auth.senders): *@example.net");
+    // The file gone: what the database lists still goes; the rest waits.
+    std::fs::remove_file(s.file.path()).unwrap();
+    assert_eq!(s.plugin.mail("x@example.net"), ok());
+    let unavailable = Some(Verdict::deny_soft(451, "4.3.0", "sender policy unavailable, try again later"));
+    assert_eq!(s.plugin.mail("sales@example.com"), unavailable);
+    assert_eq!(s.plugin.data(&message("From: x@example.net\nSender: sales@example.com")), unavailable);
+    s.host.assert_logged(Level::Error, "cannot read senders file");
+}
+
+#[test]
+fn trusted_sessions_do_not_read_the_note() {
+    let host = TestHost::new().config_toml("source = \"sql\"\ntrusted_senders = [\"*@localhost\"]");
+    host.update_connection(|c| c.trusted = true);
+    host.set_note(Scope::Connection, "auth.senders", vec!["*".to_string()]);
+    let p = host.instantiate::<SenderPolicy>().unwrap();
+    assert_eq!(p.mail("root@localhost"), ok());
+    assert!(p.mail("ceo@example.com").unwrap() != Verdict::Continue);
+}
+
 // --- The header fields at the end of DATA ----------------------------------
 
 #[test]
@@ -402,7 +519,7 @@ fn sessions_neither_authenticated_nor_trusted_are_left_to_the_host() {
 fn configuration_defaults() {
     let p = TestHost::new().instantiate::<SenderPolicy>().unwrap();
     let p = p.plugin();
-    assert_eq!(p.source, Source::File("/auth/senders".into()));
+    assert_eq!(p.sources, [Source::File("/auth/senders".into())]);
     assert!(p.allow_login && p.allow_null_sender && p.check_headers && p.check_display_names);
     assert!(!p.matching.case_sensitive_local_parts);
     assert_eq!(p.matching.subaddress_separators, ['+']);
@@ -412,8 +529,12 @@ fn configuration_defaults() {
 #[test]
 fn configuration_errors_say_what_to_do() {
     let err = |toml: &str| TestHost::new().config_toml(toml).instantiate::<SenderPolicy>().err().unwrap();
-    assert!(err("source = \"sql\"").contains("not available yet"));
-    assert!(err("source = \"ldap\"").contains("use \"file\""));
+    assert!(err("source = \"ldap\"").contains("use \"file\", \"sql\" or [\"file\", \"sql\"]"));
+    assert!(err("source = [\"file\", \"ldap\"]").contains("source = \"ldap\""));
+    assert!(err("source = []").contains("list \"file\", \"sql\" or both"));
+    assert!(err("source = [\"sql\", \"sql\"]").contains("lists \"sql\" twice"));
+    assert!(err("source = 1").contains("expected \"file\", \"sql\" or a list of them"));
+    assert!(err("source = \"sql\"\nfile = \"/auth/senders\"").contains("does not list \"file\""));
     assert!(err("file = \" \"").contains("must name the senders file"));
     assert!(err("subaddress_separator = \"\"").contains("allow_subaddress = false"));
     assert!(err("subaddress_separator = \"@\"").contains("cannot separate"));
@@ -423,6 +544,18 @@ fn configuration_errors_say_what_to_do() {
     // An empty separator is fine once subaddresses are off.
     let off = TestHost::new().config_toml("allow_subaddress = false\nsubaddress_separator = \"\"");
     assert!(off.instantiate::<SenderPolicy>().is_ok());
+}
+
+#[test]
+fn sources_in_the_configuration() {
+    let sources =
+        |toml: &str| TestHost::new().config_toml(toml).instantiate::<SenderPolicy>().unwrap().plugin().sources.clone();
+    assert_eq!(sources("source = \"sql\""), [Source::Sql]);
+    assert_eq!(sources("source = [\"sql\"]"), [Source::Sql]);
+    assert_eq!(
+        sources("source = [\"sql\", \"file\"]\nfile = \"/etc/senders\""),
+        [Source::Sql, Source::File("/etc/senders".into())]
+    );
 }
 
 #[test]
