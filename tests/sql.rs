@@ -1022,3 +1022,36 @@ fn grants_are_checked_at_start() {
 fn plugins_granting(grant: &str, database: &str) -> String {
     plugins("").replace("sql:users", grant).replace("database = \"users\"", database)
 }
+
+/// STARTTLS forgets what was learned before it (RFC 3207), the notes a
+/// login left too: on a listener that allows AUTH without TLS, alice's
+/// senders must not outlast her login into the TLS session.
+#[test]
+fn starttls_forgets_the_senders_of_a_login_made_before_it() {
+    let db = TestDb::create(Kind::Sqlite, "starttls");
+    let s = Server::start(Setup {
+        plugins: Some(plugins("")),
+        extra: db.section(&db.url, "migrate = true"),
+        listeners: r#"
+[[listeners]]
+name = "plain-auth"
+address = "127.0.0.1:0"
+tls = "starttls"
+auth_without_tls = true
+require_auth = false
+"#
+        .into(),
+        ..Default::default()
+    });
+    let conf = s.path("mailferry.toml");
+    user_ok(&conf, &["add", "alice@example.com", "--password-stdin"], Some("wonderland"));
+    db.exec("UPDATE mailferry_users SET senders = ? WHERE login = ?", &["@example.org", "alice@example.com"]);
+    let mut c = Client::connect(s.addr("plain-auth")).greeting();
+    c.expect("EHLO client.test", 250);
+    assert_eq!(c.auth_plain("alice@example.com", "wonderland").code, 235);
+    c.starttls();
+    c.expect("EHLO client.test", 250);
+    c.expect("MAIL FROM:<alice@example.com>", 250);
+    s.wait_log(&["connection note auth.senders = None"]);
+    assert!(!s.log_text().contains("connection note auth.senders = Some"), "{}", s.log_text());
+}

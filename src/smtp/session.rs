@@ -374,10 +374,12 @@ impl Session {
             tracing::info!(error = %e, "STARTTLS handshake failed");
             return Next::Close;
         }
-        // RFC 3207 §4.2: forget everything learned before TLS.
+        // RFC 3207 §4.2: forget everything learned before TLS, the notes
+        // plugins made of it too (a login's senders, say).
         self.helo = None;
         self.esmtp = false;
         self.auth_user = None;
+        self.data.lock().unwrap().connection_notes.clear();
         self.reset_transaction();
         self.sync_connection();
         tracing::debug!("TLS started");
