@@ -12,26 +12,13 @@ use std::time::Duration;
 
 use common::*;
 
-const PLUGINS: &str = r#"
-[[plugins]]
-name = "auth-flat-file"
-grants = ["password"]
-read_dirs = ["auth"]
-[plugins.config]
-users = "/auth/users"
-
+const SENDER_POLICY: &str = r#"
 [[plugins]]
 name = "sender-policy"
 read_dirs = ["auth"]
 [plugins.config]
 file = "/auth/senders"
 trusted_senders = ["*@mx.test.example", "cron@example.com"]
-
-[[plugins]]
-name = "smtp-forward"
-grants = ["outbound"]
-[plugins.config]
-relay = "outbox"
 "#;
 
 const SENDERS: &str = "\
@@ -45,7 +32,7 @@ const PASSWORD: &str = "wonderland";
 fn start() -> Server {
     let hash = hash_password(PASSWORD);
     let s = Server::start(Setup {
-        plugins: Some(PLUGINS.into()),
+        plugins: Some(plugins_with(SENDER_POLICY, "relay = \"outbox\"")),
         users: format!("alice@example.com:{hash}\nbob@example.com:{hash}\n"),
         ..Default::default()
     });
