@@ -225,13 +225,9 @@ path = "{}"
 [plugins.config]
 log_connection_note = "auth.senders"
 
-[[plugins]]
-name = "smtp-forward"
-grants = ["outbound"]
-[plugins.config]
-relay = "outbox"
-"#,
-        test_plugin("scripted").display()
+{}"#,
+        test_plugin("scripted").display(),
+        smtp_forward("relay = \"outbox\"")
     )
 }
 
@@ -703,24 +699,13 @@ fn mariadb_accent_insensitive_spellings_of_a_login_are_unknown() {
 
 /// auth-sql, then sender-policy reading the senders column (`source =
 /// "sql"`), then forwarding to the outbox.
-const SENDERS_FROM_SQL: &str = r#"
-[[plugins]]
-name = "auth-sql"
-grants = ["password", "sql:users"]
-[plugins.config]
-database = "users"
-
-[[plugins]]
-name = "sender-policy"
-[plugins.config]
-source = "sql"
-
-[[plugins]]
-name = "smtp-forward"
-grants = ["outbound"]
-[plugins.config]
-relay = "outbox"
-"#;
+fn senders_from_sql() -> String {
+    format!(
+        "[[plugins]]\nname = \"auth-sql\"\ngrants = [\"password\", \"sql:users\"]\n[plugins.config]\ndatabase = \"users\"\n\n\
+         [[plugins]]\nname = \"sender-policy\"\n[plugins.config]\nsource = \"sql\"\n\n{}",
+        smtp_forward("relay = \"outbox\"")
+    )
+}
 
 fn message(from: &str, subject: &str) -> String {
     format!("From: {from}\nTo: someone@example.org\nSubject: {subject}\n\nhello\n")
@@ -733,7 +718,7 @@ fn message(from: &str, subject: &str) -> String {
 fn sqlite_senders_column_lets_a_login_send_as_its_aliases_only() {
     let db = TestDb::create(Kind::Sqlite, "senders");
     let s = Server::start(Setup {
-        plugins: Some(SENDERS_FROM_SQL.into()),
+        plugins: Some(senders_from_sql()),
         extra: db.section(&db.url, "migrate = true"),
         ..Default::default()
     });

@@ -93,7 +93,12 @@ relay = "outbox"
 /// `relay = "outbox"` or `mode = "sync"\nrelay = "up"`.
 pub fn plugins_with(middle: &str, forward: &str) -> String {
     let (auth, _) = DEFAULT_PLUGINS.split_once("[[plugins]]\nname = \"smtp-forward\"").unwrap();
-    format!("{auth}{middle}\n[[plugins]]\nname = \"smtp-forward\"\ngrants = [\"outbound\"]\n[plugins.config]\n{forward}\n")
+    format!("{auth}{middle}\n{}", smtp_forward(forward))
+}
+
+/// The `[[plugins]]` entry of smtp-forward with `config` as its table.
+pub fn smtp_forward(config: &str) -> String {
+    format!("[[plugins]]\nname = \"smtp-forward\"\ngrants = [\"outbound\"]\n[plugins.config]\n{config}\n")
 }
 
 /// `alice@example.com` / `wonderland` as an argon2id hash, and other schemes.
