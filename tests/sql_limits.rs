@@ -98,7 +98,7 @@ fn mariadb_stops_a_statement_past_the_timeout() {
     block_on(async {
         let db = database(DatabaseKind::MySql, MY, Duration::from_secs(2), 1 << 20);
         // The session carries the limit.
-        assert_eq!(first(&db, "SELECT @@max_statement_time AS t", MY_HOW).await[0], vec![Value::Float(2.0)]);
+        assert_eq!(first(&db, "SELECT @@max_statement_time AS t", MY_HOW).await[0], vec![Value::Float(2.25)]);
         let admin =
             sqlx::MySqlConnection::connect(MY).await.unwrap_or_else(|e| panic!("{e}\nThis test needs {MY_HOW}."));
         let tag = tag("benchmark");
@@ -128,7 +128,7 @@ fn postgres_stops_a_statement_past_the_timeout() {
         let db = database(DatabaseKind::Postgres, PG, Duration::from_secs(2), 1 << 20);
         assert_eq!(
             first(&db, "SELECT current_setting('statement_timeout') AS t", PG_HOW).await[0],
-            vec![Value::Text("2s".into())]
+            vec![Value::Text("2250ms".into())]
         );
         let admin = sqlx::PgConnection::connect(PG).await.unwrap_or_else(|e| panic!("{e}\nThis test needs {PG_HOW}."));
         let tag = tag("sleep");

@@ -13,8 +13,9 @@
 //!
 //! The database itself also gives up on a statement the host gave up on:
 //! PostgreSQL through `statement_timeout`, MariaDB `max_statement_time`,
-//! MySQL `max_execution_time` (SELECT only), SQLite through a progress
-//! handler that interrupts it at the deadline. SQLite runs inside this
+//! MySQL `max_execution_time` (SELECT only), each [`SERVER_GRACE`] later
+//! so the host's timeout always answers first, and SQLite through a
+//! progress handler that interrupts it at the deadline. SQLite runs inside this
 //! process, so each of its connections is also confined: no ATTACH (no other
 //! file), and no value longer than `max_result_bytes` (SQLite refuses to
 //! build one, `randomblob(500000000)` included). Every value's length is
@@ -112,6 +113,13 @@ pub const MAX_STATEMENT: usize = 64 * 1024;
 pub const MAX_PARAMS: usize = 64;
 /// Largest text or binary parameter.
 pub const MAX_PARAM: usize = 64 * 1024;
+
+/// How much later than the host the servers stop a statement. Their
+/// clocks start when the statement does, after the host's (which counts
+/// the wait for a connection too), but timers are not exact, and MariaDB's
+/// SLEEP() and BENCHMARK() stopped by its limit return a value rather than
+/// an error: a plugin must get the host's timeout, never that value.
+pub const SERVER_GRACE: Duration = Duration::from_millis(250);
 
 /// SQLite virtual-machine steps between two looks at the deadline: often
 /// enough to stop within a millisecond or so, rarely enough to cost nothing.
@@ -264,7 +272,7 @@ pub fn build_pool(config: &config::Database) -> Result<Pool, String> {
             // The server stops a statement the host has given up on. Strings
             // are read as `placeholders` reads them: a backslash is plain
             // text outside E'…' (the default since 9.1, pinned here).
-            let ms = config.query_timeout.as_millis().to_string();
+            let ms = (config.query_timeout + SERVER_GRACE).as_millis().to_string();
             let options = options
                 .options([("statement_timeout", ms.as_str()), ("standard_conforming_strings", "on")])
                 .disable_statement_logging();
@@ -281,7 +289,7 @@ pub fn build_pool(config: &config::Database) -> Result<Pool, String> {
             if let Some(password) = &config.password {
                 options = options.password(password);
             }
-            let timeout = config.query_timeout;
+            let timeout = config.query_timeout + SERVER_GRACE;
             Pool::MySql(
                 MySqlPoolOptions::new()
                     .max_connections(config.max_connections)
@@ -336,7 +344,7 @@ async fn server_side_deadline<C>(_: &mut C, _: Instant) -> Result<(), sqlx::Erro
 }
 
 /// Sets up a new MySQL or MariaDB session: the server stops statements
-/// past `timeout` (MariaDB: any statement, in seconds; MySQL: SELECT
+/// past `timeout` (the host's plus [`SERVER_GRACE`]; MariaDB: any statement, in seconds; MySQL: SELECT
 /// only, in milliseconds), and strings take backslash escapes, as
 /// [`placeholders`] reads them, even where the server's default
 /// `sql_mode` has NO_BACKSLASH_ESCAPES.
