@@ -4,7 +4,14 @@
 //! Verification runs in the host (never in a plugin): argon2 and bcrypt are
 //! deliberately expensive and run at native speed here, on a blocking thread.
 //! Every scheme compares in constant time (the crates below use `subtle` or
-//! equivalent; `{PLAIN}` uses `subtle` directly).
+//! equivalent; `{PLAIN}` and MD5-crypt use `subtle` directly).
+//!
+//! MD5-crypt (`$1$`) is verified for databases that still hold it
+//! (PostfixAdmin's old default) but is weak: new hashes are argon2id, and
+//! such users are best moved to a stronger scheme when they next change
+//! their password.
+
+mod md5_crypt;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -18,6 +25,8 @@ pub enum Scheme {
     Bcrypt,
     Sha512Crypt,
     Sha256Crypt,
+    /// `$1$`: verified, never written.
+    Md5Crypt,
     Plain,
 }
 
@@ -36,19 +45,23 @@ pub fn identify(stored: &str) -> Result<(Scheme, &str), String> {
         Some(Scheme::Sha512Crypt)
     } else if hash.starts_with("$5$") {
         Some(Scheme::Sha256Crypt)
+    } else if hash.starts_with("$1$") {
+        Some(Scheme::Md5Crypt)
     } else {
         None
     };
     let scheme = match (prefix.as_deref(), by_format) {
         (None, Some(s)) => s,
         (None, None) => {
-            return Err("unknown hash format (expected $argon2id$, $2y$, $6$, $5$ or a {SCHEME} prefix)".into())
+            return Err("unknown hash format (expected $argon2id$, $2y$, $6$, $5$, $1$ or a {SCHEME} prefix)".into())
         }
         (Some("PLAIN" | "CLEARTEXT" | "CLEAR"), _) => Scheme::Plain,
         (Some("ARGON2ID" | "ARGON2I"), Some(Scheme::Argon2)) => Scheme::Argon2,
         (Some("BLF-CRYPT" | "BCRYPT"), Some(Scheme::Bcrypt)) => Scheme::Bcrypt,
         (Some("SHA512-CRYPT"), Some(Scheme::Sha512Crypt)) => Scheme::Sha512Crypt,
         (Some("SHA256-CRYPT"), Some(Scheme::Sha256Crypt)) => Scheme::Sha256Crypt,
+        // Dovecot's {MD5} is an old alias of {MD5-CRYPT}.
+        (Some("MD5-CRYPT" | "MD5"), Some(Scheme::Md5Crypt)) => Scheme::Md5Crypt,
         // Dovecot's generic {CRYPT} means "whatever crypt(3) understands".
         (Some("CRYPT"), Some(s)) if s != Scheme::Argon2 => s,
         (Some(p), _) => return Err(format!("unsupported or mismatched password scheme {{{p}}}")),
@@ -81,6 +94,13 @@ pub fn verify(password: &str, stored: &str) -> Result<bool, String> {
         }
         Scheme::Sha512Crypt => crypt_result(sha_crypt::sha512_check(password, hash), "SHA512-CRYPT"),
         Scheme::Sha256Crypt => crypt_result(sha_crypt::sha256_check(password, hash), "SHA256-CRYPT"),
+        Scheme::Md5Crypt => {
+            let (salt, stored) = md5_crypt::parse(hash)?;
+            let computed = md5_crypt::checksum(password.as_bytes(), salt.as_bytes());
+            // Both are CHECKSUM_LEN octets: the comparison's time does not
+            // depend on where they differ.
+            Ok(computed.as_slice().ct_eq(stored.as_bytes()).into())
+        }
         // Compare digests so the comparison takes the same time whatever
         // the lengths.
         Scheme::Plain => Ok(Sha256::digest(password.as_bytes()).ct_eq(&Sha256::digest(hash.as_bytes())).into()),
@@ -119,7 +139,8 @@ fn check_cost(scheme: Scheme, hash: &str) -> Result<(), String> {
                 }
             }
         }
-        Scheme::Plain => {}
+        // Fixed cost: 1000 rounds.
+        Scheme::Md5Crypt | Scheme::Plain => {}
     }
     Ok(())
 }
@@ -177,6 +198,23 @@ mod tests {
         assert_eq!(verify("Hello world!", &format!("{{SHA512-CRYPT}}{sha512}")), Ok(true));
         assert_eq!(verify("Hello world!", sha256), Ok(true));
         assert_eq!(verify("Hello world!", &format!("{{SHA256-CRYPT}}{sha256}")), Ok(true));
+    }
+
+    #[test]
+    fn md5_crypt_known_vectors_and_prefixes() {
+        // `openssl passwd -1 -salt saltstring password` (salt cut to 8).
+        let h = "$1$saltstri$qQY4WxjABChYG1ccLpfkz/";
+        assert_eq!(identify(h), Ok((Scheme::Md5Crypt, h)));
+        assert_eq!(verify("password", h), Ok(true));
+        assert_eq!(verify("Password", h), Ok(false));
+        assert_eq!(verify("", "$1$saltstri$ciR2otLVXV8I9sOPWbLTc1"), Ok(true));
+        for prefix in ["{MD5-CRYPT}", "{md5-crypt}", "{MD5}", "{CRYPT}"] {
+            assert_eq!(verify("password", &format!("{prefix}{h}")), Ok(true), "{prefix}");
+        }
+        // Malformed: an error, not a mismatch.
+        assert!(verify("password", "$1$saltstri$qQY4WxjABChYG1ccLpfkz").unwrap_err().contains("MD5-CRYPT"));
+        assert!(verify("password", &format!("{{SHA512-CRYPT}}{h}")).is_err());
+        assert!(verify("password", "{MD5-CRYPT}$6$saltstring$x").is_err());
     }
 
     #[test]

@@ -236,3 +236,51 @@ fn redis_down_counts_locally_by_default_or_refuses() {
     assert_eq!((r.code, r.text().as_str()), (451, "4.3.0 rate limits unavailable, try again later"));
     s.wait_log(&["Redis unavailable; AUTH and rate-limited mail are refused"]);
 }
+
+/// An error Redis answers to one call (here a counter that would pass
+/// Redis's 64-bit limit, planted by hand: the host's cap on amounts keeps
+/// plugins far from it) fails that call only. With `on_redis_error =
+/// "refuse"`, an outage would refuse the next calls too, for 5 seconds.
+#[test]
+fn a_call_redis_refuses_is_not_an_outage() {
+    use mailferry::config::{Counters as Config, OnRedisError, RedisUrl};
+    use mailferry::counters::{CounterError, Counters, MAX_AMOUNT, MAX_WINDOW};
+    let prefix = unique_prefix("refused");
+    let config = Config {
+        redis: Some(RedisUrl(redis_url().into())),
+        prefix: prefix.clone(),
+        timeout: std::time::Duration::from_secs(5),
+        on_redis_error: OnRedisError::Refuse,
+        max_keys: 1000,
+    };
+    // The window key of "now" and of the next window, so the test holds
+    // whichever "now" the call sees.
+    let window_ms = MAX_WINDOW.as_millis() as u64;
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    for bucket in [now_ms / window_ms, now_ms / window_ms + 1] {
+        let key = format!("{prefix}full:{bucket}");
+        let out = std::process::Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", "6379", "SET", &key, &i64::MAX.to_string(), "PX", "600000"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let counters = Counters::from_config(&config).unwrap();
+        let e = counters.incr("full", 1, MAX_WINDOW).await.unwrap_err();
+        assert!(matches!(&e, CounterError::Refused(m) if m.contains("overflow")), "{e:?}");
+        // Redis is not taken for down: the next call is counted there.
+        let minute = std::time::Duration::from_secs(60);
+        assert_eq!(counters.incr("other", 1, minute).await, Ok(1));
+        // Amounts over the cap never reach Redis.
+        let e = counters.incr("other", MAX_AMOUNT + 1, minute).await.unwrap_err();
+        assert!(matches!(e, CounterError::Invalid(_)), "{e:?}");
+        assert!(counters.incr("other", MAX_AMOUNT, minute).await.unwrap() >= MAX_AMOUNT);
+    });
+    let out = std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", "6379", "--scan", "--pattern", &format!("{prefix}other:*")])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty(), "nothing counted in Redis");
+}

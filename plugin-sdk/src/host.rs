@@ -89,8 +89,9 @@ impl Host {
     /// Checks `password` against a stored hash, in the host and in constant
     /// time: `Ok(true)` on a match, `Ok(false)` on a mismatch, `Err` if the
     /// hash is malformed or its scheme unknown. Schemes: argon2id/argon2i,
-    /// bcrypt, SHA512-CRYPT, SHA256-CRYPT, each optionally behind a Dovecot
-    /// `{SCHEME}` prefix, and `{PLAIN}`. Needs the `password` grant.
+    /// bcrypt, SHA512-CRYPT, SHA256-CRYPT, MD5-CRYPT (verified for old
+    /// entries, weak), each optionally behind a Dovecot `{SCHEME}` prefix,
+    /// and `{PLAIN}`. Needs the `password` grant.
     pub fn verify_password(&self, password: &str, stored: &str) -> Result<bool, String> {
         self.backend.verify_password(password, stored)
     }

@@ -831,6 +831,14 @@ impl HostBackend {
         Ok(self.count(key, window_secs))
     }
 
+    /// The host's cap on one call's amount.
+    fn check_amount(amount: u64) -> Result<(), String> {
+        if amount > u32::MAX as u64 {
+            return Err(format!("a counter amount must be at most {}", u32::MAX));
+        }
+        Ok(())
+    }
+
     fn add(&self, key: &str, amount: u64) {
         let now = *self.0.clock.borrow();
         self.0.counters.borrow_mut().entry(key.to_string()).or_default().push((now, amount));
@@ -838,6 +846,7 @@ impl HostBackend {
 
     pub(crate) fn counter_incr(&self, key: &str, amount: u64, window_secs: u32) -> Result<u64, String> {
         let count = self.counted(key, window_secs)?;
+        Self::check_amount(amount)?;
         self.add(key, amount);
         Ok(count + amount)
     }
@@ -848,6 +857,7 @@ impl HostBackend {
 
     pub(crate) fn counter_take(&self, key: &str, amount: u64, limit: u64, window_secs: u32) -> Result<Usage, String> {
         let count = self.counted(key, window_secs)?;
+        Self::check_amount(amount)?;
         if count.saturating_add(amount) > limit {
             return Ok(Usage { allowed: false, count });
         }
@@ -857,6 +867,7 @@ impl HostBackend {
 
     pub(crate) fn counter_check(&self, key: &str, amount: u64, limit: u64, window_secs: u32) -> Result<Usage, String> {
         let count = self.counted(key, window_secs)?;
+        Self::check_amount(amount)?;
         Ok(Usage { allowed: count.saturating_add(amount) <= limit, count })
     }
 }

@@ -13,12 +13,15 @@
 //! instead of one per event). So a burst at a window boundary cannot pass
 //! twice the limit, and a count decays smoothly instead of falling to zero.
 //!
-//! When Redis does not answer within `timeout_ms`, `on_redis_error` decides:
+//! When Redis cannot be reached or does not answer within `timeout_ms`
+//! (an outage), `on_redis_error` decides:
 //! `local` (the default) counts in this node's memory until Redis answers
 //! again, so limits still hold per node; `refuse` reports an error, and the
 //! users of the counter refuse what they would have counted. Either way the
 //! first failure is logged as an error, the recovery too, and
-//! `mailferry_redis_up` says which state the node is in.
+//! `mailferry_redis_up` says which state the node is in. An error Redis
+//! answers to one call (a script error, a counter that would overflow) is
+//! not an outage: that call fails, and the next goes to Redis as usual.
 
 pub mod memory;
 pub mod redis;
@@ -36,6 +39,12 @@ pub const MAX_KEY_LEN: usize = 1024;
 
 /// Longest window or mark.
 pub const MAX_WINDOW: Duration = Duration::from_secs(31 * 24 * 3600);
+
+/// Largest amount one call adds or asks about: room for the octets of any
+/// message, and small enough that no count reaches Redis's 64-bit limit
+/// (that takes 2^31 calls at the cap within one window) or loses precision
+/// in its Lua numbers (exact below 2^53).
+pub const MAX_AMOUNT: u64 = u32::MAX as u64;
 
 /// After Redis failed, how long to count locally (or refuse) before trying
 /// it again: a Redis that hangs must not cost every session a timeout.
@@ -58,6 +67,9 @@ pub enum CounterError {
     /// Redis is down and `on_redis_error = "refuse"`.
     #[error("counters unavailable: {0}")]
     Unavailable(String),
+    /// Redis answered this call with an error (it is up: other calls go on).
+    #[error("the counter store refused the call: {0}")]
+    Refused(String),
 }
 
 /// One operation, run by either store.
@@ -172,6 +184,9 @@ impl Counters {
     ) -> Result<Usage, CounterError> {
         check_key(key)?;
         check_duration("window", window)?;
+        if by > MAX_AMOUNT {
+            return Err(CounterError::Invalid(format!("a counter amount must be at most {MAX_AMOUNT}")));
+        }
         match self.run(Op::Hit { key, by, limit, add, window }).await? {
             Answer::Usage(u) => Ok(u),
             other => unreachable!("hit answered {other:?}"),
@@ -197,7 +212,13 @@ impl Counters {
                     self.redis_answered();
                     return Ok(answer);
                 }
-                Err(e) => {
+                Err(redis::Failure::Refused(e)) => {
+                    // Redis is up: it answered. Only this call fails.
+                    self.redis_answered();
+                    tracing::warn!(error = %e, "counters: Redis refused a call");
+                    return Err(CounterError::Refused(e));
+                }
+                Err(redis::Failure::Down(e)) => {
                     self.redis_failed(&e);
                     e
                 }
@@ -304,6 +325,12 @@ mod tests {
         assert!(c.incr("k", 1, Duration::ZERO).await.is_err());
         assert!(c.mark("k", MAX_WINDOW + Duration::from_secs(1)).await.is_err());
         assert_eq!(c.incr("k", 2, Duration::from_secs(60)).await, Ok(2));
+        // Amounts are capped, for adding and for asking alike.
+        let w = Duration::from_secs(60);
+        assert!(matches!(c.incr("k", MAX_AMOUNT + 1, w).await, Err(CounterError::Invalid(_))));
+        assert!(matches!(c.take("k", u64::MAX, u64::MAX, w).await, Err(CounterError::Invalid(_))));
+        assert!(matches!(c.check("k", MAX_AMOUNT + 1, u64::MAX, w).await, Err(CounterError::Invalid(_))));
+        assert!(c.incr("k", MAX_AMOUNT, w).await.unwrap() >= MAX_AMOUNT);
     }
 
     #[tokio::test]

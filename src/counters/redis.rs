@@ -8,8 +8,10 @@
 //! expires by itself, so Redis needs no cleaning and no persistence.
 //!
 //! One multiplexed connection, reconnected by itself; every call is bounded
-//! by `timeout_ms`, and the caller ([`super::Counters`]) decides what a
-//! failure means.
+//! by `timeout_ms`. A failure is told apart as an outage (no connection, no
+//! answer in time, a server that cannot serve now) or an error Redis
+//! answered to that one call; the caller ([`super::Counters`]) decides what
+//! each means.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -39,6 +41,37 @@ if ARGV[3] == '1' and by > 0 then
 end
 return {count, 1}
 "#;
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// Redis cannot be reached or cannot serve now: every call would fail.
+    Down(String),
+    /// Redis answered this call with an error (a script error, a counter
+    /// that would overflow, a key of another type).
+    Refused(String),
+}
+
+/// Tells an outage from an error about the call itself.
+fn classify(e: &redis::RedisError) -> Failure {
+    use redis::{ErrorKind as K, ServerErrorKind as S};
+    let down = match e.kind() {
+        // Loading its data, a failover under way, a cluster without quorum,
+        // an ACL that denies the commands: every call would fail alike.
+        K::Server(S::BusyLoading | S::MasterDown | S::TryAgain | S::ClusterDown | S::ReadOnly | S::NoPerm) => true,
+        K::Server(_) | K::UnexpectedReturnType => false,
+        // Codes the client does not name: a busy script, out of memory,
+        // failing to persist, not logged in are states of the server.
+        K::Extension => matches!(e.code(), Some("BUSY" | "OOM" | "MISCONF" | "NOAUTH" | "WRONGPASS")),
+        // I/O, a broken reply, authentication, the client's own state.
+        _ => true,
+    };
+    if down {
+        Failure::Down(e.to_string())
+    } else {
+        Failure::Refused(e.to_string())
+    }
+}
 
 pub struct Redis {
     client: redis::Client,
@@ -80,8 +113,8 @@ impl Redis {
         Ok(self.connection.get_or_init(|| c).clone())
     }
 
-    pub(crate) async fn run(&self, op: Op<'_>, now_ms: u64) -> Result<Answer, String> {
-        let mut con = self.connection()?;
+    pub(crate) async fn run(&self, op: Op<'_>, now_ms: u64) -> Result<Answer, Failure> {
+        let mut con = self.connection().map_err(Failure::Down)?;
         let call = async {
             match op {
                 Op::Hit { key, by, limit, add, window } => {
@@ -120,8 +153,23 @@ impl Redis {
         };
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
+            Ok(Err(e)) => Err(classify(&e)),
+            Err(_) => Err(Failure::Down(format!("no answer within {} ms", self.timeout.as_millis()))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outages_and_refused_calls_are_told_apart() {
+        let io = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(matches!(classify(&io), Failure::Down(_)));
+        let reset = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(matches!(classify(&reset), Failure::Down(_)));
+        let wrong_type = redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "not a number"));
+        assert!(matches!(classify(&wrong_type), Failure::Refused(_)));
     }
 }

@@ -11,6 +11,18 @@
 //! a message and a `temporary` flag (the database was unreachable, busy or
 //! slow, versus a mistake in the statement), without the URL or password.
 //!
+//! The database itself also gives up on a statement the host gave up on:
+//! PostgreSQL through `statement_timeout`, MariaDB `max_statement_time`,
+//! MySQL `max_execution_time` (SELECT only), each [`SERVER_GRACE`] later
+//! so the host's timeout always answers first, and SQLite through a
+//! progress handler that interrupts it at the deadline. SQLite runs inside this
+//! process, so each of its connections is also confined: no ATTACH (no other
+//! file), and no value longer than `max_result_bytes` (SQLite refuses to
+//! build one, `randomblob(500000000)` included). Every value's length is
+//! checked before it is copied; PostgreSQL and MySQL still send a row whole,
+//! so one value up to their own limits (1 GB; `max_allowed_packet`) is
+//! held while it is checked.
+//!
 //! Pools are created on first use, inside the server's runtime, and connect
 //! lazily: a database that is down at start does not stop the server, and
 //! the first query after it comes back connects again.
@@ -24,9 +36,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
-use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
-use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgValueFormat, Postgres};
+use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Column, ConnectOptions, Decode, Either, Executor, Row, TypeInfo, ValueRef};
 
 use crate::config::{self, DatabaseKind};
@@ -101,6 +113,17 @@ pub const MAX_STATEMENT: usize = 64 * 1024;
 pub const MAX_PARAMS: usize = 64;
 /// Largest text or binary parameter.
 pub const MAX_PARAM: usize = 64 * 1024;
+
+/// How much later than the host the servers stop a statement. Their
+/// clocks start when the statement does, after the host's (which counts
+/// the wait for a connection too), but timers are not exact, and MariaDB's
+/// SLEEP() and BENCHMARK() stopped by its limit return a value rather than
+/// an error: a plugin must get the host's timeout, never that value.
+pub const SERVER_GRACE: Duration = Duration::from_millis(250);
+
+/// SQLite virtual-machine steps between two looks at the deadline: often
+/// enough to stop within a millisecond or so, rarely enough to cost nothing.
+const PROGRESS_STEPS: i32 = 1000;
 
 /// Every configured database, by name.
 #[derive(Default)]
@@ -231,11 +254,13 @@ pub fn build_pool(config: &config::Database) -> Result<Pool, String> {
                 .create_if_missing(false)
                 .busy_timeout(config.query_timeout)
                 .disable_statement_logging();
+            let max_length = sqlite_max_length(config.max_result_bytes);
             Pool::Sqlite(
                 SqlitePoolOptions::new()
                     .max_connections(config.max_connections)
                     .acquire_timeout(config.query_timeout)
                     .idle_timeout(idle)
+                    .after_connect(move |conn, _| Box::pin(sqlite_confine(conn, max_length)))
                     .connect_lazy_with(options),
             )
         }
@@ -244,9 +269,13 @@ pub fn build_pool(config: &config::Database) -> Result<Pool, String> {
             if let Some(password) = &config.password {
                 options = options.password(password);
             }
-            // The server stops a statement the host has given up on.
-            let ms = config.query_timeout.as_millis().to_string();
-            let options = options.options([("statement_timeout", ms.as_str())]).disable_statement_logging();
+            // The server stops a statement the host has given up on. Strings
+            // are read as `placeholders` reads them: a backslash is plain
+            // text outside E'…' (the default since 9.1, pinned here).
+            let ms = (config.query_timeout + SERVER_GRACE).as_millis().to_string();
+            let options = options
+                .options([("statement_timeout", ms.as_str()), ("standard_conforming_strings", "on")])
+                .disable_statement_logging();
             Pool::Postgres(
                 PgPoolOptions::new()
                     .max_connections(config.max_connections)
@@ -260,15 +289,87 @@ pub fn build_pool(config: &config::Database) -> Result<Pool, String> {
             if let Some(password) = &config.password {
                 options = options.password(password);
             }
+            let timeout = config.query_timeout + SERVER_GRACE;
             Pool::MySql(
                 MySqlPoolOptions::new()
                     .max_connections(config.max_connections)
                     .acquire_timeout(config.query_timeout)
                     .idle_timeout(idle)
+                    .after_connect(move |conn, _| Box::pin(mysql_session(conn, timeout)))
                     .connect_lazy_with(options.disable_statement_logging()),
             )
         }
     })
+}
+
+/// The longest string or blob a SQLite connection may build or read:
+/// `max_result_bytes`, but never below the longest parameter a plugin may
+/// bind.
+fn sqlite_max_length(max_result_bytes: usize) -> i32 {
+    max_result_bytes.max(MAX_PARAM).min(i32::MAX as usize) as i32
+}
+
+/// Confines a new SQLite connection, in SQLite itself rather than only in
+/// the text check of [`placeholders`]: no database may be attached (SQLite
+/// would open any file the server can read, or create one; `VACUUM INTO`
+/// attaches too), and no value may be longer than `max_length` (SQLite
+/// refuses with "string or blob too big" before allocating it).
+async fn sqlite_confine(conn: &mut SqliteConnection, max_length: i32) -> Result<(), sqlx::Error> {
+    use libsqlite3_sys::{sqlite3_limit, SQLITE_LIMIT_ATTACHED, SQLITE_LIMIT_LENGTH};
+    let mut handle = conn.lock_handle().await?;
+    let db = handle.as_raw_handle().as_ptr();
+    // SAFETY: `db` is this connection's open handle, and the lock keeps its
+    // worker thread off it meanwhile; sqlite3_limit only sets a field.
+    unsafe {
+        sqlite3_limit(db, SQLITE_LIMIT_ATTACHED, 0);
+        sqlite3_limit(db, SQLITE_LIMIT_LENGTH, max_length);
+    }
+    Ok(())
+}
+
+/// Makes SQLite interrupt the next statement on `conn` once `deadline`
+/// passes. SQLite computes on the connection's own thread: without this, a
+/// statement the host gave up on would go on burning a core (and holding
+/// its locks) to the end. Every statement on these pools goes through
+/// [`run`], which sets it anew first.
+async fn sqlite_deadline(conn: &mut SqliteConnection, deadline: Instant) -> Result<(), sqlx::Error> {
+    conn.lock_handle().await?.set_progress_handler(PROGRESS_STEPS, move || Instant::now() < deadline);
+    Ok(())
+}
+
+/// PostgreSQL and MySQL stop statements themselves (session settings made
+/// at connect).
+async fn server_side_deadline<C>(_: &mut C, _: Instant) -> Result<(), sqlx::Error> {
+    Ok(())
+}
+
+/// Sets up a new MySQL or MariaDB session: the server stops statements
+/// past `timeout` (the host's plus [`SERVER_GRACE`]; MariaDB: any statement, in seconds; MySQL: SELECT
+/// only, in milliseconds), and strings take backslash escapes, as
+/// [`placeholders`] reads them, even where the server's default
+/// `sql_mode` has NO_BACKSLASH_ESCAPES.
+async fn mysql_session(conn: &mut MySqlConnection, timeout: Duration) -> Result<(), sqlx::Error> {
+    let row = sqlx::query("SELECT @@version, @@sql_mode").fetch_one(&mut *conn).await?;
+    // Read unchecked: the servers type these as text or binary strings.
+    let version: String = row.try_get_unchecked(0)?;
+    let mode: String = row.try_get_unchecked(1)?;
+    let mut set = if version.contains("MariaDB") {
+        format!("SET SESSION max_statement_time = {:.3}", timeout.as_secs_f64())
+    } else {
+        format!("SET SESSION max_execution_time = {}", timeout.as_millis())
+    };
+    let modes: Vec<&str> = mode.split(',').filter(|m| !m.is_empty()).collect();
+    if modes.contains(&"NO_BACKSLASH_ESCAPES") {
+        // Mode names are letters and underscores; anything else is not
+        // written into the statement.
+        if !modes.iter().all(|m| m.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')) {
+            return Err(sqlx::Error::Configuration(format!("unexpected sql_mode {mode:?}").into()));
+        }
+        let kept: Vec<&str> = modes.into_iter().filter(|m| *m != "NO_BACKSLASH_ESCAPES").collect();
+        set.push_str(&format!(", sql_mode = '{}'", kept.join(",")));
+    }
+    conn.execute(AssertSqlSafe(set)).await?;
+    Ok(())
 }
 
 /// Creates `path` empty with mode 0600 unless it exists: it holds password
@@ -304,9 +405,16 @@ pub async fn run(
     // `sql` comes from the plugin's code or configuration, never from a
     // client: client data only ever travels in `values`, which are bound.
     let sql = AssertSqlSafe(sql.to_string());
+    let over =
+        || format!("the result is over {} octets (max_result_bytes); select fewer or shorter columns", limits.bytes);
     macro_rules! on {
-        ($pool:expr, $db:ty, $bind:ident, $decode:ident) => {{
-            let mut conn = match tokio::time::timeout_at(deadline.into(), $pool.acquire()).await {
+        ($pool:expr, $db:ty, $bind:ident, $decode:ident, $deadline:ident) => {{
+            let acquire = async {
+                let mut conn = $pool.acquire().await?;
+                $deadline(&mut *conn, deadline).await?;
+                Ok::<_, sqlx::Error>(conn)
+            };
+            let mut conn = match tokio::time::timeout_at(deadline.into(), acquire).await {
                 Ok(Ok(conn)) => conn,
                 Ok(Err(e)) => return Err(classify(&e)),
                 Err(_) => return Err(late()),
@@ -334,15 +442,17 @@ pub async fn run(
                             }
                             let mut values = Vec::with_capacity(row.len());
                             for i in 0..row.len() {
-                                let value = $decode(&row, i).map_err(|e| Outcome::Failed(QueryError::permanent(e)))?;
+                                // Each value's length is checked before it is copied.
+                                let room = limits.bytes.saturating_sub(size);
+                                let value = $decode(&row, i, room).map_err(|e| match e {
+                                    Read::Failed(m) => Outcome::Failed(QueryError::permanent(m)),
+                                    Read::TooLong => Outcome::Limit(over()),
+                                })?;
                                 size += value.size();
                                 values.push(value);
                             }
                             if size > limits.bytes {
-                                return Err(Outcome::Limit(format!(
-                                    "the result is over {} octets (max_result_bytes); select fewer or shorter columns",
-                                    limits.bytes
-                                )));
+                                return Err(Outcome::Limit(over()));
                             }
                             out.rows.push(values);
                         }
@@ -353,6 +463,9 @@ pub async fn run(
             let outcome = tokio::time::timeout_at(deadline.into(), read).await;
             match outcome {
                 Ok(Ok(rows)) => Ok(rows),
+                // The database stopped it at the deadline (or failed to
+                // answer by then): a timeout, whatever its words.
+                Ok(Err(Outcome::Failed(e))) if e.temporary && Instant::now() >= deadline => Err(late()),
                 Ok(Err(Outcome::Failed(e))) => Err(e),
                 Ok(Err(Outcome::Limit(message))) => {
                     // Rows are still coming: drop the connection rather than
@@ -369,15 +482,28 @@ pub async fn run(
         }};
     }
     match pool {
-        Pool::Sqlite(p) => on!(p, Sqlite, bind_sqlite, decode_sqlite),
-        Pool::Postgres(p) => on!(p, Postgres, bind_pg, decode_pg),
-        Pool::MySql(p) => on!(p, MySql, bind_mysql, decode_mysql),
+        Pool::Sqlite(p) => on!(p, Sqlite, bind_sqlite, decode_sqlite, sqlite_deadline),
+        Pool::Postgres(p) => on!(p, Postgres, bind_pg, decode_pg, server_side_deadline),
+        Pool::MySql(p) => on!(p, MySql, bind_mysql, decode_mysql, server_side_deadline),
     }
 }
 
 enum Outcome {
     Failed(QueryError),
     Limit(String),
+}
+
+/// Why a value could not be read.
+enum Read {
+    Failed(String),
+    /// Longer than what is left of `max_result_bytes`.
+    TooLong,
+}
+
+impl From<String> for Read {
+    fn from(message: String) -> Read {
+        Read::Failed(message)
+    }
 }
 
 type Query<'q, DB> = sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>;
@@ -414,7 +540,31 @@ fn decode<'r, T: Decode<'r, DB>, DB: sqlx::Database>(value: <DB as sqlx::Databas
     T::decode(value).map_err(|e| format!("cannot read a value: {e}"))
 }
 
-fn decode_sqlite(row: &sqlx::sqlite::SqliteRow, i: usize) -> Result<Value, String> {
+/// Text, borrowed from the row and copied only if it fits in `room`.
+fn text<'r, DB: sqlx::Database>(raw: <DB as sqlx::Database>::ValueRef<'r>, room: usize) -> Result<Value, Read>
+where
+    &'r str: Decode<'r, DB>,
+{
+    let s = decode::<&str, DB>(raw)?;
+    if s.len() > room {
+        return Err(Read::TooLong);
+    }
+    Ok(Value::Text(s.to_owned()))
+}
+
+/// Octets, borrowed from the row and copied only if they fit in `room`.
+fn bytes<'r, DB: sqlx::Database>(raw: <DB as sqlx::Database>::ValueRef<'r>, room: usize) -> Result<Value, Read>
+where
+    &'r [u8]: Decode<'r, DB>,
+{
+    let b = decode::<&[u8], DB>(raw)?;
+    if b.len() > room {
+        return Err(Read::TooLong);
+    }
+    Ok(Value::Bytes(b.to_owned()))
+}
+
+fn decode_sqlite(row: &sqlx::sqlite::SqliteRow, i: usize, room: usize) -> Result<Value, Read> {
     let raw = row.try_get_raw(i).map_err(|e| e.to_string())?;
     if raw.is_null() {
         return Ok(Value::Null);
@@ -424,13 +574,13 @@ fn decode_sqlite(row: &sqlx::sqlite::SqliteRow, i: usize) -> Result<Value, Strin
     Ok(match type_name.as_str() {
         "INTEGER" | "BOOLEAN" => Value::Int(decode::<i64, Sqlite>(raw)?),
         "REAL" => Value::Float(decode::<f64, Sqlite>(raw)?),
-        "TEXT" => Value::Text(decode::<String, Sqlite>(raw)?),
-        "BLOB" => Value::Bytes(decode::<Vec<u8>, Sqlite>(raw)?),
-        other => return Err(unsupported(row, i, other)),
+        "TEXT" => text::<Sqlite>(raw, room)?,
+        "BLOB" => bytes::<Sqlite>(raw, room)?,
+        other => return Err(unsupported(row, i, other).into()),
     })
 }
 
-fn decode_pg(row: &sqlx::postgres::PgRow, i: usize) -> Result<Value, String> {
+fn decode_pg(row: &sqlx::postgres::PgRow, i: usize, room: usize) -> Result<Value, Read> {
     let raw = row.try_get_raw(i).map_err(|e| e.to_string())?;
     if raw.is_null() {
         return Ok(Value::Null);
@@ -444,14 +594,20 @@ fn decode_pg(row: &sqlx::postgres::PgRow, i: usize) -> Result<Value, String> {
         "FLOAT4" => Value::Float(decode::<f32, Postgres>(raw)?.into()),
         "FLOAT8" => Value::Float(decode::<f64, Postgres>(raw)?),
         "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "\"CHAR\"" | "UNKNOWN" | "CITEXT" | "citext" => {
-            Value::Text(decode::<String, Postgres>(raw)?)
+            text::<Postgres>(raw, room)?
         }
-        "BYTEA" => Value::Bytes(decode::<Vec<u8>, Postgres>(raw)?),
-        other => return Err(unsupported(row, i, other)),
+        // Prepared statements read binary values; text ones are hex, decoded
+        // (and so copied) before they can be measured.
+        "BYTEA" if raw.format() == PgValueFormat::Binary => bytes::<Postgres>(raw, room)?,
+        "BYTEA" => match decode::<Vec<u8>, Postgres>(raw)? {
+            b if b.len() > room => return Err(Read::TooLong),
+            b => Value::Bytes(b),
+        },
+        other => return Err(unsupported(row, i, other).into()),
     })
 }
 
-fn decode_mysql(row: &sqlx::mysql::MySqlRow, i: usize) -> Result<Value, String> {
+fn decode_mysql(row: &sqlx::mysql::MySqlRow, i: usize, room: usize) -> Result<Value, Read> {
     let raw = row.try_get_raw(i).map_err(|e| e.to_string())?;
     if raw.is_null() {
         return Ok(Value::Null);
@@ -474,12 +630,10 @@ fn decode_mysql(row: &sqlx::mysql::MySqlRow, i: usize) -> Result<Value, String> 
         "DOUBLE" => Value::Float(decode::<f64, MySql>(raw)?),
         // Sent as text in the binary protocol too.
         "VARCHAR" | "CHAR" | "TEXT" | "TINYTEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM" | "SET" | "DECIMAL" | "JSON" => {
-            Value::Text(decode::<String, MySql>(raw)?)
+            text::<MySql>(raw, room)?
         }
-        "VARBINARY" | "BINARY" | "BLOB" | "TINYBLOB" | "MEDIUMBLOB" | "LONGBLOB" => {
-            Value::Bytes(decode::<Vec<u8>, MySql>(raw)?)
-        }
-        other => return Err(unsupported(row, i, other)),
+        "VARBINARY" | "BINARY" | "BLOB" | "TINYBLOB" | "MEDIUMBLOB" | "LONGBLOB" => bytes::<MySql>(raw, room)?,
+        other => return Err(unsupported(row, i, other).into()),
     })
 }
 
@@ -494,17 +648,20 @@ pub fn classify(e: &sqlx::Error) -> QueryError {
     match e {
         E::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-            let permanent = match db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
-                // SQLite: the primary result code (low byte of the extended one).
-                Some(_) => {
-                    let primary = code.parse::<i32>().unwrap_or(0) & 0xff;
-                    // ERROR (syntax, no such table), CONSTRAINT, MISMATCH, TOOBIG, RANGE.
-                    matches!(primary, 1 | 18 | 19 | 20 | 25)
-                }
+            // SQLite: the primary result code (low byte of the extended one).
+            let sqlite =
+                db.try_downcast_ref::<sqlx::sqlite::SqliteError>().map(|_| code.parse::<i32>().unwrap_or(0) & 0xff);
+            let permanent = match sqlite {
+                // ERROR (syntax, no such table), CONSTRAINT, MISMATCH, TOOBIG, RANGE.
+                Some(primary) => matches!(primary, 1 | 18 | 19 | 20 | 25),
                 // PostgreSQL SQLSTATEs, and MySQL's where it has one.
                 None => ["42", "22", "23", "0A", "21"].iter().any(|class| code.starts_with(class)),
             };
-            let message = format!("{} ({})", db.message(), if code.is_empty() { "no code" } else { &code });
+            let mut message = format!("{} ({})", db.message(), if code.is_empty() { "no code" } else { &code });
+            if sqlite == Some(18) {
+                // The length limit set on every connection (sqlite_confine).
+                message.push_str(": one value would be longer than max_result_bytes allows; select shorter values");
+            }
             QueryError { temporary: !permanent, message }
         }
         E::Io(io) => QueryError::temporary(format!("cannot reach the database: {io}")),
@@ -604,6 +761,84 @@ mod tests {
         let e = db.query("SELECT 1; DELETE FROM t", &[]).await.unwrap_err();
         assert!(e.message.contains("one statement"), "{e:?}");
         assert_eq!(db.query("SELECT count(*) AS n FROM t", &[]).await.unwrap().rows[0], vec![Value::Int(4)]);
+    }
+
+    fn sqlite_pool(db: &Database) -> SqlitePool {
+        match db.pool().unwrap() {
+            Pool::Sqlite(p) => p.clone(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[tokio::test]
+    async fn sqlite_stops_a_statement_past_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.db"), b"").unwrap();
+        let mut config = sqlite_db(dir.path(), 10, 4096).config;
+        config.query_timeout = Duration::from_secs(60);
+        let patient = Database::new("patient", config.clone());
+        patient.query("CREATE TABLE t (a INTEGER)", &[]).await.unwrap();
+        patient.query("INSERT INTO t VALUES (1)", &[]).await.unwrap();
+        config.query_timeout = Duration::from_millis(300);
+        config.max_connections = 1;
+        let hasty = Database::new("hasty", config);
+        // Connected beforehand, so the statement below starts at once (a
+        // slow start would leave it nothing to stop).
+        let mut tries = 0;
+        while let Err(e) = hasty.query("SELECT 1", &[]).await {
+            tries += 1;
+            assert!(tries < 50, "{e:?}");
+        }
+        // Counts without end (in constant memory) while reading t.
+        let endless = "SELECT a FROM t WHERE a > (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c)";
+        let e = hasty.query(endless, &[]).await.unwrap_err();
+        assert!(e.temporary && e.message.contains("no answer within 300 ms"), "{e:?}");
+        // A write waits for every reader of the file to finish (here for a
+        // minute at most): it goes through only because SQLite stopped that
+        // statement.
+        assert_eq!(patient.query("INSERT INTO t VALUES (2)", &[]).await.unwrap().affected, 1);
+        assert_eq!(patient.query("SELECT count(*) AS n FROM t", &[]).await.unwrap().rows[0], vec![Value::Int(2)]);
+    }
+
+    #[tokio::test]
+    async fn sqlite_refuses_values_longer_than_max_result_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.db"), b"").unwrap();
+        let db = sqlite_db(dir.path(), 10, 100_000);
+        // SQLite refuses to build it: nothing near 500 MB is allocated.
+        let e = db.query("SELECT randomblob(500000000) AS b", &[]).await.unwrap_err();
+        assert!(!e.temporary && e.message.contains("(18)") && e.message.contains("max_result_bytes"), "{e:?}");
+        let e = db.query("SELECT length(zeroblob(200000)) AS n", &[]).await.unwrap_err();
+        assert!(!e.temporary && e.message.contains("(18)"), "{e:?}");
+        // Each within SQLite's limit, together over the result's: the
+        // second is refused before it is copied.
+        let e = db.query("SELECT randomblob(60000) AS a, randomblob(60000) AS b", &[]).await.unwrap_err();
+        assert!(!e.temporary && e.message.contains("over 100000 octets"), "{e:?}");
+        let r = db.query("SELECT length(randomblob(60000)) AS n, randomblob(16) AS b", &[]).await.unwrap();
+        assert_eq!(r.rows[0][0], Value::Int(60000));
+    }
+
+    #[tokio::test]
+    async fn sqlite_connections_cannot_attach_even_past_the_text_check() {
+        use sqlx::Connection;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.db"), b"").unwrap();
+        let db = sqlite_db(dir.path(), 10, 4096);
+        // Another database the server can read and write.
+        let other = dir.path().join("other.db");
+        std::fs::write(&other, b"").unwrap();
+        let attach = format!("ATTACH DATABASE '{}' AS o", other.display());
+        let vacuum = format!("VACUUM INTO '{}'", dir.path().join("copy.db").display());
+        // Straight on a pool connection, as if `placeholders` had let it by.
+        let mut conn = sqlite_pool(&db).acquire().await.unwrap();
+        let e = sqlx::query(AssertSqlSafe(attach.clone())).execute(&mut *conn).await.unwrap_err();
+        assert!(e.to_string().contains("too many attached databases"), "{e}");
+        assert!(sqlx::query(AssertSqlSafe(vacuum)).execute(&mut *conn).await.is_err());
+        assert!(!dir.path().join("copy.db").exists());
+        // What the limit stops: a connection without it attaches the file.
+        let options = SqliteConnectOptions::new().filename(dir.path().join("t.db"));
+        let mut plain = SqliteConnection::connect_with(&options).await.unwrap();
+        sqlx::query(AssertSqlSafe(attach)).execute(&mut plain).await.unwrap();
     }
 
     #[test]

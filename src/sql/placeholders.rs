@@ -12,6 +12,21 @@
 //! assignments (`:=`) alone, and refuses what would bind values in a way the
 //! plugin did not name: the backends' native placeholders (`?`, `$1`, `@x`),
 //! and more than one statement.
+//!
+//! Where the dialects differ:
+//!
+//! | | PostgreSQL | MySQL/MariaDB | SQLite |
+//! |---|---|---|---|
+//! | `'…'` | `''` escapes; `\` only in `E'…'` | `''` and `\` escape | `''` escapes |
+//! | `"…"` | a name | a string, `\` escapes | a name |
+//! | also quoted | `$tag$…$tag$` | `` `…` `` | `` `…` ``, `[…]` |
+//! | `--` | a comment | a comment only before a blank or control character (`1--1` is arithmetic) | a comment |
+//! | `#` | an operator | a comment | — |
+//! | `/* */` | nests | does not nest; `/*!…*/` and `/*M!…*/` are *run*, so refused | does not nest |
+//!
+//! The host pins the session settings these rules assume: PostgreSQL's
+//! `standard_conforming_strings` on, and MySQL's `sql_mode` without
+//! `NO_BACKSLASH_ESCAPES` (see `super::build_pool`).
 
 /// Which backend's syntax to read and write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,9 +125,18 @@ pub fn rewrite(sql: &str, dialect: Dialect, known: impl Fn(&str) -> bool) -> Res
             b'[' if dialect == Dialect::Sqlite => {
                 s[i..].iter().position(|&c| c == b']').map(|p| i + p + 1).ok_or("a quoted name ([…]) is not closed")?
             }
-            b'-' if next == Some(b'-') => line_end(s, i),
+            b'-' if next == Some(b'-')
+                && (dialect != Dialect::MySql || s.get(i + 2).is_none_or(|&c| blank_or_control(c))) =>
+            {
+                line_end(s, i)
+            }
             b'#' if dialect == Dialect::MySql => line_end(s, i),
             b'/' if next == Some(b'*') => {
+                if dialect == Dialect::MySql && (s[i + 2..].starts_with(b"!") || s[i + 2..].starts_with(b"M!")) {
+                    return Err(
+                        "MySQL and MariaDB run the text of /*! … */ and /*M! … */ as SQL: write it plainly".into()
+                    );
+                }
                 skip_block_comment(s, i, dialect == Dialect::Postgres).ok_or("a comment (/* … */) is not closed")?
             }
             b'$' if dialect == Dialect::Postgres && !prev.is_some_and(is_ident) => {
@@ -184,6 +208,11 @@ pub fn rewrite(sql: &str, dialect: Dialect, known: impl Fn(&str) -> bool) -> Res
     Ok(Rewritten { sql: out, binds })
 }
 
+/// What MySQL accepts after `--` for it to start a comment.
+fn blank_or_control(c: u8) -> bool {
+    c <= b' ' || c == 0x7f
+}
+
 fn native(what: &str) -> String {
     format!("write placeholders as :name (the host binds them for every backend); {what} is not accepted")
 }
@@ -237,16 +266,18 @@ fn skip_block_comment(s: &[u8], i: usize, nested: bool) -> Option<usize> {
     None
 }
 
-/// The end of a `$tag$` opening at `i`, if it is one.
+/// The end of a `$tag$` opening at `i`, if it is one. A tag is written as
+/// a name without `$`: letters (any, UTF-8 included), digits after the
+/// first, underscores.
 fn dollar_tag(s: &[u8], i: usize) -> Option<usize> {
     let mut j = i + 1;
     if s.get(j) == Some(&b'$') {
         return Some(j + 1);
     }
-    if !s.get(j).copied().is_some_and(is_ident_start) {
+    if !s.get(j).copied().is_some_and(|c| is_ident_start(c) || c >= 0x80) {
         return None;
     }
-    while j < s.len() && (s[j].is_ascii_alphanumeric() || s[j] == b'_') {
+    while j < s.len() && (s[j].is_ascii_alphanumeric() || s[j] == b'_' || s[j] >= 0x80) {
         j += 1;
     }
     (s.get(j) == Some(&b'$')).then_some(j + 1)
@@ -341,6 +372,74 @@ mod tests {
         // Dollar quoting and nested comments (PostgreSQL).
         assert_eq!(ok("SELECT $$ :b $$, $q$ :b $q$, :a", Postgres).0, "SELECT $$ :b $$, $q$ :b $q$, $1");
         assert_eq!(ok("SELECT /* /* :b */ :b */ :a", Postgres).0, "SELECT /* /* :b */ :b */ $1");
+    }
+
+    #[test]
+    fn double_dash_is_a_comment_in_mysql_only_before_a_blank() {
+        // MySQL: `--` then a blank or control character, or the end.
+        assert_eq!(ok("SELECT 1 -- :b\n, :a", MySql).0, "SELECT 1 -- :b\n, ?");
+        assert_eq!(ok("SELECT 1 --\t:b\n, :a", MySql).0, "SELECT 1 --\t:b\n, ?");
+        assert_eq!(ok("SELECT :a --", MySql).1, names(&["a"]));
+        // Otherwise arithmetic: `5--:a` is 5 - (-:a), and :a must be bound.
+        assert_eq!(ok("SELECT 5--:a", MySql), ("SELECT 5--?".into(), names(&["a"])));
+        assert_eq!(ok("SELECT 1--1, :a", MySql).0, "SELECT 1--1, ?");
+        // So a second statement behind `--x` is seen.
+        assert_eq!(rw("SELECT 1 --x\n; DROP TABLE t", MySql).unwrap_err(), "only one statement per query");
+        // PostgreSQL and SQLite: `--` always starts a comment.
+        for d in [Postgres, Sqlite] {
+            let (sql, binds) = ok("SELECT 5--:b\n, :a", d);
+            assert_eq!(binds, names(&["a"]), "{d:?}: {sql}");
+        }
+    }
+
+    #[test]
+    fn mysql_runs_version_comments_so_they_are_refused() {
+        for sql in ["SELECT /*! :a */ 1", "SELECT 1 /*!50000 , SLEEP(5) */", "SELECT 1 /*M!100000 , :a */"] {
+            let e = rw(sql, MySql).unwrap_err();
+            assert!(e.contains("/*!"), "{sql:?}: {e}");
+        }
+        // Plain comments and optimizer hints are comments.
+        assert_eq!(ok("SELECT /* :b */ /*+ hint */ :a", MySql).0, "SELECT /* :b */ /*+ hint */ ?");
+        // Elsewhere /*! is an ordinary comment.
+        for d in [Postgres, Sqlite] {
+            assert_eq!(ok("SELECT /*! :b */ :a", d).1, names(&["a"]), "{d:?}");
+        }
+        // MySQL comments do not nest: what follows the first */ is SQL.
+        assert_eq!(ok("SELECT /* /* */ :a", MySql).0, "SELECT /* /* */ ?");
+    }
+
+    #[test]
+    fn hash_is_a_comment_in_mysql_only() {
+        assert_eq!(ok("SELECT 1 # :b\n, :a", MySql).1, names(&["a"]));
+        // PostgreSQL: bitwise XOR.
+        assert_eq!(ok("SELECT 5 # :a", Postgres).0, "SELECT 5 # $1");
+    }
+
+    #[test]
+    fn postgres_strings_escapes_and_dollar_quotes() {
+        // E'…' takes backslash escapes; a plain '…' does not.
+        assert_eq!(ok(r"SELECT E'it\'s :b', :a", Postgres).0, r"SELECT E'it\'s :b', $1");
+        assert_eq!(ok(r"SELECT e'\\', :a", Postgres).0, r"SELECT e'\\', $1");
+        assert_eq!(ok(r"SELECT '\', :a", Postgres).0, r"SELECT '\', $1");
+        // An identifier ending in e before a string is not an E-string.
+        assert!(rw(r"SELECT name'\' , :a", Postgres).is_ok());
+        // Dollar quotes: empty, named, named in any letters; another tag
+        // inside does not close them.
+        assert_eq!(ok("SELECT $$ :b $$, :a", Postgres).0, "SELECT $$ :b $$, $1");
+        assert_eq!(ok("SELECT $fn$ :b $x$ :b $fn$, :a", Postgres).0, "SELECT $fn$ :b $x$ :b $fn$, $1");
+        assert_eq!(ok("SELECT $ü$ :b $ü$, :a", Postgres).0, "SELECT $ü$ :b $ü$, $1");
+        assert!(rw("SELECT $q$ :b", Postgres).unwrap_err().contains("not closed"));
+        // `$` inside a name is part of it; `$1` is PostgreSQL's own placeholder.
+        assert_eq!(ok("SELECT a$b, :a FROM t", Postgres).0, "SELECT a$b, $1 FROM t");
+        assert!(rw("SELECT $1", Postgres).unwrap_err().contains("write placeholders as :name"));
+    }
+
+    #[test]
+    fn mysql_double_quoted_strings_take_backslashes() {
+        assert_eq!(ok(r#"SELECT "a\" :b", :a"#, MySql).0, r#"SELECT "a\" :b", ?"#);
+        // In PostgreSQL and SQLite "…" is a name, where a backslash is plain.
+        assert_eq!(ok(r#"SELECT "a\", :a"#, Postgres).0, r#"SELECT "a\", $1"#);
+        assert_eq!(ok(r#"SELECT "a\", :a"#, Sqlite).0, r#"SELECT "a\", ?1"#);
     }
 
     #[test]

@@ -25,9 +25,10 @@
 //! `:`-separated fields (uid, gid, home, … as in Dovecot's passwd-file),
 //! which are ignored. Blank lines and lines starting with `#` are skipped.
 //! The stored hash is anything the host's password capability verifies:
-//! `$argon2id$…`, `$2b$…` (bcrypt), `$6$…`/`$5$…` (SHA-crypt), each
-//! optionally behind a Dovecot `{SCHEME}` prefix, or `{PLAIN}cleartext`
-//! (accepted, with a warning).
+//! `$argon2id$…`, `$2b$…` (bcrypt), `$6$…`/`$5$…` (SHA-crypt), `$1$…`
+//! (MD5-crypt, weak: for old entries only), each optionally behind a
+//! Dovecot `{SCHEME}` prefix, or `{PLAIN}cleartext` (accepted, with a
+//! warning).
 //!
 //! Logins match exactly after trimming surrounding whitespace, except that
 //! the domain of `user@domain` compares case-insensitively. The first
