@@ -959,7 +959,7 @@ fn capability(kind: Kind) {
     expect("native", 550, "write placeholders as :name");
     expect("date", 550, "cast it to text in the statement");
     // The host gives up after query_timeout_ms (PostgreSQL's own
-    // statement_timeout may answer first): temporary either way.
+    // statement_timeout, set a little later, stops the statement): temporary.
     expect("sleep", 451, "sql error temporary=true");
     // Eight slow calls per hook call at most: the ninth stops the plugin.
     expect("loop", 451, "more than 8 password, relay, queue or SQL calls");

@@ -73,8 +73,9 @@
 //! Stored hashes are what the host's password capability verifies:
 //! argon2id, bcrypt (`$2y$`, PostfixAdmin's `php_crypt:BLOWFISH`),
 //! SHA512-CRYPT and SHA256-CRYPT, each optionally behind a Dovecot
-//! `{SCHEME}` prefix (PostfixAdmin's `dovecot:SHA512-CRYPT`), and
-//! `{PLAIN}`.
+//! `{SCHEME}` prefix (PostfixAdmin's `dovecot:SHA512-CRYPT`), `{PLAIN}`,
+//! and, for databases that still hold it, MD5-CRYPT (`$1$`, PostfixAdmin's
+//! old default `md5crypt`; weak: rehash such users).
 //!
 //! # Outcomes
 //!
