@@ -156,7 +156,11 @@ impl Metrics {
             "Upstream outcomes per recipient: delivered, temporary (4xx, connection failures) or permanent (5xx)",
             m.upstream.clone(),
         );
-        r.register("auth_bans", "Bans this node placed after failed logins: of an address, or of an address for one login", m.auth_bans.clone());
+        r.register(
+            "auth_bans",
+            "Bans this node placed after failed logins: of an address, or of an address for one login",
+            m.auth_bans.clone(),
+        );
         r.register(
             "rate_limited",
             "Counter limits a plugin found reached (its take or check refused): the rate-limit plugin's 451 4.7.1",

@@ -31,7 +31,9 @@ fn start(limits: &str, extra: &str) -> Server {
         users: USERS.into(),
         listeners: LISTENERS.into(),
         plugins: Some(plugins_with(
-            &format!("[[plugins]]\nname = \"rate-limit\"\ngrants = [\"counters\"]\n[plugins.config]\nlimits = {limits}\n"),
+            &format!(
+                "[[plugins]]\nname = \"rate-limit\"\ngrants = [\"counters\"]\n[plugins.config]\nlimits = {limits}\n"
+            ),
             "relay = \"outbox\"",
         )),
         extra: format!("\n[admin]\naddress = \"127.0.0.1:0\"\n{extra}"),

@@ -346,6 +346,8 @@ fn every_scheme_and_outcome(kind: Kind) {
         ("sha512@example.com", format!("{{SHA512-CRYPT}}{SHA512}"), "Hello world!", true),
         ("sha256@example.com", SHA256.to_string(), "Hello world!", true),
         ("plain@example.com", "{PLAIN}clear text".to_string(), "clear text", true),
+        // `openssl passwd -1 -salt saltsalt 'md5 pw'`: PostfixAdmin's old md5crypt.
+        ("md5@example.com", "{MD5-CRYPT}$1$saltsalt$lAu4Yl1EiCfuGFoLFgSVa1".to_string(), "md5 pw", true),
         ("inactive@example.com", argon.clone(), "wonderland", false),
         ("broken@example.com", "$6$".to_string(), "x", true),
     ];
@@ -402,7 +404,7 @@ fn every_scheme_and_outcome(kind: Kind) {
         let r = auth(&s, login, "wonderland");
         assert!(r.code == 501 || r.code == 535, "{login:?}: {r}");
     }
-    assert_eq!(db.count("mailferry_users"), 9);
+    assert_eq!(db.count("mailferry_users"), 10);
     assert_auth(&s, "alice@example.com", "wonderland", 235);
 
     // The senders column reaches the sender policy as a connection note.
@@ -417,9 +419,18 @@ fn every_scheme_and_outcome(kind: Kind) {
 
     // Neither passwords nor hashes are logged.
     let logs = s.log_text();
-    for secret in
-        ["wonderland", "Hello world", "b-crypt pw", "clear text", &argon, &bcrypt, "svn8UoSVapNtMuq1uk", "5B8vYYiY"]
-    {
+    for secret in [
+        "wonderland",
+        "Hello world",
+        "b-crypt pw",
+        "clear text",
+        &argon,
+        &bcrypt,
+        "svn8UoSVapNtMuq1uk",
+        "5B8vYYiY",
+        "md5 pw",
+        "lAu4Yl1EiCfu",
+    ] {
         assert!(!logs.contains(secret), "{secret:?} is in the log");
     }
 

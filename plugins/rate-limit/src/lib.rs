@@ -451,10 +451,14 @@ limits = [{ per = "ip", messages = 1 }]"#,
 
     #[test]
     fn more_limits_than_a_hook_may_count_are_refused_at_start() {
-        let nine = vec![r#"{ per = "login", messages = 5, window_secs = 60 }"#; 9].join(", ");
-        let err = TestHost::new().config_toml(&format!("limits = [{nine}]")).instantiate::<RateLimit>().map(|_| ()).unwrap_err();
+        let nine = [r#"{ per = "login", messages = 5, window_secs = 60 }"#; 9].join(", ");
+        let err = TestHost::new()
+            .config_toml(&format!("limits = [{nine}]"))
+            .instantiate::<RateLimit>()
+            .map(|_| ())
+            .unwrap_err();
         assert!(err.contains("9 limits on messages: at most 8"), "{err}");
-        let eight = vec![r#"{ per = "ip", messages = 5, recipients = 9, window_secs = 60 }"#; 8].join(", ");
+        let eight = [r#"{ per = "ip", messages = 5, recipients = 9, window_secs = 60 }"#; 8].join(", ");
         assert!(TestHost::new().config_toml(&format!("limits = [{eight}]")).instantiate::<RateLimit>().is_ok());
     }
 }
