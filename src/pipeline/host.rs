@@ -634,11 +634,26 @@ impl HostState {
         Ok(result.map_err(|e| e.to_string()))
     }
 
-    /// Counts a refused take or check for `mailferry_rate_limited_total`.
-    fn note_usage(&self, usage: &Result<counters::Usage, String>) {
-        if matches!(usage, Ok(u) if !u.allowed) {
+    /// A take or check; a refusal is counted in `mailferry_rate_limited_total`.
+    async fn limited(
+        &mut self,
+        key: &str,
+        window_secs: u32,
+        call: impl AsyncFnOnce(
+            &crate::counters::Counters,
+            &str,
+            Duration,
+        ) -> Result<crate::counters::Usage, crate::counters::CounterError>,
+    ) -> Result<Result<counters::Usage, String>> {
+        let usage = self
+            .counter(key, window_secs, async |c, k, w| {
+                call(c, k, w).await.map(|u| counters::Usage { allowed: u.allowed, count: u.count })
+            })
+            .await?;
+        if matches!(usage, Ok(ref u) if !u.allowed) {
             crate::metrics::get().rate_limited(&self.plugin.name);
         }
+        Ok(usage)
     }
 }
 
@@ -658,13 +673,7 @@ impl counters::Host for HostState {
         limit: u64,
         window_secs: u32,
     ) -> Result<Result<counters::Usage, String>> {
-        let usage = self
-            .counter(&key, window_secs, async |c, k, w| {
-                c.take(k, amount, limit, w).await.map(|u| counters::Usage { allowed: u.allowed, count: u.count })
-            })
-            .await?;
-        self.note_usage(&usage);
-        Ok(usage)
+        self.limited(&key, window_secs, async |c, k, w| c.take(k, amount, limit, w).await).await
     }
 
     async fn check(
@@ -674,13 +683,7 @@ impl counters::Host for HostState {
         limit: u64,
         window_secs: u32,
     ) -> Result<Result<counters::Usage, String>> {
-        let usage = self
-            .counter(&key, window_secs, async |c, k, w| {
-                c.check(k, amount, limit, w).await.map(|u| counters::Usage { allowed: u.allowed, count: u.count })
-            })
-            .await?;
-        self.note_usage(&usage);
-        Ok(usage)
+        self.limited(&key, window_secs, async |c, k, w| c.check(k, amount, limit, w).await).await
     }
 }
 
