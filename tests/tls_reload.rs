@@ -9,6 +9,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -188,6 +189,50 @@ fn a_replaced_certificate_reaches_new_handshakes_while_open_sessions_go_on() {
     old_implicit.expect("QUIT", 221);
     old_starttls.expect("QUIT", 221);
     assert_eq!(server.outbox().len(), 3);
+}
+
+/// One implicit-TLS connection with `config`, which keeps its sessions for
+/// resumption: how the handshake went and the certificate the client saw
+/// (on a resumed handshake, the one of the session resumed).
+fn resuming_connection(server: &Server, config: &Arc<rustls::ClientConfig>) -> (rustls::HandshakeKind, Vec<u8>) {
+    use std::io::{BufRead, Write};
+    let tcp = std::net::TcpStream::connect(server.addr("submissions")).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let conn = rustls::ClientConnection::new(config.clone(), HOST.try_into().unwrap()).unwrap();
+    let mut tls = std::io::BufReader::new(rustls::StreamOwned::new(conn, tcp));
+    // Reading the greeting also reads the session tickets sent after the
+    // handshake, so the next connection can resume.
+    let mut greeting = String::new();
+    tls.read_line(&mut greeting).unwrap();
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    let kind = tls.get_ref().conn.handshake_kind().unwrap();
+    let leaf = tls.get_ref().conn.peer_certificates().unwrap()[0].to_vec();
+    tls.get_mut().write_all(b"QUIT\r\n").unwrap();
+    (kind, leaf)
+}
+
+/// A resumed handshake carries no certificate: sessions made before a
+/// replacement are forgotten, or a client resuming would keep seeing the
+/// old certificate after every reload.
+#[test]
+fn a_client_resuming_after_a_replacement_gets_the_new_certificate() {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let a = ca.issue(&[HOST]);
+    std::fs::write(&cert, &a.fullchain).unwrap();
+    std::fs::write(&key, &a.key).unwrap();
+    let server = start(&tls_section(&cert, &key));
+    let client = Arc::new(ca.client());
+    assert_eq!(resuming_connection(&server, &client), (rustls::HandshakeKind::Full, a.leaf.clone()));
+    assert_eq!(resuming_connection(&server, &client), (rustls::HandshakeKind::Resumed, a.leaf.clone()));
+
+    let b = ca.issue(&[HOST]);
+    replace(&key, &b.key);
+    replace(&cert, &b.fullchain);
+    wait_for_cert(&server, &ca, &b, "after a rename");
+    assert_eq!(resuming_connection(&server, &client), (rustls::HandshakeKind::Full, b.leaf.clone()));
+    assert_eq!(resuming_connection(&server, &client), (rustls::HandshakeKind::Resumed, b.leaf));
 }
 
 #[test]

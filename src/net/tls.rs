@@ -25,8 +25,9 @@ pub const RELOAD_CHECK: Duration = Duration::from_secs(5);
 /// The server TLS configuration: built once; the certificate of each
 /// handshake comes from `certs` at that moment.
 pub fn server_config(certs: Arc<Certificates>) -> Arc<ServerConfig> {
-    let mut tls = ServerConfig::builder().with_no_client_auth().with_cert_resolver(certs);
+    let mut tls = ServerConfig::builder().with_no_client_auth().with_cert_resolver(certs.clone());
     tls.alpn_protocols = vec![];
+    tls.session_storage = certs;
     Arc::new(tls)
 }
 

@@ -4,8 +4,12 @@
 //! The `ServerConfig` is built once around [`Certificates`], which rustls
 //! asks for a certificate at every handshake: a reload swaps what the next
 //! handshake gets, and sessions already under TLS keep the keys they agreed
-//! on. Files are polled rather than watched with inotify because renewal
-//! tools replace them in every possible way (certbot swaps symlinks into
+//! on. Sessions clients could resume are forgotten at each replacement: a
+//! resumed handshake skips the certificate, so a client resuming would go
+//! on seeing the old one.
+//!
+//! Files are polled rather than watched with inotify because renewal tools
+//! replace them in every possible way (certbot swaps symlinks into
 //! `archive/`, Kubernetes swaps a `..data` symlink, others write in place),
 //! and a stat every few seconds notices all of them.
 
@@ -14,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache, StoresServerSessions};
 use rustls::sign::CertifiedKey;
 use rustls::SignatureScheme;
 
@@ -27,7 +31,13 @@ pub struct Certificates {
     /// Held for the whole of a reload, so SIGHUP and the watcher never
     /// interleave.
     watch: Mutex<Vec<WatchState>>,
+    /// Resumable TLS sessions (1.2 session IDs, 1.3 stateful tickets),
+    /// replaced by an empty cache with each certificate.
+    sessions: RwLock<Arc<ServerSessionMemoryCache>>,
 }
+
+/// Sessions kept for resumption: rustls's default size.
+const SESSIONS: usize = 256;
 
 /// What the watcher knows about one certificate's files.
 struct WatchState {
@@ -99,7 +109,12 @@ impl Certificates {
             watch.push(WatchState { seen, failure: None, last_expiry_warning: warned.then(Instant::now) });
             loaded.push(Arc::new(l));
         }
-        Ok(Certificates { sources, current: RwLock::new(Arc::new(loaded)), watch: Mutex::new(watch) })
+        Ok(Certificates {
+            sources,
+            current: RwLock::new(Arc::new(loaded)),
+            watch: Mutex::new(watch),
+            sessions: RwLock::new(ServerSessionMemoryCache::new(SESSIONS)),
+        })
     }
 
     pub fn sources(&self) -> &[Source] {
@@ -194,6 +209,7 @@ impl Certificates {
         let mut next = current.as_ref().clone();
         next[i] = Arc::new(new);
         *current = Arc::new(next);
+        *self.sessions.write().unwrap() = ServerSessionMemoryCache::new(SESSIONS);
         Ok(warned)
     }
 
@@ -245,6 +261,26 @@ impl Certificates {
 impl ResolvesServerCert for Certificates {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.choose(client_hello.server_name(), client_hello.signature_schemes()))
+    }
+}
+
+/// The server's session cache: resuming a session made before a
+/// certificate was replaced finds nothing, and makes a full handshake.
+impl StoresServerSessions for Certificates {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.sessions.read().unwrap().put(key, value)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.sessions.read().unwrap().get(key)
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.sessions.read().unwrap().take(key)
+    }
+
+    fn can_cache(&self) -> bool {
+        true
     }
 }
 
