@@ -651,11 +651,17 @@ pub fn classify(e: &sqlx::Error) -> QueryError {
             // SQLite: the primary result code (low byte of the extended one).
             let sqlite =
                 db.try_downcast_ref::<sqlx::sqlite::SqliteError>().map(|_| code.parse::<i32>().unwrap_or(0) & 0xff);
+            // MySQL's general SQLSTATE HY000 also covers statements that
+            // can never work: values no collation of the column can compare
+            // (a login Latin-1 cannot hold against a latin1 table).
+            let mysql_mistake = db
+                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .is_some_and(|m| matches!(m.number(), 1253 | 1267 | 1270 | 1271));
             let permanent = match sqlite {
                 // ERROR (syntax, no such table), CONSTRAINT, MISMATCH, TOOBIG, RANGE.
                 Some(primary) => matches!(primary, 1 | 18 | 19 | 20 | 25),
                 // PostgreSQL SQLSTATEs, and MySQL's where it has one.
-                None => ["42", "22", "23", "0A", "21"].iter().any(|class| code.starts_with(class)),
+                None => mysql_mistake || ["42", "22", "23", "0A", "21"].iter().any(|class| code.starts_with(class)),
             };
             let mut message = format!("{} ({})", db.message(), if code.is_empty() { "no code" } else { &code });
             if sqlite == Some(18) {
