@@ -1022,12 +1022,18 @@ fn plugins_granting(grant: &str, database: &str) -> String {
 
 /// STARTTLS forgets what was learned before it (RFC 3207), the notes a
 /// login left too: on a listener that allows AUTH without TLS, alice's
-/// senders must not outlast her login into the TLS session.
+/// senders must not outlast her login into the TLS session. What the
+/// connect hook noted of the client's address stays.
 #[test]
 fn starttls_forgets_the_senders_of_a_login_made_before_it() {
     let db = TestDb::create(Kind::Sqlite, "starttls");
+    let connect_notes = format!(
+        "[[plugins]]\nname = \"connect-notes\"\npath = {:?}\n[plugins.config]\nconnect_note = \"connect.ip\"\n\
+         log_connection_note = \"connect.ip\"\n\n",
+        test_plugin("scripted").display().to_string()
+    );
     let s = Server::start(Setup {
-        plugins: Some(plugins("")),
+        plugins: Some(connect_notes + &plugins("")),
         extra: db.section(&db.url, "migrate = true"),
         listeners: r#"
 [[listeners]]
@@ -1051,4 +1057,5 @@ require_auth = false
     c.expect("MAIL FROM:<alice@example.com>", 250);
     s.wait_log(&["connection note auth.senders = None"]);
     assert!(!s.log_text().contains("connection note auth.senders = Some"), "{}", s.log_text());
+    s.wait_log(&["connection note connect.ip = Some(Text(\\\"127.0.0.1\\\"))"]);
 }

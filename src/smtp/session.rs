@@ -68,6 +68,9 @@ pub struct Session {
     auth_exempt: bool,
     tx: Option<Transaction>,
     errors: u32,
+    /// The connection notes as the connect hook left them: what plugins
+    /// learned of the client's address (DNSBL, rDNS), which STARTTLS keeps.
+    connect_notes: std::collections::HashMap<String, wit::NoteValue>,
     plugins: SessionPipeline,
     data: Arc<Mutex<SessionData>>,
 }
@@ -118,6 +121,7 @@ impl Session {
             auth_exempt,
             tx: None,
             errors: 0,
+            connect_notes: Default::default(),
             plugins,
             data,
         }
@@ -151,7 +155,9 @@ impl Session {
 
     async fn greet(&mut self) -> Next {
         let host = self.config().server.hostname.clone();
-        match self.plugins.run(Call::Connect).await {
+        let outcome = self.plugins.run(Call::Connect).await;
+        self.connect_notes = self.data.lock().unwrap().connection_notes.clone();
+        match outcome {
             Outcome::Deny(r) | Outcome::DenyDisconnect(r) => {
                 self.t.reply(&r.unwrap_or_else(|| Reply::new(554, "5.7.1", format!("{host} no service for you"))));
                 Next::Close
@@ -374,12 +380,13 @@ impl Session {
             tracing::info!(error = %e, "STARTTLS handshake failed");
             return Next::Close;
         }
-        // RFC 3207 §4.2: forget everything learned before TLS, the notes
-        // plugins made of it too (a login's senders, say).
+        // RFC 3207 §4.2: forget everything learned from the client before
+        // TLS, the notes plugins made of it too (a login's senders, say);
+        // what the connect hook noted of its address stays.
         self.helo = None;
         self.esmtp = false;
         self.auth_user = None;
-        self.data.lock().unwrap().connection_notes.clear();
+        self.data.lock().unwrap().connection_notes = self.connect_notes.clone();
         self.reset_transaction();
         self.sync_connection();
         tracing::debug!("TLS started");

@@ -17,6 +17,7 @@
 //! print = 4096                         # in `mail`, print this many octets
 //! log_connection = true                # in `connect`, log the connection record
 //! log_connection_note = "auth.senders" # in `mail`, log this connection note
+//! connect_note = "connect.ip"          # in `connect`, note the client address
 //! ```
 //!
 //! With an empty configuration every hook is implemented and continues,
@@ -47,6 +48,8 @@ pub struct Config {
     #[serde(default)]
     log_connection: bool,
     log_connection_note: Option<String>,
+    #[serde(default)]
+    connect_note: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -107,6 +110,7 @@ pub struct Scripted {
     print: usize,
     log_connection: bool,
     log_connection_note: Option<String>,
+    connect_note: Option<String>,
 }
 
 fn verdict_of(step: &Option<Step>, hook: &str) -> Result<Verdict, String> {
@@ -135,10 +139,14 @@ impl Plugin for Scripted {
             print: c.print,
             log_connection: c.log_connection,
             log_connection_note: c.log_connection_note,
+            connect_note: c.connect_note,
         })
     }
 
     fn connect(&self, host: &Host) -> Verdict {
+        if let Some(key) = &self.connect_note {
+            host.set_note(Scope::Connection, key, host.connection().remote_ip.as_str());
+        }
         if self.log_connection {
             let c = host.connection();
             host.info(format!(
