@@ -1718,8 +1718,17 @@ fn is_loopback_host(host: &str) -> bool {
     host == "localhost" || host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
 }
 
+/// A network or a single address. IPv4-mapped IPv6 ranges
+/// (`::ffff:10.0.0.0/104`) become the IPv4 range they mean: clients are
+/// matched by their IPv4 address, whatever socket they came in on.
 fn parse_net(s: &str) -> Option<IpNet> {
-    s.parse::<IpNet>().ok().or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+    let net = s.parse::<IpNet>().ok().or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))?;
+    if let IpNet::V6(v6) = net {
+        if let (Some(v4), true) = (v6.addr().to_ipv4_mapped(), v6.prefix_len() >= 96) {
+            return ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).ok().map(|n| IpNet::V4(n.trunc()));
+        }
+    }
+    Some(net)
 }
 
 /// Replaces `${NAME}` with the environment variable's value. The error
@@ -1951,6 +1960,14 @@ mod tests {
         }
         let e = parse("[[listeners]]\naddress = \"127.0.0.1:1\"\n[[tls.certificates]]\ncert = \"c\"\n").unwrap_err();
         assert!(e.message.contains("key"), "{e}");
+    }
+
+    #[test]
+    fn ipv4_mapped_networks_mean_their_ipv4_range() {
+        assert_eq!(parse_net("::ffff:10.0.0.0/104"), Some("10.0.0.0/8".parse().unwrap()));
+        assert_eq!(parse_net("::ffff:192.0.2.7"), Some("192.0.2.7/32".parse().unwrap()));
+        assert_eq!(parse_net("2001:db8::/32"), Some("2001:db8::/32".parse().unwrap()));
+        assert_eq!(parse_net("::/0"), Some("::/0".parse().unwrap()));
     }
 
     #[test]
