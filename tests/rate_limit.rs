@@ -241,7 +241,8 @@ fn redis_down_counts_locally_by_default_or_refuses() {
 
 /// An error Redis answers to one call (here a counter that would pass
 /// Redis's 64-bit limit, planted by hand: the host's cap on amounts keeps
-/// plugins far from it) fails that call only. With `on_redis_error =
+/// plugins far from it) is answered as `on_redis_error` says, never left
+/// uncounted; but Redis is not taken for down: with `on_redis_error =
 /// "refuse"`, an outage would refuse the next calls too, for 5 seconds.
 #[test]
 fn a_call_redis_refuses_is_not_an_outage() {
@@ -271,7 +272,7 @@ fn a_call_redis_refuses_is_not_an_outage() {
     rt.block_on(async {
         let counters = Counters::from_config(&config).unwrap();
         let e = counters.incr("full", 1, MAX_WINDOW).await.unwrap_err();
-        assert!(matches!(&e, CounterError::Refused(m) if m.contains("overflow")), "{e:?}");
+        assert!(matches!(&e, CounterError::Unavailable(m) if m.contains("overflow")), "{e:?}");
         // Redis is not taken for down: the next call is counted there.
         let minute = std::time::Duration::from_secs(60);
         assert_eq!(counters.incr("other", 1, minute).await, Ok(1));

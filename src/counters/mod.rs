@@ -67,9 +67,6 @@ pub enum CounterError {
     /// Redis is down and `on_redis_error = "refuse"`.
     #[error("counters unavailable: {0}")]
     Unavailable(String),
-    /// Redis answered this call with an error (it is up: other calls go on).
-    #[error("the counter store refused the call: {0}")]
-    Refused(String),
 }
 
 /// One operation, run by either store.
@@ -213,10 +210,13 @@ impl Counters {
                     return Ok(answer);
                 }
                 Err(redis::Failure::Refused(e)) => {
-                    // Redis is up: it answered. Only this call fails.
+                    // Redis is up: it answered, and the next call goes to it
+                    // again. This one is answered as during an outage, never
+                    // left uncounted: a failed login that is not counted
+                    // would let guessing go on unchecked.
                     self.redis_answered();
                     tracing::warn!(error = %e, "counters: Redis refused a call");
-                    return Err(CounterError::Refused(e));
+                    e
                 }
                 Err(redis::Failure::Down(e)) => {
                     self.redis_failed(&e);

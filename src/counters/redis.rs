@@ -59,6 +59,8 @@ fn classify(e: &redis::RedisError) -> Failure {
         // Loading its data, a failover under way, a cluster without quorum,
         // an ACL that denies the commands: every call would fail alike.
         K::Server(S::BusyLoading | S::MasterDown | S::TryAgain | S::ClusterDown | S::ReadOnly | S::NoPerm) => true,
+        // Redis before 7 wraps a write refused for memory in a script error.
+        K::Server(_) if e.to_string().contains("OOM") => true,
         K::Server(_) | K::UnexpectedReturnType => false,
         // Codes the client does not name: a busy script, out of memory,
         // failing to persist, not logged in are states of the server.

@@ -487,7 +487,12 @@ impl Session {
                 // Wrong credentials are counted toward a ban; a temporary
                 // failure (the password backend is down) is not the client's.
                 let guessed = !matches!(other, Outcome::DenySoft(_));
-                let ban = if guessed && !self.auth_exempt { self.penalize(&login).await } else { None };
+                let ban = if guessed && !self.auth_exempt { self.penalize(&login).await } else { Ok(None) };
+                let Ok(ban) = ban else {
+                    // Not counted: no more guesses on this connection.
+                    self.t.reply(&Reply::new(454, "4.7.0", "temporary authentication failure, try again later"));
+                    return Next::Close;
+                };
                 if ban == Some(BanReason::Address) {
                     self.t.reply(&match &other {
                         Outcome::Deny(Some(r)) | Outcome::DenyDisconnect(Some(r)) => r.clone(),
@@ -514,14 +519,15 @@ impl Session {
     }
 
     /// Counts a failed AUTH against the address and the login, waits the
-    /// growing delay, and says what this failure banned, if anything.
-    async fn penalize(&mut self, login: &str) -> Option<BanReason> {
+    /// growing delay, and says what this failure banned, if anything;
+    /// `Err` when it could not be counted.
+    async fn penalize(&mut self, login: &str) -> Result<Option<BanReason>, ()> {
         let ip = self.peer.ip();
         let penalty = match self.shared.auth.failed(ip, login).await {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(error = %e, "failed AUTH not counted");
-                return None;
+                tracing::warn!(error = %e, "failed AUTH not counted: closing the session");
+                return Err(());
             }
         };
         tracing::debug!(
@@ -531,7 +537,7 @@ impl Session {
             "failed AUTH answered after a delay"
         );
         tokio::time::sleep(penalty.delay).await;
-        let reason = penalty.ban?;
+        let Some(reason) = penalty.ban else { return Ok(None) };
         let ban = self.shared.auth.limits().ban;
         let until = chrono::Utc::now() + ban;
         tracing::warn!(
@@ -549,7 +555,7 @@ impl Session {
             }
         );
         crate::metrics::get().auth_bans.inc();
-        Some(reason)
+        Ok(Some(reason))
     }
 
     /// Reads one AUTH continuation line; `*` cancels.
