@@ -766,6 +766,11 @@ mod tests {
         assert!(e.message.contains(":missing"), "{e:?}");
         let e = db.query("SELECT 1; DELETE FROM t", &[]).await.unwrap_err();
         assert!(e.message.contains("one statement"), "{e:?}");
+        // SQLite would never finish preparing these: refused before it sees them.
+        for nul in ["SELECT 1;\0", "\0", "SELECT a FROM t\0 WHERE a = 1"] {
+            let e = db.query(nul, &[]).await.unwrap_err();
+            assert!(!e.temporary && e.message.contains("control character U+0000"), "{e:?}");
+        }
         assert_eq!(db.query("SELECT count(*) AS n FROM t", &[]).await.unwrap().rows[0], vec![Value::Int(4)]);
     }
 
