@@ -153,8 +153,8 @@ pub fn rewrite(sql: &str, dialect: Dialect, known: impl Fn(&str) -> bool) -> Res
                     .ok_or("a string literal ('…') is not closed")?
             }
             b'"' => {
-                let end = skip_quoted(s, i, b'"', dialect == Dialect::MySql)
-                    .ok_or("a quoted name (\"…\") is not closed")?;
+                let end =
+                    skip_quoted(s, i, b'"', dialect == Dialect::MySql).ok_or("a quoted name (\"…\") is not closed")?;
                 if dialect == Dialect::Postgres {
                     // U&"…" spells a name in escapes, which could hide set_config.
                     if prev == Some(b'&') && i >= 2 && matches!(s[i - 2], b'u' | b'U') {
@@ -533,7 +533,15 @@ mod tests {
     #[test]
     fn control_characters_are_refused_before_anything_else() {
         for d in [Postgres, MySql, Sqlite] {
-            for sql in ["SELECT 1;\0", "\0", "SELECT '\0'", "SELECT 1 -- \0", "SELECT \u{7f}1", "SELECT \u{85}", "SELECT\u{b} 1"] {
+            for sql in [
+                "SELECT 1;\0",
+                "\0",
+                "SELECT '\0'",
+                "SELECT 1 -- \0",
+                "SELECT \u{7f}1",
+                "SELECT \u{85}",
+                "SELECT\u{b} 1",
+            ] {
                 let e = rw(sql, d).unwrap_err();
                 assert!(e.contains("control character"), "{sql:?} ({d:?}): {e}");
             }
@@ -557,7 +565,10 @@ mod tests {
                 "((reset statement_timeout))",
             ] {
                 let e = rw(sql, d).unwrap_err();
-                assert!(e.contains("is not allowed") && e.contains("pins their session settings"), "{sql:?} ({d:?}): {e}");
+                assert!(
+                    e.contains("is not allowed") && e.contains("pins their session settings"),
+                    "{sql:?} ({d:?}): {e}"
+                );
             }
             // The words elsewhere are not statements.
             ok("UPDATE t SET reset = 1 WHERE x = :a", d);
@@ -578,7 +589,10 @@ mod tests {
         ] {
             assert!(rw(sql, Postgres).is_err(), "{sql:?}");
         }
-        ok("SELECT 'set_config', current_setting('statement_timeout'), my_set_config, set_configs -- set_config", Postgres);
+        ok(
+            "SELECT 'set_config', current_setting('statement_timeout'), my_set_config, set_configs -- set_config",
+            Postgres,
+        );
         assert_eq!(ok("SELECT $$set_config$$, :a", Postgres).1, names(&["a"]));
         // Elsewhere set_config is just a name.
         ok("SELECT set_config FROM t", MySql);
