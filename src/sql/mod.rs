@@ -688,10 +688,12 @@ pub fn classify(e: &sqlx::Error) -> QueryError {
                 db.try_downcast_ref::<sqlx::sqlite::SqliteError>().map(|_| code.parse::<i32>().unwrap_or(0) & 0xff);
             // MySQL's general SQLSTATE HY000 also covers statements that
             // can never work: values no collation of the column can compare
-            // (a login Latin-1 cannot hold against a latin1 table).
+            // (a login Latin-1 cannot hold against a latin1 table), and
+            // statements the prepared-statement protocol does not run (1295:
+            // PREPARE, EXECUTE).
             let mysql_mistake = db
                 .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-                .is_some_and(|m| matches!(m.number(), 1253 | 1267 | 1270 | 1271));
+                .is_some_and(|m| matches!(m.number(), 1253 | 1267 | 1270 | 1271 | 1295));
             let permanent = match sqlite {
                 // ERROR (syntax, no such table), CONSTRAINT, MISMATCH, TOOBIG, RANGE.
                 Some(primary) => matches!(primary, 1 | 18 | 19 | 20 | 25),
