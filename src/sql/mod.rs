@@ -15,7 +15,10 @@
 //! PostgreSQL through `statement_timeout`, MariaDB `max_statement_time`,
 //! MySQL `max_execution_time` (SELECT only), each [`SERVER_GRACE`] later
 //! so the host's timeout always answers first, and SQLite through a
-//! progress handler that interrupts it at the deadline. SQLite runs inside this
+//! progress handler that interrupts it at the deadline. Plugins cannot undo
+//! these settings: [`placeholders`] refuses `SET`, `RESET` and their kin. A
+//! MySQL or MariaDB too old to have the setting is served without it
+//! (logged once). SQLite runs inside this
 //! process, so each of its connections is also confined: no ATTACH (no other
 //! file), and no value longer than `max_result_bytes` (SQLite refuses to
 //! build one, `randomblob(500000000)` included). Every value's length is

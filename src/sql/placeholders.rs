@@ -10,8 +10,12 @@
 //! The scan skips string literals, quoted identifiers and comments in each
 //! dialect's syntax, leaves PostgreSQL casts (`::text`) and MySQL
 //! assignments (`:=`) alone, and refuses what would bind values in a way the
-//! plugin did not name: the backends' native placeholders (`?`, `$1`, `@x`),
-//! and more than one statement.
+//! plugin did not name: the backends' native placeholders (`?`, `$1`, `@x`;
+//! on SQLite every `$`, `#` and `:` not starting a name), and more than one
+//! statement. It also refuses what would undo the session settings below on
+//! the shared connections (`SET`, `RESET`; PostgreSQL `set_config`,
+//! `pg_settings`, `DO`), and control characters but tab, LF and CR (SQLite
+//! never gets past a NUL).
 //!
 //! Where the dialects differ:
 //!
@@ -26,7 +30,7 @@
 //!
 //! The host pins the session settings these rules assume: PostgreSQL's
 //! `standard_conforming_strings` on, and MySQL's `sql_mode` without
-//! `NO_BACKSLASH_ESCAPES` (see `super::build_pool`).
+//! `NO_BACKSLASH_ESCAPES` or `ANSI_QUOTES` (see `super::build_pool`).
 
 /// Which backend's syntax to read and write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
