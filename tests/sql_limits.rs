@@ -191,3 +191,67 @@ fn mariadb_one_value_over_max_result_bytes() {
         ],
     ));
 }
+
+/// Statements that would undo the session settings the host pins are
+/// refused before they reach the server, and the setting holds after.
+async fn pinned_settings_stay(kind: DatabaseKind, url: &str, how: &str, show: &str, expect: Value, tries: &[&str]) {
+    let db = database(kind, url, Duration::from_secs(2), 1 << 20);
+    assert_eq!(first(&db, show, how).await[0], vec![expect.clone()]);
+    for sql in tries {
+        let e = db.query(sql, &[]).await.unwrap_err();
+        assert!(!e.temporary && e.message.contains("pins their session settings"), "{sql}: {e:?}");
+    }
+    // Both connections of the pool, busy at once, still carry it.
+    let (a, b) = tokio::join!(db.query(show, &[]), db.query(show, &[]));
+    assert_eq!(a.unwrap().rows[0], vec![expect.clone()]);
+    assert_eq!(b.unwrap().rows[0], vec![expect]);
+}
+
+#[test]
+fn postgres_session_settings_cannot_be_changed() {
+    block_on(pinned_settings_stay(
+        DatabaseKind::Postgres,
+        PG,
+        PG_HOW,
+        "SELECT current_setting('statement_timeout') AS t",
+        Value::Text("2250ms".into()),
+        &[
+            "SET statement_timeout = 0",
+            "/* x */ (set standard_conforming_strings = off)",
+            "RESET statement_timeout",
+            "SELECT set_config('statement_timeout', '0', false)",
+            "UPDATE pg_settings SET setting = '0' WHERE name = 'statement_timeout'",
+            "DO $$ BEGIN PERFORM set_config('statement_timeout', '0', false); END $$",
+        ],
+    ));
+}
+
+#[test]
+fn mariadb_session_settings_cannot_be_changed() {
+    block_on(pinned_settings_stay(
+        DatabaseKind::MySql,
+        MY,
+        MY_HOW,
+        "SELECT @@max_statement_time AS t",
+        Value::Float(2.25),
+        &[
+            "SET SESSION max_statement_time = 0",
+            "# x\nSET sql_mode = 'ANSI_QUOTES'",
+            "SET STATEMENT max_statement_time = 0 FOR SELECT 1",
+        ],
+    ));
+    // What the server itself refuses, with no check of the host's: system
+    // variables cannot be assigned from a query, nor PREPAREd statements
+    // run through the protocol every query uses.
+    block_on(async {
+        let db = database(DatabaseKind::MySql, MY, Duration::from_secs(2), 1 << 20);
+        for sql in [
+            "SELECT 0 INTO @@max_statement_time",
+            "SELECT @@max_statement_time := 0",
+            "PREPARE s FROM 'SET SESSION max_statement_time = 0'",
+        ] {
+            let e = db.query(sql, &[]).await.unwrap_err();
+            assert!(!e.temporary, "{sql}: {e:?}");
+        }
+    });
+}

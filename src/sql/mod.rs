@@ -15,7 +15,10 @@
 //! PostgreSQL through `statement_timeout`, MariaDB `max_statement_time`,
 //! MySQL `max_execution_time` (SELECT only), each [`SERVER_GRACE`] later
 //! so the host's timeout always answers first, and SQLite through a
-//! progress handler that interrupts it at the deadline. SQLite runs inside this
+//! progress handler that interrupts it at the deadline. Plugins cannot undo
+//! these settings: [`placeholders`] refuses `SET`, `RESET` and their kin. A
+//! MySQL or MariaDB too old to have the setting is served without it
+//! (logged once). SQLite runs inside this
 //! process, so each of its connections is also confined: no ATTACH (no other
 //! file), and no value longer than `max_result_bytes` (SQLite refuses to
 //! build one, `randomblob(500000000)` included). Every value's length is
@@ -344,32 +347,67 @@ async fn server_side_deadline<C>(_: &mut C, _: Instant) -> Result<(), sqlx::Erro
 }
 
 /// Sets up a new MySQL or MariaDB session: the server stops statements
-/// past `timeout` (the host's plus [`SERVER_GRACE`]; MariaDB: any statement, in seconds; MySQL: SELECT
-/// only, in milliseconds), and strings take backslash escapes, as
-/// [`placeholders`] reads them, even where the server's default
-/// `sql_mode` has NO_BACKSLASH_ESCAPES.
+/// past `timeout` (the host's plus [`SERVER_GRACE`]; MariaDB: any
+/// statement, in seconds; MySQL: SELECT only, in milliseconds), and
+/// `sql_mode` reads text as [`placeholders`] does (see [`mysql_sql_mode`]).
 async fn mysql_session(conn: &mut MySqlConnection, timeout: Duration) -> Result<(), sqlx::Error> {
     let row = sqlx::query("SELECT @@version, @@sql_mode").fetch_one(&mut *conn).await?;
     // Read unchecked: the servers type these as text or binary strings.
     let version: String = row.try_get_unchecked(0)?;
     let mode: String = row.try_get_unchecked(1)?;
-    let mut set = if version.contains("MariaDB") {
-        format!("SET SESSION max_statement_time = {:.3}", timeout.as_secs_f64())
+    if version.contains("MariaDB") {
+        mysql_server_timeout(conn, "max_statement_time", &format!("{:.3}", timeout.as_secs_f64())).await?;
     } else {
-        format!("SET SESSION max_execution_time = {}", timeout.as_millis())
-    };
-    let modes: Vec<&str> = mode.split(',').filter(|m| !m.is_empty()).collect();
-    if modes.contains(&"NO_BACKSLASH_ESCAPES") {
-        // Mode names are letters and underscores; anything else is not
-        // written into the statement.
-        if !modes.iter().all(|m| m.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')) {
-            return Err(sqlx::Error::Configuration(format!("unexpected sql_mode {mode:?}").into()));
-        }
-        let kept: Vec<&str> = modes.into_iter().filter(|m| *m != "NO_BACKSLASH_ESCAPES").collect();
-        set.push_str(&format!(", sql_mode = '{}'", kept.join(",")));
+        mysql_server_timeout(conn, "max_execution_time", &timeout.as_millis().to_string()).await?;
     }
-    conn.execute(AssertSqlSafe(set)).await?;
+    if let Some(mode) = mysql_sql_mode(&mode).map_err(|e| sqlx::Error::Configuration(e.into()))? {
+        conn.execute(AssertSqlSafe(format!("SET SESSION sql_mode = '{mode}'"))).await?;
+    }
     Ok(())
+}
+
+/// Sets the server-side statement timeout `name` (one of two fixed names;
+/// `value` is a number the host wrote). Servers older than the setting
+/// (MySQL before 5.7.8, MariaDB before 10.1) answer "unknown system
+/// variable": they still serve, with the host's timeout alone, and say so
+/// once in the log rather than fail every connection.
+async fn mysql_server_timeout(conn: &mut MySqlConnection, name: &str, value: &str) -> Result<(), sqlx::Error> {
+    match conn.execute(AssertSqlSafe(format!("SET SESSION {name} = {value}"))).await {
+        Err(sqlx::Error::Database(e))
+            if e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().is_some_and(|m| m.number() == 1193) =>
+        {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "this MySQL/MariaDB server has no {name}: statements past query_timeout_ms are abandoned by mailferry but run on in the server"
+                )
+            });
+            Ok(())
+        }
+        other => other.map(drop),
+    }
+}
+
+/// The `sql_mode` to set for `mode` (the server's default), if it must
+/// change. [`placeholders`] reads `'…'` and `"…"` as strings with
+/// backslash escapes, so these go: NO_BACKSLASH_ESCAPES, ANSI_QUOTES
+/// (`"…"` a name, where `\` is plain), and the modes that bring
+/// ANSI_QUOTES back whenever they are set (ANSI, ORACLE, MSSQL, DB2,
+/// POSTGRESQL, MAXDB; the server lists what they stand for beside them,
+/// and the rest of that is kept).
+fn mysql_sql_mode(mode: &str) -> Result<Option<String>, String> {
+    const DROPPED: [&str; 8] =
+        ["NO_BACKSLASH_ESCAPES", "ANSI_QUOTES", "ANSI", "ORACLE", "MSSQL", "DB2", "POSTGRESQL", "MAXDB"];
+    let modes: Vec<&str> = mode.split(',').filter(|m| !m.is_empty()).collect();
+    if !modes.iter().any(|m| DROPPED.contains(m)) {
+        return Ok(None);
+    }
+    // Mode names are letters and underscores; anything else is not written
+    // into the statement.
+    if !modes.iter().all(|m| m.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')) {
+        return Err(format!("unexpected sql_mode {mode:?}"));
+    }
+    Ok(Some(modes.into_iter().filter(|m| !DROPPED.contains(m)).collect::<Vec<_>>().join(",")))
 }
 
 /// Creates `path` empty with mode 0600 unless it exists: it holds password
@@ -653,10 +691,12 @@ pub fn classify(e: &sqlx::Error) -> QueryError {
                 db.try_downcast_ref::<sqlx::sqlite::SqliteError>().map(|_| code.parse::<i32>().unwrap_or(0) & 0xff);
             // MySQL's general SQLSTATE HY000 also covers statements that
             // can never work: values no collation of the column can compare
-            // (a login Latin-1 cannot hold against a latin1 table).
+            // (a login Latin-1 cannot hold against a latin1 table), and
+            // statements the prepared-statement protocol does not run (1295:
+            // PREPARE, EXECUTE).
             let mysql_mistake = db
                 .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-                .is_some_and(|m| matches!(m.number(), 1253 | 1267 | 1270 | 1271));
+                .is_some_and(|m| matches!(m.number(), 1253 | 1267 | 1270 | 1271 | 1295));
             let permanent = match sqlite {
                 // ERROR (syntax, no such table), CONSTRAINT, MISMATCH, TOOBIG, RANGE.
                 Some(primary) => matches!(primary, 1 | 18 | 19 | 20 | 25),
@@ -766,6 +806,11 @@ mod tests {
         assert!(e.message.contains(":missing"), "{e:?}");
         let e = db.query("SELECT 1; DELETE FROM t", &[]).await.unwrap_err();
         assert!(e.message.contains("one statement"), "{e:?}");
+        // SQLite would never finish preparing these: refused before it sees them.
+        for nul in ["SELECT 1;\0", "\0", "SELECT a FROM t\0 WHERE a = 1"] {
+            let e = db.query(nul, &[]).await.unwrap_err();
+            assert!(!e.temporary && e.message.contains("control character U+0000"), "{e:?}");
+        }
         assert_eq!(db.query("SELECT count(*) AS n FROM t", &[]).await.unwrap().rows[0], vec![Value::Int(4)]);
     }
 
@@ -845,6 +890,67 @@ mod tests {
         let options = SqliteConnectOptions::new().filename(dir.path().join("t.db"));
         let mut plain = SqliteConnection::connect_with(&options).await.unwrap();
         sqlx::query(AssertSqlSafe(attach)).execute(&mut plain).await.unwrap();
+    }
+
+    #[test]
+    fn mysql_sql_mode_drops_what_changes_how_text_is_read() {
+        assert_eq!(mysql_sql_mode("STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION"), Ok(None));
+        assert_eq!(mysql_sql_mode(""), Ok(None));
+        assert_eq!(
+            mysql_sql_mode("STRICT_TRANS_TABLES,NO_BACKSLASH_ESCAPES").unwrap().as_deref(),
+            Some("STRICT_TRANS_TABLES")
+        );
+        // As the server lists ANSI and MSSQL: what they stand for stays,
+        // but ANSI_QUOTES.
+        assert_eq!(
+            mysql_sql_mode("REAL_AS_FLOAT,PIPES_AS_CONCAT,ANSI_QUOTES,IGNORE_SPACE,ANSI").unwrap().as_deref(),
+            Some("REAL_AS_FLOAT,PIPES_AS_CONCAT,IGNORE_SPACE")
+        );
+        assert_eq!(
+            mysql_sql_mode("PIPES_AS_CONCAT,ANSI_QUOTES,IGNORE_SPACE,MSSQL,NO_KEY_OPTIONS").unwrap().as_deref(),
+            Some("PIPES_AS_CONCAT,IGNORE_SPACE,NO_KEY_OPTIONS")
+        );
+        assert_eq!(mysql_sql_mode("ANSI_QUOTES").unwrap().as_deref(), Some(""));
+        assert!(mysql_sql_mode("ANSI_QUOTES,X'; DROP").is_err());
+    }
+
+    const MY: &str = "mysql://root@127.0.0.1:3306/test";
+    const MY_HOW: &str = "This test needs MariaDB on 127.0.0.1:3306, user root without password, database test.";
+
+    /// A session whose sql_mode reads `"…"` as a name, where `\` is plain,
+    /// is set back to what `placeholders` reads, on the real server.
+    #[tokio::test]
+    async fn mysql_session_undoes_ansi_quotes_and_no_backslash_escapes() {
+        use sqlx::Connection;
+        let mut conn = MySqlConnection::connect(MY).await.unwrap_or_else(|e| panic!("{e}\n{MY_HOW}"));
+        conn.execute("SET SESSION sql_mode = 'ANSI,NO_BACKSLASH_ESCAPES,STRICT_ALL_TABLES'").await.unwrap();
+        mysql_session(&mut conn, Duration::from_secs(2)).await.unwrap();
+        let mode: String =
+            sqlx::query("SELECT @@sql_mode").fetch_one(&mut conn).await.unwrap().try_get_unchecked(0).unwrap();
+        assert!(
+            !mode.contains("ANSI") && !mode.contains("NO_BACKSLASH") && mode.contains("STRICT_ALL_TABLES"),
+            "{mode}"
+        );
+        // One string, its quote escaped, as the scan read it.
+        let s: String =
+            sqlx::query(r#"SELECT "a\"b" AS s"#).fetch_one(&mut conn).await.unwrap().try_get_unchecked(0).unwrap();
+        assert_eq!(s, "a\"b");
+    }
+
+    /// MariaDB has no max_execution_time (MySQL's name): it answers as a
+    /// server older than either setting does, which is let by.
+    #[tokio::test]
+    async fn a_server_without_the_timeout_setting_still_serves() {
+        use sqlx::Connection;
+        let mut conn = MySqlConnection::connect(MY).await.unwrap_or_else(|e| panic!("{e}\n{MY_HOW}"));
+        let e = conn.execute("SET SESSION max_execution_time = 2250").await.unwrap_err();
+        assert!(e.to_string().contains("1193") || e.to_string().contains("nknown system variable"), "{e}");
+        mysql_server_timeout(&mut conn, "max_execution_time", "2250").await.unwrap();
+        mysql_server_timeout(&mut conn, "max_statement_time", "2.250").await.unwrap();
+        let t: f64 = sqlx::query("SELECT @@max_statement_time").fetch_one(&mut conn).await.unwrap().get(0);
+        assert_eq!(t, 2.25);
+        // Other errors still fail the connection.
+        assert!(mysql_server_timeout(&mut conn, "max_statement_time", "'soon'").await.is_err());
     }
 
     #[test]

@@ -10,8 +10,12 @@
 //! The scan skips string literals, quoted identifiers and comments in each
 //! dialect's syntax, leaves PostgreSQL casts (`::text`) and MySQL
 //! assignments (`:=`) alone, and refuses what would bind values in a way the
-//! plugin did not name: the backends' native placeholders (`?`, `$1`, `@x`),
-//! and more than one statement.
+//! plugin did not name: the backends' native placeholders (`?`, `$1`, `@x`;
+//! on SQLite every `$`, `#` and `:` not starting a name), and more than one
+//! statement. It also refuses what would undo the session settings below on
+//! the shared connections (`SET`, `RESET`; PostgreSQL `set_config`,
+//! `pg_settings`, `DO`), and control characters but tab, LF and CR (SQLite
+//! never gets past a NUL).
 //!
 //! Where the dialects differ:
 //!
@@ -26,7 +30,7 @@
 //!
 //! The host pins the session settings these rules assume: PostgreSQL's
 //! `standard_conforming_strings` on, and MySQL's `sql_mode` without
-//! `NO_BACKSLASH_ESCAPES` (see `super::build_pool`).
+//! `NO_BACKSLASH_ESCAPES` or `ANSI_QUOTES` (see `super::build_pool`).
 
 /// Which backend's syntax to read and write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,18 +66,20 @@ fn is_ident(b: u8) -> bool {
 /// stands in the way: they are refused (also behind `EXPLAIN`).
 const SQLITE_REFUSED: [&str; 4] = ["ATTACH", "DETACH", "VACUUM", "PRAGMA"];
 
-/// The first words of a statement, upper case, past blanks and comments.
-fn leading_words(s: &[u8], most: usize) -> Vec<String> {
+/// The first words of a statement, upper case, past blanks, comments and
+/// opening parentheses, as `dialect` reads them.
+fn leading_words(s: &[u8], dialect: Dialect, most: usize) -> Vec<String> {
     let mut words = Vec::new();
     let mut i = 0;
     while i < s.len() && words.len() < most {
         let b = s[i];
-        if b.is_ascii_whitespace() {
+        if b.is_ascii_whitespace() || (b == b'(' && words.is_empty()) {
             i += 1;
-        } else if b == b'-' && s.get(i + 1) == Some(&b'-') {
+        } else if (b == b'-' && s.get(i + 1) == Some(&b'-')) || (b == b'#' && dialect == Dialect::MySql) {
             i = line_end(s, i);
         } else if b == b'/' && s.get(i + 1) == Some(&b'*') {
-            i = skip_block_comment(s, i, false).unwrap_or(s.len());
+            // PostgreSQL's nest: `/* /* */ */ SET …` starts with SET.
+            i = skip_block_comment(s, i, dialect == Dialect::Postgres).unwrap_or(s.len());
         } else if is_ident_start(b) {
             let start = i;
             while i < s.len() && is_ident(s[i]) {
@@ -87,11 +93,43 @@ fn leading_words(s: &[u8], most: usize) -> Vec<String> {
     words
 }
 
+/// Why statements that change session settings are refused: connections
+/// are pooled and shared by every plugin, and the host pins settings on
+/// them that its limits and this scan rely on.
+fn pinned(what: &str) -> String {
+    format!(
+        "{what} is not allowed: connections are shared, and the host pins their session settings \
+         (the server-side timeout, how strings are read)"
+    )
+}
+
+/// PostgreSQL names that change session settings from inside a query:
+/// `set_config()`, and the `pg_settings` view, whose UPDATE calls it.
+const PG_SETTERS: [&str; 2] = ["set_config", "pg_settings"];
+
+fn pg_setter(name: &[u8]) -> Option<&'static str> {
+    PG_SETTERS.iter().copied().find(|w| name.eq_ignore_ascii_case(w.as_bytes()))
+}
+
 /// Rewrites `sql`; `known` tells whether a parameter of that name was given.
 pub fn rewrite(sql: &str, dialect: Dialect, known: impl Fn(&str) -> bool) -> Result<Rewritten, String> {
+    // SQLite stops reading at a NUL without moving on, and sqlx then asks
+    // it again forever; other control characters have no use in SQL.
+    if let Some(c) = sql.chars().find(|&c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
+        return Err(format!(
+            "the statement holds the control character U+{:04X}; only tab, line feed and carriage return are accepted",
+            c as u32
+        ));
+    }
     let s = sql.as_bytes();
+    let words = leading_words(s, dialect, 4);
+    match words.first().map(String::as_str) {
+        Some(verb @ ("SET" | "RESET")) => return Err(pinned(verb)),
+        // Its code is a string this scan does not read.
+        Some("DO") if dialect == Dialect::Postgres => return Err(pinned("DO")),
+        _ => {}
+    }
     if dialect == Dialect::Sqlite {
-        let words = leading_words(s, 4);
         let verb = words.iter().find(|w| !matches!(w.as_str(), "EXPLAIN" | "QUERY" | "PLAN"));
         if let Some(verb) = verb.filter(|v| SQLITE_REFUSED.contains(&v.as_str())) {
             return Err(format!("{verb} is not allowed on SQLite: a plugin reaches only the database it was granted"));
@@ -118,7 +156,20 @@ pub fn rewrite(sql: &str, dialect: Dialect, known: impl Fn(&str) -> bool) -> Res
                 skip_quoted(s, i, b'\'', e_string || dialect == Dialect::MySql)
                     .ok_or("a string literal ('…') is not closed")?
             }
-            b'"' => skip_quoted(s, i, b'"', dialect == Dialect::MySql).ok_or("a quoted name (\"…\") is not closed")?,
+            b'"' => {
+                let end =
+                    skip_quoted(s, i, b'"', dialect == Dialect::MySql).ok_or("a quoted name (\"…\") is not closed")?;
+                if dialect == Dialect::Postgres {
+                    // U&"…" spells a name in escapes, which could hide set_config.
+                    if prev == Some(b'&') && i >= 2 && matches!(s[i - 2], b'u' | b'U') {
+                        return Err("write quoted names plainly, not as U&\"…\"".into());
+                    }
+                    if let Some(w) = pg_setter(&s[i + 1..end - 1]) {
+                        return Err(pinned(w));
+                    }
+                }
+                end
+            }
             b'`' if dialect != Dialect::Postgres => {
                 skip_quoted(s, i, b'`', false).ok_or("a quoted name (`…`) is not closed")?
             }
@@ -153,8 +204,15 @@ pub fn rewrite(sql: &str, dialect: Dialect, known: impl Fn(&str) -> bool) -> Res
                     None => i + 1,
                 }
             }
-            b'$' if dialect == Dialect::Sqlite && next.is_some_and(is_ident_start) => return Err(native("$name")),
+            // SQLite reads `$…`, `@…`, `#…` and `:…` as its own placeholders
+            // (`$1`, `$::x`, `:::x`, `:1` too), and has no other use for
+            // them outside literals: only `:name` passes.
+            b'$' if dialect == Dialect::Sqlite => return Err(native("$")),
             b'@' if dialect == Dialect::Sqlite => return Err(native("@name")),
+            b'#' if dialect == Dialect::Sqlite => return Err(native("#name")),
+            b':' if dialect == Dialect::Sqlite && !next.is_some_and(is_ident_start) => {
+                return Err(native(": not followed by a name"))
+            }
             b'?' if dialect != Dialect::Postgres => return Err(native("?")),
             b':' if next == Some(b':') => i + 2,
             b':' if next.is_some_and(is_ident_start) && prev != Some(b':') => {
@@ -195,6 +253,13 @@ pub fn rewrite(sql: &str, dialect: Dialect, known: impl Fn(&str) -> bool) -> Res
             b';' => {
                 ended = true;
                 i + 1
+            }
+            c if dialect == Dialect::Postgres && is_ident_start(c) && !prev.is_some_and(is_ident) => {
+                let end = s[i..].iter().position(|&c| !is_ident(c)).map_or(s.len(), |p| i + p);
+                if let Some(w) = pg_setter(&s[i..end]) {
+                    return Err(pinned(w));
+                }
+                end
             }
             _ => i + 1,
         };
@@ -445,7 +510,7 @@ mod tests {
     #[test]
     fn casts_and_assignments_are_not_placeholders() {
         assert_eq!(ok("SELECT :a::text, x::int", Postgres), ("SELECT $1::text, x::int".into(), names(&["a"])));
-        assert_eq!(ok("SET @x := :a", MySql).0, "SET @x := ?");
+        assert_eq!(ok("SELECT @x := :a", MySql).0, "SELECT @x := ?");
         assert_eq!(ok("SELECT arr[1:2] FROM t", Postgres).0, "SELECT arr[1:2] FROM t");
     }
 
@@ -467,6 +532,101 @@ mod tests {
             assert!(rw("SELECT 'open", d).is_err());
             assert!(rw("SELECT /* open", d).is_err());
         }
+    }
+
+    #[test]
+    fn control_characters_are_refused_before_anything_else() {
+        for d in [Postgres, MySql, Sqlite] {
+            for sql in [
+                "SELECT 1;\0",
+                "\0",
+                "SELECT '\0'",
+                "SELECT 1 -- \0",
+                "SELECT \u{7f}1",
+                "SELECT \u{85}",
+                "SELECT\u{b} 1",
+            ] {
+                let e = rw(sql, d).unwrap_err();
+                assert!(e.contains("control character"), "{sql:?} ({d:?}): {e}");
+            }
+            assert!(rw("SELECT 1;\0", d).unwrap_err().contains("U+0000"));
+            // Tab, line feed and carriage return are ordinary blanks.
+            assert_eq!(ok("SELECT\t:a\r\n", d).1, names(&["a"]), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn statements_that_change_session_settings_are_refused() {
+        for d in [Postgres, MySql, Sqlite] {
+            for sql in [
+                "SET statement_timeout = 0",
+                "set standard_conforming_strings = off",
+                "SET SESSION max_statement_time = 0",
+                "SET sql_mode = 'ANSI_QUOTES'",
+                "SET @x := :a",
+                "RESET ALL",
+                "  -- why\n /* not */ (SET x = 1)",
+                "((reset statement_timeout))",
+            ] {
+                let e = rw(sql, d).unwrap_err();
+                assert!(
+                    e.contains("is not allowed") && e.contains("pins their session settings"),
+                    "{sql:?} ({d:?}): {e}"
+                );
+            }
+            // The words elsewhere are not statements.
+            ok("UPDATE t SET reset = 1 WHERE x = :a", d);
+            ok("SELECT 'SET x = 1', settings FROM t", d);
+        }
+        // Behind a comment each dialect reads as one.
+        assert!(rw("# note\nSET @@session.sql_mode = ''", MySql).is_err());
+        assert!(rw("/* /* */ */ SET statement_timeout = 0", Postgres).is_err());
+        // PostgreSQL: set_config() and the pg_settings view change them from
+        // a query; DO runs code the scan does not read.
+        for sql in [
+            "SELECT set_config('statement_timeout', '0', false)",
+            "SELECT pg_catalog.SET_CONFIG('standard_conforming_strings', 'off', false)",
+            "SELECT \"set_config\"('statement_timeout', '0', false)",
+            "SELECT U&\"\\0073et_config\"('statement_timeout', '0', false)",
+            "UPDATE pg_settings SET setting = '0' WHERE name = 'statement_timeout'",
+            "DO $$ BEGIN PERFORM 1; END $$",
+        ] {
+            assert!(rw(sql, Postgres).is_err(), "{sql:?}");
+        }
+        ok(
+            "SELECT 'set_config', current_setting('statement_timeout'), my_set_config, set_configs -- set_config",
+            Postgres,
+        );
+        assert_eq!(ok("SELECT $$set_config$$, :a", Postgres).1, names(&["a"]));
+        // Elsewhere set_config is just a name.
+        ok("SELECT set_config FROM t", MySql);
+    }
+
+    #[test]
+    fn sqlite_native_placeholders_of_every_form_are_refused() {
+        for sql in [
+            "SELECT $1",
+            "SELECT $a",
+            "SELECT $::x",
+            "SELECT $a(b)",
+            "SELECT a$b FROM t",
+            "SELECT #x",
+            "SELECT #1",
+            "SELECT :::x",
+            "SELECT ::x",
+            "SELECT :a::x",
+            "SELECT :1",
+            "SELECT :é",
+            "SELECT @x",
+        ] {
+            let e = rw(sql, Sqlite).unwrap_err();
+            assert!(e.contains("write placeholders as :name"), "{sql:?}: {e}");
+        }
+        // Inside literals, quoted names and comments they are text.
+        assert_eq!(
+            ok("SELECT '$1 #x :::x', \"$a\", [#b] -- $1 :1\n, :a /* #x */", Sqlite).0,
+            "SELECT '$1 #x :::x', \"$a\", [#b] -- $1 :1\n, ?1 /* #x */"
+        );
     }
 
     #[test]
