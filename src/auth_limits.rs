@@ -22,8 +22,9 @@
 //! `<addr>` is the address, or the /64 of an IPv6 address, as for
 //! connection limits; logins compare without case.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::{AuthLimits, Listener};
@@ -38,6 +39,32 @@ pub const KNOWN_GOOD: Duration = Duration::from_secs(30 * 24 * 3600);
 pub struct AuthGuard {
     limits: AuthLimits,
     counters: Arc<Counters>,
+    /// One AUTH at a time per client address (or /64), from reading the
+    /// bans to counting the failure: parallel connections cannot each try
+    /// a password before the first failure is counted.
+    turns: Arc<Mutex<HashMap<IpAddr, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+/// The right to check a password of one address, until dropped.
+pub struct Turn {
+    addr: IpAddr,
+    turns: Arc<Mutex<HashMap<IpAddr, Arc<tokio::sync::Mutex<()>>>>>,
+    held: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let Some(guard) = self.held.take() else { return };
+        let lock = tokio::sync::OwnedMutexGuard::mutex(&guard).clone();
+        drop(guard);
+        let mut turns = self.turns.lock().unwrap();
+        // The entry goes with the last one who held or awaited it: the map
+        // and `lock` are then its only owners (a newcomer clones it under
+        // the map's lock, which is held here).
+        if Arc::strong_count(&lock) == 2 {
+            turns.remove(&self.addr);
+        }
+    }
 }
 
 /// What a failed AUTH costs the client.
@@ -74,7 +101,17 @@ impl BanReason {
 
 impl AuthGuard {
     pub fn new(limits: AuthLimits, counters: Arc<Counters>) -> AuthGuard {
-        AuthGuard { limits, counters }
+        AuthGuard { limits, counters, turns: Default::default() }
+    }
+
+    /// Waits until no other AUTH of `ip`'s address is being checked, and
+    /// holds that place until the [`Turn`] is dropped. Per node: every
+    /// node of a cluster lets one through at a time.
+    pub async fn turn(&self, ip: IpAddr) -> Turn {
+        let addr = client_key(ip);
+        let lock = self.turns.lock().unwrap().entry(addr).or_default().clone();
+        let held = lock.lock_owned().await;
+        Turn { addr, turns: self.turns.clone(), held: Some(held) }
     }
 
     pub fn limits(&self) -> &AuthLimits {
@@ -225,6 +262,26 @@ mod tests {
         assert!(g.login_banned(home, "alice@example.com").await.unwrap().is_none());
         // Other logins are not under attack.
         assert_eq!(g.failed(ip("203.0.113.60"), "bob@example.com").await.unwrap().ban, None);
+    }
+
+    #[tokio::test]
+    async fn one_auth_at_a_time_per_address() {
+        let g = Arc::new(guard(""));
+        let a = ip("2001:db8:1:2::1");
+        let first = g.turn(a).await;
+        // Another address of the same /64 waits; another /64 does not.
+        let same = tokio::spawn({
+            let g = g.clone();
+            async move { g.turn(ip("2001:db8:1:2::2")).await }
+        });
+        let _other = g.turn(ip("2001:db8:1:3::1")).await;
+        tokio::task::yield_now().await;
+        assert!(!same.is_finished());
+        drop(first);
+        let second = same.await.unwrap();
+        drop(second);
+        drop(_other);
+        assert!(g.turns.lock().unwrap().is_empty(), "entries go with their last turn");
     }
 
     #[tokio::test]

@@ -244,3 +244,21 @@ fn a_ban_holds_on_every_node_sharing_redis() {
     // Nor are other addresses affected.
     assert_eq!(connect_as(&a, "203.0.113.21").1.code, 220);
 }
+
+/// Guesses sent at once on many connections from one address are checked
+/// one after the other, each after the failures before it were counted: the
+/// ban stops them at `failures_per_ip`, not after every connection guessed.
+#[test]
+fn parallel_guesses_from_one_address_are_counted_one_by_one() {
+    use base64::Engine as _;
+    let s = start("[auth_limits]\nfailures_per_ip = 3\nfailure_delay_ms = 0\n");
+    let mut clients: Vec<Client> = (0..8).map(|_| from(&s, "203.0.113.77")).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("\0alice@example.com\0guess{i}"));
+        c.send(&format!("AUTH PLAIN {token}"));
+    }
+    let codes: Vec<u16> = clients.iter_mut().map(|c| c.read().code).collect();
+    assert_eq!(codes.iter().filter(|&&c| c == 535).count(), 3, "{codes:?}\n{}", s.log_text());
+    assert_eq!(codes.iter().filter(|&&c| c == 421).count(), 5, "{codes:?}");
+    assert_eq!(connect_as(&s, "203.0.113.77").1.code, 421);
+}

@@ -441,9 +441,17 @@ impl Session {
             Err(AuthAbort::Reply(r)) => return self.error(r),
             Err(AuthAbort::Close) => return Next::Close,
         };
+        // From here until the failure is counted, the address's other
+        // connections wait: each sees the bans the one before placed.
+        let turn = if self.auth_exempt { None } else { Some(self.shared.auth.turn(self.peer.ip()).await) };
         // A failure on a login under attack barred this address from it:
         // no plugin is asked, so no password is tried, right or wrong.
         if !self.auth_exempt {
+            if let Ok(Some(_)) = self.shared.auth.banned(self.peer.ip()).await {
+                tracing::info!(ip = %self.peer.ip(), "AUTH refused: address banned after failed logins");
+                self.t.reply(&Reply::new(421, "4.7.0", "too many failed logins from your address, closing"));
+                return Next::Close;
+            }
             match self.shared.auth.login_banned(self.peer.ip(), &login).await {
                 Ok(None) => {}
                 Ok(Some(left)) => {
@@ -475,6 +483,7 @@ impl Session {
                         tracing::warn!(error = %e, "cannot remember the login's address");
                     }
                 }
+                drop(turn);
                 self.auth_user = Some(login);
                 self.sync_connection();
                 self.t.reply(&r.unwrap_or_else(|| Reply::new(235, "2.7.0", "authentication successful")));
@@ -487,7 +496,7 @@ impl Session {
                 // Wrong credentials are counted toward a ban; a temporary
                 // failure (the password backend is down) is not the client's.
                 let guessed = !matches!(other, Outcome::DenySoft(_));
-                let ban = if guessed && !self.auth_exempt { self.penalize(&login).await } else { Ok(None) };
+                let ban = if guessed && !self.auth_exempt { self.penalize(&login, turn).await } else { Ok(None) };
                 let Ok(ban) = ban else {
                     // Not counted: no more guesses on this connection.
                     self.t.reply(&Reply::new(454, "4.7.0", "temporary authentication failure, try again later"));
@@ -521,9 +530,13 @@ impl Session {
     /// Counts a failed AUTH against the address and the login, waits the
     /// growing delay, and says what this failure banned, if anything;
     /// `Err` when it could not be counted.
-    async fn penalize(&mut self, login: &str) -> Result<Option<BanReason>, ()> {
+    async fn penalize(&mut self, login: &str, turn: Option<crate::auth_limits::Turn>) -> Result<Option<BanReason>, ()> {
         let ip = self.peer.ip();
-        let penalty = match self.shared.auth.failed(ip, login).await {
+        let counted = self.shared.auth.failed(ip, login).await;
+        // Counted (and banned if need be): the next connection may try; the
+        // delay below is this client's alone.
+        drop(turn);
+        let penalty = match counted {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "failed AUTH not counted: closing the session");
