@@ -1,5 +1,5 @@
 //! Files the command line writes for the server to read: the users file,
-//! DKIM keys, the compiled-plugin cache. Operators run these commands with
+//! DKIM keys, the compiled-plugin cache's folder. Operators run these commands with
 //! `sudo` while the service runs as its own user; a file root creates in the
 //! service's folder would be unreadable to it (keys and users are 0600), so
 //! it is handed to the owner of the folder it is in.
