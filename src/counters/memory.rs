@@ -56,8 +56,12 @@ impl Entry {
 
     /// Where it stands in the order of eviction, lowest first: every window
     /// before every mark; windows by their count, then by when they expire;
-    /// marks by when they expire.
-    fn rank(&self, now_ms: u64) -> (u8, u64, u64) {
+    /// marks by when they expire. With `marks_first` (marks fill more than
+    /// half the store), the other way round: marks are cheap to make by the
+    /// thousand from a routed IPv6 prefix, and must not push out every
+    /// count of failed logins and rate limits.
+    fn rank(&self, now_ms: u64, marks_first: bool) -> (u8, u64, u64) {
+        let (window_class, mark_class) = if marks_first { (1, 0) } else { (0, 1) };
         match *self {
             Entry::Window { window_ms, bucket, current, previous } => {
                 let (now_bucket, share) = position(now_ms, window_ms);
@@ -67,9 +71,9 @@ impl Entry {
                 } else {
                     estimate(0, current, share, window_ms)
                 };
-                (0, count, bucket.saturating_add(2).saturating_mul(window_ms))
+                (window_class, count, bucket.saturating_add(2).saturating_mul(window_ms))
             }
-            Entry::Mark { until_ms } => (1, until_ms, 0),
+            Entry::Mark { until_ms } => (mark_class, until_ms, 0),
         }
     }
 }
@@ -170,7 +174,9 @@ impl Inner {
 
     /// Drops the `n` entries that rank lowest (see [`Entry::rank`]).
     fn evict(&mut self, n: usize, now_ms: u64) {
-        let mut ranks: Vec<(u8, u64, u64)> = self.map.values().map(|e| e.rank(now_ms)).collect();
+        let marks = self.map.values().filter(|e| matches!(e, Entry::Mark { .. })).count();
+        let marks_first = marks * 2 > self.map.len();
+        let mut ranks: Vec<(u8, u64, u64)> = self.map.values().map(|e| e.rank(now_ms, marks_first)).collect();
         let n = n.min(ranks.len());
         if n == 0 {
             return;
@@ -181,7 +187,7 @@ impl Inner {
         let below = ranks.iter().filter(|r| **r < cut).count();
         let mut ties = n - below;
         self.map.retain(|_, e| {
-            let rank = e.rank(now_ms);
+            let rank = e.rank(now_ms, marks_first);
             if rank < cut {
                 false
             } else if rank == cut && ties > 0 {
@@ -296,6 +302,21 @@ mod tests {
         for h in 4..=16u64 {
             assert!(marked(&m, &format!("mark{h}"), 0).is_some(), "mark{h} was dropped");
         }
+    }
+
+    #[test]
+    fn a_flood_of_marks_cannot_push_out_every_count() {
+        let m = Memory::new(100);
+        hit(&m, "fail:login:victim", 9, None, 0);
+        // Bans from thousands of addresses: marks fill the store.
+        for i in 0..1_000 {
+            m.run(Op::Mark { key: &format!("ban:{i}"), ttl: Duration::from_secs(3600 + i) }, 0);
+            assert!(m.len() <= 100);
+        }
+        assert_eq!(hit(&m, "fail:login:victim", 0, None, 1).count, 9, "the count was pushed out by marks");
+        // The marks that stay are the latest to expire.
+        assert!(marked(&m, "ban:999", 1).is_some());
+        assert_eq!(marked(&m, "ban:0", 1), None);
     }
 
     #[test]
