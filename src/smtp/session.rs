@@ -472,6 +472,9 @@ impl Session {
                 }
             }
         }
+        // A login that does not succeed leaves no notes behind (a plugin
+        // that noted senders and then trapped, say).
+        let notes_before = self.data.lock().unwrap().connection_notes.clone();
         let outcome = self.plugins.run(Call::Auth { mechanism: &mechanism, login: &login, password: &password }).await;
         drop(password);
         match outcome {
@@ -490,6 +493,7 @@ impl Session {
                 Next::Continue
             }
             other => {
+                self.data.lock().unwrap().connection_notes = notes_before;
                 // One line per failure with the address, for fail2ban.
                 tracing::warn!(ip = %self.peer.ip(), login = ?login, mechanism = %mechanism, "authentication failed");
                 crate::metrics::get().auth(&self.listener.name, &mechanism, false);
