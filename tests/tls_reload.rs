@@ -153,15 +153,30 @@ fn wait_logs(server: &Server, needles: &[&str], n: usize) {
     }
 }
 
+/// A server whose certificate, issued by `ca` for [`HOST`], is read from
+/// files in a folder of the test's.
+struct Served {
+    dir: tempfile::TempDir,
+    cert: PathBuf,
+    key: PathBuf,
+    first: Issued,
+    server: Server,
+}
+
+fn serve_issued(ca: &Ca) -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let first = ca.issue(&[HOST]);
+    std::fs::write(&cert, &first.fullchain).unwrap();
+    std::fs::write(&key, &first.key).unwrap();
+    let server = start(&tls_section(&cert, &key));
+    Served { dir, cert, key, first, server }
+}
+
 #[test]
 fn a_replaced_certificate_reaches_new_handshakes_while_open_sessions_go_on() {
     let ca = Ca::new();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let a = ca.issue(&[HOST]);
-    std::fs::write(&cert, &a.fullchain).unwrap();
-    std::fs::write(&key, &a.key).unwrap();
-    let server = start(&tls_section(&cert, &key));
+    let Served { dir: _dir, cert, key, first: a, server } = serve_issued(&ca);
     server.wait_log(&["tls certificate loaded", HOST]);
 
     let (mut old_starttls, leaf) = open_starttls_session(&server, &ca);
@@ -217,12 +232,7 @@ fn resuming_connection(server: &Server, config: &Arc<rustls::ClientConfig>) -> (
 #[test]
 fn a_client_resuming_after_a_replacement_gets_the_new_certificate() {
     let ca = Ca::new();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let a = ca.issue(&[HOST]);
-    std::fs::write(&cert, &a.fullchain).unwrap();
-    std::fs::write(&key, &a.key).unwrap();
-    let server = start(&tls_section(&cert, &key));
+    let Served { dir: _dir, cert, key, first: a, server } = serve_issued(&ca);
     let client = Arc::new(ca.client());
     assert_eq!(resuming_connection(&server, &client), (rustls::HandshakeKind::Full, a.leaf.clone()));
     assert_eq!(resuming_connection(&server, &client), (rustls::HandshakeKind::Resumed, a.leaf.clone()));
@@ -304,12 +314,7 @@ fn certbot_and_kubernetes_symlink_swaps_are_noticed() {
 #[test]
 fn sighup_reloads_and_a_broken_replacement_keeps_the_certificate_in_use() {
     let ca = Ca::new();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let a = ca.issue(&[HOST]);
-    std::fs::write(&cert, &a.fullchain).unwrap();
-    std::fs::write(&key, &a.key).unwrap();
-    let server = start(&tls_section(&cert, &key));
+    let Served { dir: _dir, cert, key, server, .. } = serve_issued(&ca);
     let (mut old, _) = open_implicit_session(&server, &ca);
 
     // SIGHUP: read again now, and say so.
