@@ -209,3 +209,33 @@ fn logins_with_control_characters_are_refused_before_any_lookup() {
     let r = c.cmd(&b64(&format!("\0alice@example.com\0{}", "p".repeat(2000))));
     assert_eq!(r.code, 535, "{r}");
 }
+
+/// An AUTH that does not succeed leaves no connection notes behind: a plugin
+/// noted the login tried, the next plugin refused the password, and the
+/// note is gone; after a login that succeeds it stays.
+#[test]
+fn a_failed_auth_leaves_no_notes() {
+    let notes = format!(
+        "[[plugins]]\nname = \"notes\"\npath = {:?}\n[plugins.config]\nauth_note = \"auth.tried\"\n\
+         log_connection_note = \"auth.tried\"\n\n",
+        test_plugin("scripted").display().to_string()
+    );
+    let s = Server::start(Setup {
+        users: users_with_all_schemes(),
+        plugins: Some(notes + DEFAULT_PLUGINS),
+        // MAIL without a login, so the mail hook shows the notes either way.
+        listeners: "[[listeners]]\nname = \"plain\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\
+                    auth_without_tls = true\nrequire_auth = false\n"
+            .into(),
+        ..Default::default()
+    });
+    let mut c = Client::connect(s.addr("plain")).greeting();
+    c.expect("EHLO client.test", 250);
+    assert_eq!(c.auth_plain("mallory@example.com", "guess").code, 535);
+    c.expect("MAIL FROM:<mallory@example.com>", 250);
+    s.wait_log(&["connection note auth.tried = None"]);
+    c.expect("RSET", 250);
+    assert_eq!(c.auth_plain("alice@example.com", "wonderland").code, 235);
+    c.expect("MAIL FROM:<alice@example.com>", 250);
+    s.wait_log(&["connection note auth.tried = Some(Text(\\\"alice@example.com\\\"))"]);
+}

@@ -18,6 +18,7 @@
 //! log_connection = true                # in `connect`, log the connection record
 //! log_connection_note = "auth.senders" # in `mail`, log this connection note
 //! connect_note = "connect.ip"          # in `connect`, note the client address
+//! auth_note = "auth.tried"             # in `auth`, note the login tried
 //! ```
 //!
 //! With an empty configuration every hook is implemented and continues,
@@ -50,6 +51,8 @@ pub struct Config {
     log_connection_note: Option<String>,
     #[serde(default)]
     connect_note: Option<String>,
+    #[serde(default)]
+    auth_note: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -111,6 +114,7 @@ pub struct Scripted {
     log_connection: bool,
     log_connection_note: Option<String>,
     connect_note: Option<String>,
+    auth_note: Option<String>,
 }
 
 fn verdict_of(step: &Option<Step>, hook: &str) -> Result<Verdict, String> {
@@ -140,6 +144,7 @@ impl Plugin for Scripted {
             log_connection: c.log_connection,
             log_connection_note: c.log_connection_note,
             connect_note: c.connect_note,
+            auth_note: c.auth_note,
         })
     }
 
@@ -161,7 +166,10 @@ impl Plugin for Scripted {
         self.ehlo.clone()
     }
 
-    fn auth(&self, _host: &Host, _mechanism: &str, _login: &str, _password: &str) -> Verdict {
+    fn auth(&self, host: &Host, _mechanism: &str, login: &str, _password: &str) -> Verdict {
+        if let Some(key) = &self.auth_note {
+            host.set_note(Scope::Connection, key, login);
+        }
         self.auth.clone()
     }
 
