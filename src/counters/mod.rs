@@ -336,7 +336,8 @@ mod tests {
     #[tokio::test]
     async fn take_adds_only_within_the_limit_and_check_adds_nothing() {
         let c = Counters::memory(10);
-        let w = Duration::from_secs(60);
+        // The longest window: the calls never straddle a boundary.
+        let w = MAX_WINDOW;
         assert_eq!(c.take("k", 2, 3, w).await, Ok(Usage { allowed: true, count: 2 }));
         assert_eq!(c.check("k", 1, 3, w).await, Ok(Usage { allowed: true, count: 2 }));
         assert_eq!(c.check("k", 2, 3, w).await, Ok(Usage { allowed: false, count: 2 }));
@@ -356,7 +357,10 @@ mod tests {
             max_keys: 100,
         };
         let c = Counters::from_config(&cfg).unwrap();
-        let w = Duration::from_secs(60);
+        // Windows are aligned to the clock: the longest one, so the two
+        // calls below never straddle a boundary (the previous window's
+        // share of one would round down to nothing).
+        let w = MAX_WINDOW;
         assert_eq!(c.incr("k", 1, w).await, Ok(1));
         // Within the retry pause Redis is not asked again.
         assert_eq!(c.incr("k", 1, w).await, Ok(2));
