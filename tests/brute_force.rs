@@ -14,40 +14,11 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const USERS: &str = "alice@example.com:{PLAIN}wonderland\nbob@example.com:{PLAIN}builder\n";
-
-/// "direct": AUTH without TLS on loopback. "proxied": the same behind a
-/// PROXY header. "local": the trusted networks of a cron listener.
-const LISTENERS: &str = r#"
-[[listeners]]
-name = "direct"
-address = "127.0.0.1:0"
-tls = "none"
-auth_without_tls = true
-require_auth = true
-
-[[listeners]]
-name = "proxied"
-address = "127.0.0.1:0"
-tls = "none"
-auth_without_tls = true
-require_auth = true
-proxy_protocol = true
-proxy_trusted = ["127.0.0.1/32"]
-
-[[listeners]]
-name = "local"
-address = "127.0.0.1:0"
-tls = "none"
-auth_without_tls = true
-require_auth = false
-trusted_networks = ["127.0.0.0/8"]
-"#;
 
 fn start(extra: &str) -> Server {
     Server::start(Setup {
-        users: USERS.into(),
-        listeners: LISTENERS.into(),
+        users: PLAIN_USERS.into(),
+        listeners: PLAIN_AUTH_LISTENERS.into(),
         extra: format!("\n[admin]\naddress = \"127.0.0.1:0\"\n{extra}"),
         ..Default::default()
     })

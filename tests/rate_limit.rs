@@ -7,29 +7,12 @@
 mod common;
 use common::*;
 
-const USERS: &str = "alice@example.com:{PLAIN}wonderland\nbob@example.com:{PLAIN}builder\n";
-
-const LISTENERS: &str = r#"
-[[listeners]]
-name = "direct"
-address = "127.0.0.1:0"
-tls = "none"
-auth_without_tls = true
-require_auth = true
-
-[[listeners]]
-name = "local"
-address = "127.0.0.1:0"
-tls = "none"
-require_auth = false
-trusted_networks = ["127.0.0.0/8"]
-"#;
 
 /// A server whose rate-limit plugin has `limits`, with `extra` TOML.
 fn start(limits: &str, extra: &str) -> Server {
     Server::start(Setup {
-        users: USERS.into(),
-        listeners: LISTENERS.into(),
+        users: PLAIN_USERS.into(),
+        listeners: PLAIN_AUTH_LISTENERS.into(),
         plugins: Some(plugins_with(
             &format!(
                 "[[plugins]]\nname = \"rate-limit\"\ngrants = [\"counters\"]\n[plugins.config]\nlimits = {limits}\n"

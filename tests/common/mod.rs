@@ -73,6 +73,37 @@ tls = "implicit"
 require_auth = true
 "#;
 
+/// alice and bob, with passwords in the clear, for tests of AUTH limits.
+pub const PLAIN_USERS: &str = "alice@example.com:{PLAIN}wonderland\nbob@example.com:{PLAIN}builder\n";
+
+/// "direct": AUTH without TLS on loopback. "proxied": the same behind a
+/// PROXY header. "local": the trusted networks of a cron listener.
+pub const PLAIN_AUTH_LISTENERS: &str = r#"
+[[listeners]]
+name = "direct"
+address = "127.0.0.1:0"
+tls = "none"
+auth_without_tls = true
+require_auth = true
+
+[[listeners]]
+name = "proxied"
+address = "127.0.0.1:0"
+tls = "none"
+auth_without_tls = true
+require_auth = true
+proxy_protocol = true
+proxy_trusted = ["127.0.0.1/32"]
+
+[[listeners]]
+name = "local"
+address = "127.0.0.1:0"
+tls = "none"
+auth_without_tls = true
+require_auth = false
+trusted_networks = ["127.0.0.0/8"]
+"#;
+
 pub const DEFAULT_PLUGINS: &str = r#"
 [[plugins]]
 name = "auth-flat-file"
