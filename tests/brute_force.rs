@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-
 fn start(extra: &str) -> Server {
     Server::start(Setup {
         users: PLAIN_USERS.into(),

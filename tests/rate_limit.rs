@@ -7,7 +7,6 @@
 mod common;
 use common::*;
 
-
 /// A server whose rate-limit plugin has `limits`, with `extra` TOML.
 fn start(limits: &str, extra: &str) -> Server {
     Server::start(Setup {
