@@ -177,6 +177,12 @@ impl AuthGuard {
     }
 }
 
+/// `left`, rounded up, as a reply says it: `1 minute`, `60 minutes`.
+pub fn minutes(left: Duration) -> String {
+    let minutes = left.as_secs().div_ceil(60).max(1);
+    format!("{minutes} minute{}", if minutes == 1 { "" } else { "s" })
+}
+
 fn ban_key(ip: IpAddr) -> String {
     format!("auth:ban:{}", client_key(ip))
 }

@@ -346,14 +346,13 @@ async fn ban_reply(shared: &Shared, ip: IpAddr, listener: &Listener) -> Option<R
     // Counters unavailable (on_redis_error = "refuse"): let it in; its AUTH
     // is refused until they are back.
     let left = shared.auth.banned(ip).await.ok().flatten()?;
-    let minutes = left.as_secs().div_ceil(60).max(1);
     Some(Reply::new(
         421,
         "4.7.0",
         format!(
-            "{} too many failed logins from your address, try again in {minutes} minute{}",
+            "{} too many failed logins from your address, try again in {}",
             shared.config.server.hostname,
-            if minutes == 1 { "" } else { "s" }
+            crate::auth_limits::minutes(left)
         ),
     ))
 }

@@ -411,19 +411,8 @@ impl Session {
             ));
         }
         // A session opened before its address was banned ends here.
-        if !self.auth_exempt {
-            match self.shared.auth.banned(self.peer.ip()).await {
-                Ok(None) => {}
-                Ok(Some(_)) => {
-                    tracing::info!(ip = %self.peer.ip(), "AUTH refused: address banned after failed logins");
-                    self.t.reply(&Reply::new(421, "4.7.0", "too many failed logins from your address, closing"));
-                    return Next::Close;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "AUTH refused: cannot check for bans");
-                    return self.error(Reply::new(454, "4.7.0", "temporary authentication failure, try again later"));
-                }
-            }
+        if let Some(next) = self.refused_by_bans(None).await {
+            return next;
         }
         let creds = match mechanism.as_str() {
             "PLAIN" => self.auth_plain(initial).await,
@@ -444,33 +433,10 @@ impl Session {
         // From here until the failure is counted, the address's other
         // connections wait: each sees the bans the one before placed.
         let turn = if self.auth_exempt { None } else { Some(self.shared.auth.turn(self.peer.ip()).await) };
-        // A failure on a login under attack barred this address from it:
-        // no plugin is asked, so no password is tried, right or wrong.
-        if !self.auth_exempt {
-            if let Ok(Some(_)) = self.shared.auth.banned(self.peer.ip()).await {
-                tracing::info!(ip = %self.peer.ip(), "AUTH refused: address banned after failed logins");
-                self.t.reply(&Reply::new(421, "4.7.0", "too many failed logins from your address, closing"));
-                return Next::Close;
-            }
-            match self.shared.auth.login_banned(self.peer.ip(), &login).await {
-                Ok(None) => {}
-                Ok(Some(left)) => {
-                    tracing::info!(ip = %self.peer.ip(), login = ?login, "AUTH refused: login barred for this address after failed logins");
-                    let minutes = left.as_secs().div_ceil(60).max(1);
-                    return self.error(Reply::new(
-                        454,
-                        "4.7.0",
-                        format!(
-                            "too many failed logins for this login from your address, try again in {minutes} minute{}",
-                            if minutes == 1 { "" } else { "s" }
-                        ),
-                    ));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "AUTH refused: cannot check for bans");
-                    return self.error(Reply::new(454, "4.7.0", "temporary authentication failure, try again later"));
-                }
-            }
+        // Bans placed while this one waited, and a login under attack that
+        // barred this address: no plugin is asked, so no password is tried.
+        if let Some(next) = self.refused_by_bans(Some(&login)).await {
+            return next;
         }
         // A login that does not succeed leaves no notes behind (a plugin
         // that noted senders and then trapped, say).
@@ -527,6 +493,44 @@ impl Session {
                         Reply::new(454, "4.7.0", "temporary authentication failure"),
                     ),
                 }
+            }
+        }
+    }
+
+    /// The answer to an AUTH its address may not make now: the address is
+    /// banned (`421`, closing), or barred from `login` (`454`); `None` to go
+    /// on. Exempt clients are never refused.
+    async fn refused_by_bans(&mut self, login: Option<&str>) -> Option<Next> {
+        if self.auth_exempt {
+            return None;
+        }
+        let ip = self.peer.ip();
+        let checked = match self.shared.auth.banned(ip).await {
+            Ok(None) => match login {
+                Some(login) => self.shared.auth.login_banned(ip, login).await.map(|left| left.map(|l| (l, login))),
+                None => Ok(None),
+            },
+            Ok(Some(_)) => {
+                tracing::info!(ip = %ip, "AUTH refused: address banned after failed logins");
+                self.t.reply(&Reply::new(421, "4.7.0", "too many failed logins from your address, closing"));
+                return Some(Next::Close);
+            }
+            Err(e) => Err(e),
+        };
+        match checked {
+            Ok(None) => None,
+            Ok(Some((left, login))) => {
+                tracing::info!(ip = %ip, login = ?login, "AUTH refused: login barred for this address after failed logins");
+                let wait = crate::auth_limits::minutes(left);
+                Some(self.error(Reply::new(
+                    454,
+                    "4.7.0",
+                    format!("too many failed logins for this login from your address, try again in {wait}"),
+                )))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "AUTH refused: cannot check for bans");
+                Some(self.error(Reply::new(454, "4.7.0", "temporary authentication failure, try again later")))
             }
         }
     }
