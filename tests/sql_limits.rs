@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use mailferry::config::{Database as DbConfig, DatabaseKind};
 use mailferry::sql::{Database, Value};
-use sqlx::{Connection, Row};
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 const MY: &str = "mysql://root@127.0.0.1:3306/test";
@@ -62,15 +61,19 @@ async fn first(db: &Database, query: &str, how: &str) -> Vec<Vec<Value>> {
     }
 }
 
-/// Runs `slow` through `db` (it must time out), watching with `running`
-/// (how many statements holding `tag` the server is running, on another
-/// connection): it is seen running, then seen gone well before it would
-/// have ended by itself.
-async fn stopped_by_the_server<F, Fut>(db: &Database, slow: &str, tag: &str, mut running: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = i64>,
-{
+/// Runs `slow` through `db` (it must time out), watching through `admin`
+/// (another pool on the same server) with `count`, which counts the
+/// statements like `:pattern` the server is running besides itself: the
+/// statement is seen running, then seen gone well before it would have
+/// ended by itself.
+async fn stopped_by_the_server(db: &Database, slow: &str, tag: &str, admin: &Database, count: &str) {
+    let pattern = [("pattern".to_string(), Value::Text(format!("%{tag}%")))];
+    let running = || async {
+        match admin.query(count, &pattern).await.unwrap_or_else(|e| panic!("{count}: {e:?}")).rows[0][0] {
+            Value::Int(n) => n,
+            ref other => panic!("{count} counted {other:?}"),
+        }
+    };
     let limit = Instant::now() + Duration::from_secs(60);
     let query = db.query(slow, &[]);
     let watch = async {
@@ -99,24 +102,13 @@ fn mariadb_stops_a_statement_past_the_timeout() {
         let db = database(DatabaseKind::MySql, MY, Duration::from_secs(2), 1 << 20);
         // The session carries the limit.
         assert_eq!(first(&db, "SELECT @@max_statement_time AS t", MY_HOW).await[0], vec![Value::Float(2.25)]);
-        let admin =
-            sqlx::MySqlConnection::connect(MY).await.unwrap_or_else(|e| panic!("{e}\nThis test needs {MY_HOW}."));
+        let admin = database(DatabaseKind::MySql, MY, Duration::from_secs(30), 1 << 20);
         let tag = tag("benchmark");
         // BENCHMARK computes without looking at the client's connection.
         let slow = format!("SELECT BENCHMARK(1000000000000, MD5('{tag}')) AS b");
-        let (admin, pattern) = (&tokio::sync::Mutex::new(admin), &format!("%{tag}%"));
-        stopped_by_the_server(&db, &slow, &tag, move || async move {
-            let mut admin = admin.lock().await;
-            sqlx::query(
-                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE ? AND ID <> CONNECTION_ID()",
-            )
-            .bind(pattern.as_str())
-            .fetch_one(&mut *admin)
-            .await
-            .unwrap()
-            .get::<i64, _>(0)
-        })
-        .await;
+        let count = "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST \
+                     WHERE INFO LIKE :pattern AND ID <> CONNECTION_ID()";
+        stopped_by_the_server(&db, &slow, &tag, &admin, count).await;
         // The pool goes on.
         assert_eq!(db.query("SELECT 1 AS n", &[]).await.unwrap().rows[0], vec![Value::Int(1)]);
     });
@@ -130,23 +122,13 @@ fn postgres_stops_a_statement_past_the_timeout() {
             first(&db, "SELECT current_setting('statement_timeout') AS t", PG_HOW).await[0],
             vec![Value::Text("2250ms".into())]
         );
-        let admin = sqlx::PgConnection::connect(PG).await.unwrap_or_else(|e| panic!("{e}\nThis test needs {PG_HOW}."));
+        let admin = database(DatabaseKind::Postgres, PG, Duration::from_secs(30), 1 << 20);
         let tag = tag("sleep");
         // pg_sleep does not notice that the client went away.
         let slow = format!("SELECT pg_sleep(3600) AS {tag}");
-        let (admin, pattern) = (&tokio::sync::Mutex::new(admin), &format!("%{tag}%"));
-        stopped_by_the_server(&db, &slow, &tag, move || async move {
-            let mut admin = admin.lock().await;
-            sqlx::query(
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE $1 AND state = 'active' AND pid <> pg_backend_pid()",
-            )
-            .bind(pattern.as_str())
-            .fetch_one(&mut *admin)
-            .await
-            .unwrap()
-            .get::<i64, _>(0)
-        })
-        .await;
+        let count = "SELECT count(*) AS n FROM pg_stat_activity \
+                     WHERE query LIKE :pattern AND state = 'active' AND pid <> pg_backend_pid()";
+        stopped_by_the_server(&db, &slow, &tag, &admin, count).await;
         assert_eq!(db.query("SELECT 1 AS n", &[]).await.unwrap().rows[0], vec![Value::Int(1)]);
     });
 }
