@@ -69,6 +69,7 @@ pub struct Config {
     pub sendmail: Sendmail,
     pub auth_limits: AuthLimits,
     pub counters: Counters,
+    pub passwords: crate::password::Settings,
     pub databases: BTreeMap<String, Database>,
 }
 
@@ -625,6 +626,8 @@ struct RawConfig {
     #[serde(default)]
     counters: RawCounters,
     #[serde(default)]
+    passwords: RawPasswords,
+    #[serde(default)]
     databases: BTreeMap<String, RawDatabase>,
 }
 
@@ -648,6 +651,15 @@ struct RawCounters {
     timeout_ms: Option<u64>,
     on_redis_error: Option<OnRedisError>,
     max_keys: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPasswords {
+    workers: Option<usize>,
+    cache: Option<bool>,
+    cache_size: Option<usize>,
+    cache_ttl_secs: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -834,6 +846,8 @@ pub mod defaults {
     pub const COUNTERS_PREFIX: &str = "mailferry:";
     pub const COUNTERS_TIMEOUT_MS: u64 = 250;
     pub const COUNTERS_MAX_KEYS: usize = 100_000;
+    pub const PASSWORD_CACHE_SIZE: usize = 10_000;
+    pub const PASSWORD_CACHE_TTL_SECS: u64 = 3600;
     pub const DB_MAX_CONNECTIONS: u32 = 4;
     pub const QUERY_TIMEOUT_MS: u64 = 3000;
     pub const MAX_ROWS: usize = 1000;
@@ -1321,6 +1335,28 @@ impl Config {
             cx.error(format!("counters.max_keys = {} is below the minimum of 1000", counters.max_keys));
         }
 
+        let p = raw.passwords;
+        let passwords = crate::password::Settings {
+            workers: p.workers.unwrap_or(0),
+            cache: p.cache.unwrap_or(true),
+            cache_size: p.cache_size.unwrap_or(PASSWORD_CACHE_SIZE),
+            cache_ttl: Duration::from_secs(p.cache_ttl_secs.unwrap_or(PASSWORD_CACHE_TTL_SECS)),
+        };
+        if passwords.workers > 256 {
+            cx.error(format!(
+                "passwords.workers = {} is too many: 0 (one per CPU) or up to the CPU count",
+                passwords.workers
+            ));
+        }
+        if passwords.cache && passwords.cache_size == 0 {
+            cx.error("passwords.cache_size must be above 0 (or set passwords.cache = false)".into());
+        }
+        if passwords.cache
+            && (passwords.cache_ttl.is_zero() || passwords.cache_ttl > Duration::from_secs(7 * 24 * 3600))
+        {
+            cx.error("passwords.cache_ttl_secs must be between 1 and 604800 (a week)".into());
+        }
+
         Config {
             file: cx.file.to_path_buf(),
             server,
@@ -1337,6 +1373,7 @@ impl Config {
             sendmail,
             auth_limits,
             counters,
+            passwords,
             databases,
         }
     }
@@ -1884,6 +1921,10 @@ mod tests {
             ("timeout_ms", format!("`{COUNTERS_TIMEOUT_MS}`")),
             ("on_redis_error", "`\"local\"`".to_string()),
             ("max_keys", format!("`{COUNTERS_MAX_KEYS}`")),
+            ("workers", "`0`: one per CPU".to_string()),
+            ("cache", "`true`".to_string()),
+            ("cache_size", format!("`{PASSWORD_CACHE_SIZE}`")),
+            ("cache_ttl_secs", format!("`{PASSWORD_CACHE_TTL_SECS}`")),
             ("url", "required".to_string()),
             ("max_connections", format!("`{DB_MAX_CONNECTIONS}`")),
             ("query_timeout_ms", format!("`{QUERY_TIMEOUT_MS}`")),

@@ -500,6 +500,7 @@ async fn reload(live: &tokio::sync::watch::Sender<net::Generation>, services: &A
             routes: new.routes.clone(),
             counters: services.counters.clone(),
             databases: databases.clone(),
+            passwords: services.passwords.clone(),
         });
         let pipeline = {
             let (config, services) = (new.clone(), services.clone());
@@ -555,6 +556,7 @@ fn needs_restart(old: &config::Config, new: &config::Config) -> Vec<String> {
     differs("admin.address", old.admin.address == new.admin.address);
     differs("tls", format!("{:?}", old.tls) == format!("{:?}", new.tls));
     differs("counters", old.counters == new.counters);
+    differs("passwords", old.passwords == new.passwords);
     out
 }
 

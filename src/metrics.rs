@@ -65,6 +65,13 @@ pub struct UpstreamLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PasswordLabel {
+    /// `cached` (a login verified lately, answered from the cache),
+    /// `hashed` (the full scheme ran) or `plain` (a `{PLAIN}` entry).
+    pub how: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PluginLabel {
     pub plugin: String,
 }
@@ -86,6 +93,7 @@ pub struct Metrics {
     pub auth_bans: Counter,
     pub rate_limited: Family<PluginLabel, Counter>,
     pub counter_errors: Counter,
+    pub password_checks: Family<PasswordLabel, Counter>,
     pub redis_up: Gauge,
     queue_messages: Gauge,
     queue_recipients: Gauge,
@@ -116,6 +124,7 @@ impl Metrics {
             auth_bans: Counter::default(),
             rate_limited: Family::default(),
             counter_errors: Counter::default(),
+            password_checks: Family::default(),
             redis_up: Gauge::default(),
             queue_messages: Gauge::default(),
             queue_recipients: Gauge::default(),
@@ -170,6 +179,11 @@ impl Metrics {
             "counter_errors",
             "Redis counter calls that failed or timed out (then counted locally or refused, per on_redis_error)",
             m.counter_errors.clone(),
+        );
+        r.register(
+            "password_checks",
+            "Password verifications for plugins: answered from the cache of verified logins (cached), by the full hash scheme (hashed), or {PLAIN} entries (plain)",
+            m.password_checks.clone(),
         );
         r.register(
             "redis_up",
@@ -239,6 +253,10 @@ impl Metrics {
 
     pub fn upstream(&self, relay: &str, result: &'static str, recipients: u64) {
         self.upstream.get_or_create(&UpstreamLabels { relay: relay.to_string(), result }).inc_by(recipients);
+    }
+
+    pub fn password_check(&self, how: &'static str) {
+        self.password_checks.get_or_create(&PasswordLabel { how }).inc();
     }
 
     pub fn rate_limited(&self, plugin: &str) {

@@ -11,10 +11,14 @@
 //! such users are best moved to a stronger scheme when they next change
 //! their password.
 
+mod cache;
 mod md5_crypt;
+mod verifier;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+pub use verifier::{Settings, Verifier};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -72,6 +76,13 @@ pub fn identify(stored: &str) -> Result<(Scheme, &str), String> {
 /// Checks `password` against `stored`. `Ok(false)` is a wrong password;
 /// `Err` means the stored hash itself is unusable.
 pub fn verify(password: &str, stored: &str) -> Result<bool, String> {
+    verify_in(password, stored, &mut Vec::new())
+}
+
+/// [`verify`] with the memory argon2 works in given by the caller, so a
+/// worker that verifies one login after another reuses one allocation
+/// instead of asking the allocator for megabytes each time.
+pub fn verify_in(password: &str, stored: &str, blocks: &mut Vec<Block>) -> Result<bool, String> {
     let (scheme, hash) = identify(stored)?;
     // Cost grows with the password (SHA-crypt) and with the parameters in
     // the stored hash; bound both so one login cannot tie up the host.
@@ -80,14 +91,7 @@ pub fn verify(password: &str, stored: &str) -> Result<bool, String> {
     }
     check_cost(scheme, hash)?;
     match scheme {
-        Scheme::Argon2 => {
-            let parsed = PasswordHash::new(hash).map_err(|e| format!("malformed argon2 hash: {e}"))?;
-            match Argon2::default().verify_password(password.as_bytes(), &parsed) {
-                Ok(()) => Ok(true),
-                Err(argon2::password_hash::Error::Password) => Ok(false),
-                Err(e) => Err(format!("argon2: {e}")),
-            }
-        }
+        Scheme::Argon2 => argon2_verify(password, hash, blocks),
         Scheme::Bcrypt => {
             // `$2y$` (PHP, Dovecot) is the same algorithm as `$2b$`.
             bcrypt::verify(password, hash).map_err(|e| format!("malformed bcrypt hash: {e}"))
@@ -105,6 +109,31 @@ pub fn verify(password: &str, stored: &str) -> Result<bool, String> {
         // the lengths.
         Scheme::Plain => Ok(Sha256::digest(password.as_bytes()).ct_eq(&Sha256::digest(hash.as_bytes())).into()),
     }
+}
+
+/// argon2 verification in caller-given memory: what the crate's
+/// `verify_password` does, minus its fresh allocation of `m` KiB per call.
+fn argon2_verify(password: &str, hash: &str, blocks: &mut Vec<Block>) -> Result<bool, String> {
+    let malformed = |e: &dyn std::fmt::Display| format!("malformed argon2 hash: {e}");
+    let parsed = PasswordHash::new(hash).map_err(|e| malformed(&e))?;
+    let algorithm = Algorithm::try_from(parsed.algorithm).map_err(|e| malformed(&e))?;
+    let version = match parsed.version {
+        Some(v) => Version::try_from(v).map_err(|e| malformed(&e))?,
+        None => Version::default(),
+    };
+    let params = Params::try_from(&parsed).map_err(|e| malformed(&e))?;
+    let expected = parsed.hash.ok_or_else(|| malformed(&"no hash"))?;
+    let mut salt = [0u8; 64];
+    let salt = parsed.salt.ok_or_else(|| malformed(&"no salt"))?.decode_b64(&mut salt).map_err(|e| malformed(&e))?;
+    let needed = params.block_count();
+    if blocks.len() < needed {
+        blocks.resize(needed, Block::default());
+    }
+    let mut out = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, &mut blocks[..needed])
+        .map_err(|e| format!("argon2: {e}"))?;
+    Ok(out.ct_eq(expected.as_bytes()).into())
 }
 
 /// Longest password verified; longer ones never match.

@@ -35,6 +35,9 @@ pub struct Services {
     pub counters: Arc<crate::counters::Counters>,
     /// The `[databases]` pools (connected on first use).
     pub databases: Arc<crate::sql::Databases>,
+    /// Password verification: the hashing workers and the cache of
+    /// verified logins; kept across reloads (`[passwords]` needs a restart).
+    pub passwords: Arc<crate::password::Verifier>,
 }
 
 impl Services {
@@ -51,6 +54,7 @@ impl Services {
             routes: config.routes.clone(),
             counters,
             databases: Arc::new(crate::sql::Databases::from_config(config, None)),
+            passwords: Arc::new(crate::password::Verifier::new(&config.passwords)),
         })
     }
 
@@ -69,6 +73,7 @@ impl Services {
             routes: config.routes.clone(),
             counters: Arc::new(crate::counters::Counters::memory(config.counters.max_keys)),
             databases: Arc::new(crate::sql::Databases::from_config(config, None)),
+            passwords: Arc::new(crate::password::Verifier::new(&config.passwords)),
         })
     }
 }
@@ -463,29 +468,10 @@ impl password::Host for HostState {
     async fn verify(&mut self, password: String, stored: String) -> Result<Result<bool, String>> {
         self.count_slow_call()?;
         self.clock.enter_host();
-        let result = verify_bounded(password, stored).await;
+        let result = self.services.passwords.verify(password, stored).await;
         self.clock.leave_host();
-        result
+        Ok(result)
     }
-}
-
-/// Runs a password check on a blocking thread (hashing is deliberately
-/// slow: it must not stall the async workers), a few at a time: argon2 takes
-/// 19 MiB per check, so a burst of logins on every connection at once must
-/// queue rather than take the machine's memory.
-async fn verify_bounded(password: String, stored: String) -> Result<Result<bool, String>> {
-    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    let slots = SLOTS.get_or_init(|| {
-        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        tokio::sync::Semaphore::new(cpus * 2)
-    });
-    let _permit = slots.acquire().await?;
-    Ok(tokio::task::spawn_blocking(move || {
-        #[cfg(test)]
-        let _seen = tests::InFlight::enter();
-        crate::password::verify(&password, &stored)
-    })
-    .await?)
 }
 
 impl outbound::Host for HostState {
@@ -793,45 +779,4 @@ fn sign_options(o: dkim::SignOptions) -> Result<crate::dkim::SignOptions, String
         body_canonicalization: b,
         expire: (o.expire_secs > 0).then(|| Duration::from_secs(o.expire_secs)),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    static NOW: AtomicUsize = AtomicUsize::new(0);
-    static MAX: AtomicUsize = AtomicUsize::new(0);
-
-    /// Counts password checks running at once.
-    pub struct InFlight;
-
-    impl InFlight {
-        pub fn enter() -> InFlight {
-            let n = NOW.fetch_add(1, Ordering::SeqCst) + 1;
-            MAX.fetch_max(n, Ordering::SeqCst);
-            InFlight
-        }
-    }
-
-    impl Drop for InFlight {
-        fn drop(&mut self) {
-            NOW.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-
-    #[test]
-    fn password_checks_run_a_few_at_a_time() {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let hash = bcrypt::hash("pw", 8).unwrap();
-        let limit = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) * 2;
-        rt.block_on(async {
-            let checks: Vec<_> =
-                (0..limit * 4).map(|_| tokio::spawn(super::verify_bounded("pw".into(), hash.clone()))).collect();
-            for c in checks {
-                assert_eq!(c.await.unwrap().unwrap(), Ok(true));
-            }
-        });
-        let max = MAX.load(Ordering::SeqCst);
-        assert!((1..=limit).contains(&max), "{max} checks ran at once (limit {limit})");
-    }
 }

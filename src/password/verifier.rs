@@ -1,0 +1,233 @@
+//! The `password` capability's engine: a cache of verified logins in front
+//! of a fixed set of hashing threads.
+//!
+//! argon2id as `mailferry user add` makes it takes 19 MiB and tens of
+//! milliseconds per check. Run on tokio's blocking pool, every thread that
+//! ever hashed kept its 19 MiB in the allocator, and a login storm grew the
+//! process by that much per thread. Here at most `workers` threads (no more
+//! than the CPUs) verify, each reusing its own working memory, so memory
+//! under any storm is bounded by workers × cost; a worker idle for
+//! [`IDLE_RELEASE`] gives its memory back. Logins beyond the workers wait in
+//! line, which is also what the CPUs would make them do.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use argon2::Block;
+
+use super::cache::Cache;
+use super::Scheme;
+
+/// `[passwords]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Hashing threads; 0: one per CPU. Never more than the CPUs.
+    pub workers: usize,
+    /// Keep verified logins (a keyed digest of the password) so a repeat
+    /// login skips the hash scheme.
+    pub cache: bool,
+    /// Verified logins kept at most.
+    pub cache_size: usize,
+    /// How long a verified login is trusted without hashing again.
+    pub cache_ttl: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings { workers: 0, cache: true, cache_size: 10_000, cache_ttl: Duration::from_secs(3600) }
+    }
+}
+
+/// A worker idle this long frees its working memory.
+const IDLE_RELEASE: Duration = Duration::from_secs(30);
+
+/// Working memory a worker keeps between checks, at most; a hash that
+/// needs more gets it for its own check only.
+const KEEP_BLOCKS: usize = 64 * 1024; // 64 MiB of 1 KiB blocks
+
+struct Job {
+    password: String,
+    stored: String,
+    answer: tokio::sync::oneshot::Sender<Result<bool, String>>,
+}
+
+pub struct Verifier {
+    settings: Settings,
+    cache: Option<Cache>,
+    /// Started on the first check that needs hashing: `check` and a server
+    /// whose users are all `{PLAIN}` never start them.
+    jobs: OnceLock<mpsc::Sender<Job>>,
+    load: Arc<Load>,
+}
+
+/// What the workers are doing.
+#[derive(Default)]
+struct Load {
+    running: AtomicUsize,
+    /// The most checks that ever ran at once.
+    peak: AtomicUsize,
+    /// Checks the full scheme ran.
+    hashed: AtomicU64,
+}
+
+impl Verifier {
+    pub fn new(settings: &Settings) -> Verifier {
+        Verifier {
+            cache: settings.cache.then(|| Cache::new(settings.cache_size, settings.cache_ttl)),
+            settings: settings.clone(),
+            jobs: OnceLock::new(),
+            load: Arc::default(),
+        }
+    }
+
+    /// Checks `password` against `stored` (see [`super::verify`]), from the
+    /// cache when this very pair was verified lately.
+    pub async fn verify(&self, password: String, stored: String) -> Result<bool, String> {
+        let (scheme, _) = super::identify(&stored)?;
+        if scheme == Scheme::Plain {
+            // Two SHA-256 digests: cheaper than a trip to a worker.
+            crate::metrics::get().password_check("plain");
+            return super::verify(&password, &stored);
+        }
+        let pair = self.cache.as_ref().map(|c| c.pair(&password, &stored));
+        if let (Some(cache), Some(pair)) = (&self.cache, &pair) {
+            if cache.hit(pair) {
+                crate::metrics::get().password_check("cached");
+                return Ok(true);
+            }
+        }
+        crate::metrics::get().password_check("hashed");
+        let (answer, result) = tokio::sync::oneshot::channel();
+        let job = Job { password, stored, answer };
+        self.jobs
+            .get_or_init(|| start(self.workers(), &self.load))
+            .send(job)
+            .map_err(|_| "the hashing workers stopped")?;
+        let verified = result.await.map_err(|_| "a hashing worker stopped".to_string())?;
+        if let (Ok(true), Some(cache), Some(pair)) = (&verified, &self.cache, pair) {
+            cache.remember(pair);
+        }
+        verified
+    }
+
+    /// How many hashing threads: as configured, never more than the CPUs.
+    pub fn workers(&self) -> usize {
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        match self.settings.workers {
+            0 => cpus,
+            n => n.min(cpus),
+        }
+    }
+}
+
+/// Starts `n` workers taking jobs from one line.
+fn start(n: usize, load: &Arc<Load>) -> mpsc::Sender<Job> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    let rx = Arc::new(Mutex::new(rx));
+    for i in 0..n {
+        let (rx, load) = (rx.clone(), load.clone());
+        std::thread::Builder::new()
+            .name(format!("password-{i}"))
+            .spawn(move || work(&rx, &load))
+            .expect("cannot start a password hashing thread");
+    }
+    tx
+}
+
+fn work(jobs: &Mutex<mpsc::Receiver<Job>>, load: &Load) {
+    let mut blocks: Vec<Block> = Vec::new();
+    loop {
+        let next = jobs.lock().unwrap().recv_timeout(IDLE_RELEASE);
+        let job = match next {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                blocks = Vec::new();
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        let running = load.running.fetch_add(1, Ordering::Relaxed) + 1;
+        load.peak.fetch_max(running, Ordering::Relaxed);
+        let result = super::verify_in(&job.password, &job.stored, &mut blocks);
+        load.running.fetch_sub(1, Ordering::Relaxed);
+        load.hashed.fetch_add(1, Ordering::Relaxed);
+        if blocks.len() > KEEP_BLOCKS {
+            blocks = Vec::new();
+        }
+        // The asker may have gone (its session closed): nothing to do.
+        let _ = job.answer.send(result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    }
+
+    #[test]
+    fn checks_run_on_the_workers_only() {
+        let v = Arc::new(Verifier::new(&Settings { cache: false, ..Settings::default() }));
+        let hash = bcrypt::hash("pw", 6).unwrap();
+        let n = v.workers() * 6;
+        runtime().block_on(async {
+            let checks: Vec<_> = (0..n)
+                .map(|i| {
+                    let (v, hash) = (v.clone(), hash.clone());
+                    tokio::spawn(async move { v.verify(if i % 2 == 0 { "pw" } else { "no" }.into(), hash).await })
+                })
+                .collect();
+            for (i, c) in checks.into_iter().enumerate() {
+                assert_eq!(c.await.unwrap(), Ok(i % 2 == 0));
+            }
+        });
+        let peak = v.load.peak.load(Ordering::Relaxed);
+        assert!((1..=v.workers()).contains(&peak), "{peak} checks ran at once with {} workers", v.workers());
+        assert_eq!(v.load.hashed.load(Ordering::Relaxed), n as u64);
+    }
+
+    #[test]
+    fn a_verified_login_is_answered_from_the_cache_until_its_hash_changes() {
+        let v = Verifier::new(&Settings::default());
+        let old = crate::password::hash("correct horse").unwrap();
+        let new = crate::password::hash("battery staple").unwrap();
+        let hashed = || v.load.hashed.load(Ordering::Relaxed);
+        runtime().block_on(async {
+            assert_eq!(v.verify("correct horse".into(), old.clone()).await, Ok(true));
+            assert_eq!(hashed(), 1);
+            assert_eq!(v.verify("correct horse".into(), old.clone()).await, Ok(true));
+            assert_eq!(hashed(), 1, "the repeat login skipped the scheme");
+            // A wrong password after a cached success: hashed, refused.
+            assert_eq!(v.verify("correct horsf".into(), old.clone()).await, Ok(false));
+            assert_eq!(hashed(), 2);
+            // The password changed: the new hash misses, the old password fails.
+            assert_eq!(v.verify("correct horse".into(), new.clone()).await, Ok(false));
+            assert_eq!(v.verify("battery staple".into(), new.clone()).await, Ok(true));
+            assert_eq!(hashed(), 4);
+            // Failures are never cached.
+            assert_eq!(v.verify("correct horse".into(), new.clone()).await, Ok(false));
+            assert_eq!(hashed(), 5);
+            // {PLAIN} is compared on the spot.
+            assert_eq!(v.verify("pw".into(), "{PLAIN}pw".into()).await, Ok(true));
+            assert_eq!(hashed(), 5);
+            // A malformed stored hash is an error, not a mismatch.
+            assert!(v.verify("pw".into(), "$argon2id$v=19$m=zz".into()).await.is_err());
+        });
+    }
+
+    #[test]
+    fn the_cache_can_be_turned_off() {
+        let v = Verifier::new(&Settings { cache: false, ..Settings::default() });
+        let h = bcrypt::hash("pw", 4).unwrap();
+        runtime().block_on(async {
+            for _ in 0..3 {
+                assert_eq!(v.verify("pw".into(), h.clone()).await, Ok(true));
+            }
+        });
+        assert_eq!(v.load.hashed.load(Ordering::Relaxed), 3);
+    }
+}
