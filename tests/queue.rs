@@ -112,10 +112,22 @@ fn spool_files(dir: &Path) -> Vec<String> {
     v
 }
 
+/// Waits until the spool holds no message: no `.json`/`.eml` files and no
+/// journal segment.
 fn wait_spool_empty(dir: &Path, timeout: Duration, logs: &dyn Fn() -> String) {
     let deadline = Instant::now() + timeout;
     loop {
-        let files = spool_files(dir);
+        let mut files = spool_files(dir);
+        files.extend(
+            std::fs::read_dir(dir)
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n.starts_with("segment-"))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default(),
+        );
         if files.is_empty() {
             return;
         }

@@ -14,6 +14,7 @@
 
 pub mod control;
 pub mod dsn;
+mod journal;
 pub mod spool;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -683,10 +684,8 @@ impl Queue {
         }
     }
 
-    /// A queued message's file, read off the async workers.
     async fn read_message(&self, id: &str) -> std::io::Result<Vec<u8>> {
-        let path = self.spool.dir().join(format!("{id}.eml"));
-        tokio::task::spawn_blocking(move || std::fs::read(path)).await.map_err(std::io::Error::other)?
+        self.spool.read_message(id).await
     }
 
     /// Every entry, oldest first.

@@ -1,14 +1,20 @@
 //! The spool: queued messages on disk, so that a `250` survives a crash.
 //!
-//! Each message is two files in the spool folder: `<id>.eml` (the message
-//! exactly as it will be sent) and `<id>.json` (envelope and delivery
-//! state). Both are written under a `.tmp` name and fsynced, then renamed,
-//! the `.json` last, and the folder fsynced: a `.json` file means the
-//! message is committed. At start, `.tmp` files and an `.eml` without its
-//! `.json` are the remains of a crash before the `250` and are removed.
+//! A new message goes into the journal (`journal.rs`): appended to a
+//! segment shared by every session, one fdatasync for all the messages
+//! written at the same moment. Most messages are delivered on their first
+//! attempt and leave the spool as a "done" record there.
 //!
-//! Renames from concurrent sessions are committed together by one thread,
-//! with one folder fsync for the batch (group commit).
+//! A message that has to wait for a retry (or whose state changes short of
+//! done) moves to two files of its own: `<id>.eml` (the message exactly as
+//! it will be sent) and `<id>.json` (envelope and delivery state). Both are
+//! written under a `.tmp` name and fsynced, then renamed, the `.json` last,
+//! and the folder fsynced: a `.json` file means the message is committed
+//! there; only then is it marked done in the journal. At start, `.tmp`
+//! files and an `.eml` without its `.json` are the remains of a crash and
+//! are removed; a message found both in files and in the journal is the
+//! one in files. Renames from concurrent deliveries are committed together
+//! by one thread, with one folder fsync for the batch (group commit).
 //!
 //! Hand-written because this is the product's durability promise itself:
 //! no crate offers this exact layout and ordering.
@@ -20,6 +26,8 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+use super::journal::{self, At, Journal};
 
 /// Delivery state of one recipient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +115,9 @@ pub struct Spool {
     /// Held for the spool's lifetime: one server per spool.
     _lock: std::fs::File,
     committer: mpsc::Sender<Commit>,
+    journal: Journal,
+    /// Where each message lives; absent: in files of its own.
+    in_journal: std::sync::Mutex<HashMap<String, At>>,
     /// fsync calls made, for the benchmark's "fsyncs per message".
     pub fsyncs: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -130,7 +141,9 @@ impl Spool {
         for e in std::fs::read_dir(dir)? {
             let path = e?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-            if name.ends_with(".tmp") {
+            if journal::segment_number(&name).is_some() {
+                continue;
+            } else if name.ends_with(".tmp") {
                 tracing::info!(file = %path.display(), "removing a spool file left half-written by a crash");
                 std::fs::remove_file(&path)?;
             } else if let Some(id) = name.strip_suffix(".eml") {
@@ -169,10 +182,27 @@ impl Spool {
             std::fs::remove_file(&orphan)?;
         }
         fsync_dir(dir)?;
-        entries.sort_by(|a, b| a.id.cmp(&b.id));
         let fsyncs = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        // A message both in files and in the journal was moved to files:
+        // the files hold its newer state.
+        let in_files: std::collections::HashSet<String> = entries.iter().map(|e| e.id.clone()).collect();
+        let (journal, found) = Journal::open(dir, fsyncs.clone(), |id| in_files.contains(id))?;
+        let mut in_journal = HashMap::new();
+        for f in found {
+            in_journal.insert(f.entry.id.clone(), f.at);
+            entries.push(f.entry);
+        }
+        entries.sort_by(|a, b| a.id.cmp(&b.id));
         let committer = start_committer(dir.to_path_buf(), fsyncs.clone());
-        Ok((Spool { dir: dir.to_path_buf(), _lock: lock, committer, fsyncs }, entries))
+        let spool = Spool {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+            committer,
+            journal,
+            in_journal: std::sync::Mutex::new(in_journal),
+            fsyncs,
+        };
+        Ok((spool, entries))
     }
 
     pub fn dir(&self) -> &Path {
@@ -187,51 +217,69 @@ impl Spool {
     /// cannot lose it.
     pub async fn store(&self, entry: &Entry, message: Arc<Vec<u8>>) -> std::io::Result<()> {
         assert!(valid_id(&entry.id));
-        let (eml, json) = self.paths(&entry.id);
-        let (eml_tmp, json_tmp) = (tmp_of(&eml), tmp_of(&json));
-        let meta = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
-        let fsyncs = self.fsyncs.clone();
-        let (a, b) = (eml_tmp.clone(), json_tmp.clone());
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            write_synced(&a, &message)?;
-            write_synced(&b, &meta)?;
-            fsyncs.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
-            Ok(())
-        })
-        .await
-        .map_err(std::io::Error::other)??;
-        let result = self.commit(vec![(eml_tmp.clone(), eml), (json_tmp.clone(), json)]).await;
-        if result.is_err() {
-            let _ = std::fs::remove_file(&eml_tmp);
-            let _ = std::fs::remove_file(&json_tmp);
-        }
-        result
+        let at = self.journal.append(entry, message).await?;
+        self.in_journal.lock().unwrap().insert(entry.id.clone(), at);
+        Ok(())
     }
 
-    /// Replaces an entry's state durably.
+    /// Replaces an entry's state durably. A message still in the journal
+    /// moves to files of its own first.
     pub async fn update(&self, entry: &Entry) -> std::io::Result<()> {
-        let (_, json) = self.paths(&entry.id);
-        let tmp = tmp_of(&json);
+        let (eml, json) = self.paths(&entry.id);
+        let json_tmp = tmp_of(&json);
         let meta = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
         let fsyncs = self.fsyncs.clone();
-        let t = tmp.clone();
-        tokio::task::spawn_blocking(move || {
-            fsyncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            write_synced(&t, &meta)
-        })
-        .await
-        .map_err(std::io::Error::other)??;
-        self.commit(vec![(tmp, json)]).await
+        let from_journal = self.in_journal.lock().unwrap().get(&entry.id).cloned();
+        let mut renames = Vec::new();
+        if from_journal.is_some() {
+            renames.push((tmp_of(&eml), eml.clone()));
+        }
+        renames.push((json_tmp.clone(), json));
+        let written = {
+            let (at, renames) = (from_journal.clone(), renames.clone());
+            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                if let Some(at) = at {
+                    fsyncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    write_synced(&renames[0].0, &at.read()?)?;
+                }
+                fsyncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                write_synced(&json_tmp, &meta)
+            })
+            .await
+            .map_err(std::io::Error::other)?
+        };
+        let result = match written {
+            Ok(()) => self.commit(renames.clone()).await,
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            for (tmp, _) in &renames {
+                let _ = std::fs::remove_file(tmp);
+            }
+            return result;
+        }
+        if let Some(at) = from_journal {
+            // Committed in files: the journal's copy is done.
+            self.in_journal.lock().unwrap().remove(&entry.id);
+            if let Err(e) = self.journal.done(&at, &entry.id).await {
+                tracing::warn!(queue_id = %entry.id, error = %e, "cannot mark a message moved out of the spool journal");
+            }
+        }
+        Ok(())
     }
 
-    /// Removes a finished entry: the `.json` first, so a crash in between
-    /// leaves an orphan `.eml` that the next start removes.
+    /// Removes a finished entry. In the journal: a done record. In files:
+    /// the `.json` first, so a crash in between leaves an orphan `.eml`
+    /// that the next start removes.
     ///
-    /// No folder fsync: a removal lost to a power cut (a process crash
-    /// cannot lose it) only means the message is sent once more, which
-    /// at-least-once delivery allows anyway; the next commit's folder fsync
-    /// makes it durable in passing. That saves one fsync per message.
+    /// No fsync: a removal lost to a power cut (a process crash cannot lose
+    /// it) only means the message is sent once more, which at-least-once
+    /// delivery allows anyway. That saves one fsync per message.
     pub async fn remove(&self, id: &str) -> std::io::Result<()> {
+        let at = self.in_journal.lock().unwrap().remove(id);
+        if let Some(at) = at {
+            return self.journal.done(&at, id).await;
+        }
         let (eml, json) = self.paths(id);
         tokio::task::spawn_blocking(move || {
             std::fs::remove_file(&json)?;
@@ -242,9 +290,16 @@ impl Spool {
         .map_err(std::io::Error::other)?
     }
 
-    /// The message file of an entry.
-    pub fn read_message(&self, id: &str) -> std::io::Result<Vec<u8>> {
-        std::fs::read(self.paths(id).0)
+    /// A queued message's octets, read off the async workers.
+    pub async fn read_message(&self, id: &str) -> std::io::Result<Vec<u8>> {
+        let at = self.in_journal.lock().unwrap().get(id).cloned();
+        let path = self.paths(id).0;
+        tokio::task::spawn_blocking(move || match at {
+            Some(at) => at.read(),
+            None => std::fs::read(path),
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 
     async fn commit(&self, renames: Vec<(PathBuf, PathBuf)>) -> std::io::Result<()> {
@@ -266,6 +321,11 @@ pub fn read_entries(dir: &Path) -> std::io::Result<Vec<Entry>> {
             if let Ok(entry) = serde_json::from_slice::<Entry>(&std::fs::read(&path)?) {
                 entries.push(entry);
             }
+        }
+    }
+    for entry in journal::read_entries(dir)? {
+        if !entries.iter().any(|e| e.id == entry.id) {
+            entries.push(entry);
         }
     }
     entries.sort_by(|a, b| a.id.cmp(&b.id));
@@ -375,7 +435,7 @@ mod tests {
         drop(spool);
         let (spool, entries) = Spool::open(dir.path()).unwrap();
         assert_eq!(entries, vec![e.clone()]);
-        assert_eq!(spool.read_message(&e.id).unwrap(), b"hello");
+        assert_eq!(spool.read_message(&e.id).await.unwrap(), b"hello");
         assert!(!dir.path().join("x.json.tmp").exists());
         assert!(!dir.path().join("orphan.eml").exists());
         spool.remove(&e.id).await.unwrap();
@@ -386,8 +446,23 @@ mod tests {
         assert!(Spool::open(dir.path()).unwrap().1.is_empty());
     }
 
+    /// The spool folder's files other than the lock.
+    fn files(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "lock")
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn segments(dir: &Path) -> Vec<PathBuf> {
+        files(dir).into_iter().filter(|n| n.starts_with("segment-")).map(|n| dir.join(n)).collect()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_stores_share_folder_fsyncs() {
+    async fn concurrent_stores_share_fsyncs() {
         let dir = tempfile::tempdir().unwrap();
         let (spool, _) = Spool::open(dir.path()).unwrap();
         let spool = Arc::new(spool);
@@ -404,9 +479,140 @@ mod tests {
             t.await.unwrap();
         }
         assert_eq!(read_entries(dir.path()).unwrap().len(), 64);
-        // Two file fsyncs each, and at most one folder fsync each.
+        // Messages written at the same moment share one fdatasync (group
+        // commit), and no message has files of its own.
         let n = spool.fsyncs.load(std::sync::atomic::Ordering::Relaxed);
-        assert!((128..=192).contains(&n), "{n} fsyncs");
+        assert!((1..=32).contains(&n), "{n} fsyncs for 64 messages");
+        assert!(files(dir.path()).iter().all(|f| f.starts_with("segment-")), "{:?}", files(dir.path()));
+    }
+
+    #[tokio::test]
+    async fn journal_messages_survive_a_restart_and_done_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let ids: Vec<String> = (0..3).map(|i| format!("{i}{}", new_id())).collect();
+        for (i, id) in ids.iter().enumerate() {
+            spool.store(&entry(id), Arc::new(format!("message {i}").into_bytes())).await.unwrap();
+        }
+        spool.remove(&ids[1]).await.unwrap();
+        drop(spool);
+        let (spool, entries) = Spool::open(dir.path()).unwrap();
+        assert_eq!(entries.iter().map(|e| &e.id).collect::<Vec<_>>(), vec![&ids[0], &ids[2]]);
+        assert_eq!(spool.read_message(&ids[2]).await.unwrap(), b"message 2");
+        assert_eq!(read_entries(dir.path()).unwrap().len(), 2, "read without the lock, as `queue list` does");
+        // Done with all: the segment goes (at the next start at the latest).
+        spool.remove(&ids[0]).await.unwrap();
+        spool.remove(&ids[2]).await.unwrap();
+        drop(spool);
+        let (_spool, entries) = Spool::open(dir.path()).unwrap();
+        assert!(entries.is_empty());
+        assert!(segments(dir.path()).is_empty(), "{:?}", files(dir.path()));
+    }
+
+    #[tokio::test]
+    async fn an_idle_empty_segment_is_deleted_while_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let e = entry(&new_id());
+        spool.store(&e, Arc::new(b"x".to_vec())).await.unwrap();
+        assert_eq!(segments(dir.path()).len(), 1);
+        spool.remove(&e.id).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !segments(dir.path()).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "{:?}", files(dir.path()));
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn what_a_crash_cut_short_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let (a, b) = (format!("{}a", new_id()), format!("{}b", new_id()));
+        spool.store(&entry(&a), Arc::new(b"first".to_vec())).await.unwrap();
+        spool.store(&entry(&b), Arc::new(b"second".to_vec())).await.unwrap();
+        drop(spool);
+        let segment = segments(dir.path()).pop().unwrap();
+        let good = std::fs::metadata(&segment).unwrap().len();
+        // A record whose write the crash interrupted, then a filesystem's zeros.
+        let mut f = std::fs::OpenOptions::new().append(true).open(&segment).unwrap();
+        f.write_all(&5000u32.to_le_bytes()).unwrap();
+        f.write_all(&[7u8; 200]).unwrap();
+        drop(f);
+        let (spool, entries) = Spool::open(dir.path()).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(spool.read_message(&b).await.unwrap(), b"second");
+        assert_eq!(std::fs::metadata(&segment).unwrap().len(), good, "the torn record is cut off");
+        drop(spool);
+        let mut f = std::fs::OpenOptions::new().append(true).open(&segment).unwrap();
+        f.write_all(&[0u8; 4096]).unwrap();
+        drop(f);
+        let (_spool, entries) = Spool::open(dir.path()).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(std::fs::metadata(&segment).unwrap().len(), good);
+        assert!(!files(dir.path()).iter().any(|f| f.ends_with(".broken")), "{:?}", files(dir.path()));
+    }
+
+    #[tokio::test]
+    async fn damage_inside_a_segment_is_set_aside_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let ids: Vec<String> = (0..3).map(|i| format!("{i}{}", new_id())).collect();
+        for id in &ids {
+            spool.store(&entry(id), Arc::new(format!("body of {id}").into_bytes())).await.unwrap();
+        }
+        drop(spool);
+        let segment = segments(dir.path()).pop().unwrap();
+        let mut bytes = std::fs::read(&segment).unwrap();
+        let at = bytes.windows(ids[1].len() + 8).position(|w| w == format!("body of {}", ids[1]).as_bytes()).unwrap();
+        bytes[at] ^= 0xff;
+        std::fs::write(&segment, &bytes).unwrap();
+        let (_spool, entries) = Spool::open(dir.path()).unwrap();
+        assert_eq!(entries.iter().map(|e| &e.id).collect::<Vec<_>>(), vec![&ids[0], &ids[2]]);
+        let mut aside = segment.into_os_string();
+        aside.push(".broken");
+        assert_eq!(std::fs::read(&aside).unwrap(), bytes, "the damaged segment is kept for the operator");
+    }
+
+    #[tokio::test]
+    async fn a_retried_message_leaves_the_journal_for_files_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let mut e = entry(&new_id());
+        spool.store(&e, Arc::new(b"wait for me".to_vec())).await.unwrap();
+        e.attempts = 1;
+        spool.update(&e).await.unwrap();
+        let (eml, json) = spool.paths(&e.id);
+        assert_eq!(std::fs::read(&eml).unwrap(), b"wait for me");
+        assert!(json.exists());
+        assert_eq!(spool.read_message(&e.id).await.unwrap(), b"wait for me");
+        drop(spool);
+        // Its journal copy is done: one entry, the files' state.
+        let (spool, entries) = Spool::open(dir.path()).unwrap();
+        assert_eq!(entries, vec![e.clone()]);
+        assert!(segments(dir.path()).is_empty(), "{:?}", files(dir.path()));
+        spool.remove(&e.id).await.unwrap();
+        assert!(files(dir.path()).is_empty(), "{:?}", files(dir.path()));
+    }
+
+    #[tokio::test]
+    async fn a_crash_between_the_move_and_its_done_record_keeps_the_files_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let mut e = entry(&new_id());
+        spool.store(&e, Arc::new(b"m".to_vec())).await.unwrap();
+        // Files written and committed, the journal not told (the crash).
+        e.attempts = 2;
+        let (eml, json) = spool.paths(&e.id);
+        drop(spool);
+        std::fs::write(&eml, b"m").unwrap();
+        std::fs::write(&json, serde_json::to_vec(&e).unwrap()).unwrap();
+        let (_spool, entries) = Spool::open(dir.path()).unwrap();
+        assert_eq!(entries, vec![e.clone()]);
+        drop(_spool);
+        let (_spool, entries) = Spool::open(dir.path()).unwrap();
+        assert_eq!(entries, vec![e], "and the journal copy is marked done for good");
+        assert!(segments(dir.path()).is_empty(), "{:?}", files(dir.path()));
     }
 
     #[test]

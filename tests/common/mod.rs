@@ -17,6 +17,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_mailferry");
 /// A running server. Killed when dropped.
 pub struct Server {
     pub dir: tempfile::TempDir,
+    /// The configuration file it serves.
+    pub config: PathBuf,
     child: Child,
     pub logs: Arc<Mutex<Vec<String>>>,
     pub addrs: std::collections::HashMap<String, SocketAddr>,
@@ -250,7 +252,7 @@ impl Server {
                 }
             }
         }
-        Ok(Server { dir, child, logs, addrs })
+        Ok(Server { dir, config: config.to_path_buf(), child, logs, addrs })
     }
 
     pub fn addr(&self, listener: &str) -> SocketAddr {
@@ -264,12 +266,9 @@ impl Server {
     /// Waits until the delivery queue is empty (every accepted message
     /// delivered or bounced).
     pub fn wait_queue_empty(&self) {
-        let dir = self.path("state/queue");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let queued = std::fs::read_dir(&dir)
-                .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.path().extension().is_some_and(|x| x == "json")).count())
-                .unwrap_or(0);
+            let queued = self.queued();
             if queued == 0 {
                 return;
             }
@@ -292,6 +291,21 @@ impl Server {
         };
         files.sort();
         files.iter().map(|p| String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned()).collect()
+    }
+
+    /// Messages in the delivery queue: what the running server's queue says
+    /// on its control socket, or with the server stopped what `mailferry
+    /// queue stats` reads from the spool.
+    pub fn queued(&self) -> usize {
+        if let Some(n) = queue_stats(&self.path("state/queue")) {
+            return n;
+        }
+        let out = Command::new(BIN).args(["queue", "stats", "--config"]).arg(&self.config).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| l.strip_prefix("messages:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("mailferry queue stats: {text}{}", String::from_utf8_lossy(&out.stderr)))
     }
 
     /// Waits until a log line containing every needle appears.
@@ -684,4 +698,16 @@ pub fn scrape_metrics(server: &Server) -> String {
     let mut text = String::new();
     tcp.read_to_string(&mut text).unwrap();
     text
+}
+
+/// The message count a running server's queue gives on its control socket
+/// (as `mailferry queue stats` asks); `None` without a server.
+pub fn queue_stats(spool: &Path) -> Option<usize> {
+    let mut s = std::os::unix::net::UnixStream::connect(spool.join("control.sock")).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(b"{\"op\":\"stats\"}\n").ok()?;
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&line).ok()?;
+    v["stats"]["messages"].as_u64().map(|n| n as usize)
 }

@@ -1,0 +1,525 @@
+//! The journal: where new messages are written before their `250`.
+//!
+//! Per-message files cost a new inode, a rename and an unlink per file, and
+//! an fsync each; on a busy relay that churn, not the mail, was most of the
+//! work. Here sessions append their messages to a shared segment file
+//! (`segment-<n>.log`) and one thread writes what every session has
+//! waiting, then makes it durable with one `fdatasync` for the batch (group
+//! commit). A delivered message gets a small "done" record appended to its
+//! own segment, not synced: losing one to a power cut only means sending
+//! that message again, which at-least-once delivery allows. A segment whose
+//! messages are all done is deleted; so is the current one once it has been
+//! idle and empty for a quarter of a second, so an idle spool holds no segment at all.
+//!
+//! Messages that wait for a retry leave the journal for files of their own
+//! (see `spool.rs`): segments thus only hold messages in their first
+//! attempt and die young, and a message deferred for days does not pin one.
+//!
+//! Record: `len` (u32 LE, of the payload) · `crc32` (u32 LE, of kind and
+//! payload) · `kind` (u8) · payload. A message record's payload is the
+//! entry's JSON length (u32 LE), the JSON, then the message octets; a done
+//! record's is the queue id. A segment starts with [`MAGIC`].
+//!
+//! Hand-written: this is the durability promise of the product itself.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use super::spool::Entry;
+
+const MAGIC: &[u8; 8] = b"MFJRNL01";
+const HEADER: usize = 9;
+const MESSAGE: u8 = 1;
+const DONE: u8 = 2;
+
+/// A segment this large takes no more new messages.
+const SEGMENT_MAX: u64 = 4 * 1024 * 1024;
+/// The current segment, empty of live messages, is deleted after this long
+/// without a new message (and at once once it is past [`SEGMENT_MAX`]/4).
+const IDLE: Duration = Duration::from_millis(250);
+
+/// Where a message lives in the journal.
+#[derive(Clone)]
+pub struct At {
+    pub segment: u64,
+    file: Arc<File>,
+    offset: u64,
+    len: u64,
+}
+
+impl At {
+    /// The message's octets.
+    pub fn read(&self) -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; self.len as usize];
+        self.file.read_exact_at(&mut buf, self.offset)?;
+        Ok(buf)
+    }
+}
+
+type Answer<T> = tokio::sync::oneshot::Sender<std::io::Result<T>>;
+
+enum Op {
+    Append { id: String, record: Vec<u8>, message: Arc<Vec<u8>>, answer: Answer<At> },
+    Done { segment: u64, id: String, answer: Answer<()> },
+}
+
+pub struct Journal {
+    ops: mpsc::Sender<Op>,
+}
+
+fn segment_name(n: u64) -> String {
+    format!("segment-{n:010}.log")
+}
+
+/// The segment number of a file name, if it is a segment's.
+pub fn segment_number(name: &str) -> Option<u64> {
+    name.strip_prefix("segment-")?.strip_suffix(".log")?.parse().ok()
+}
+
+/// A message found in the journal at start-up.
+pub struct Found {
+    pub entry: Entry,
+    pub at: At,
+}
+
+impl Journal {
+    /// Replays the segments in `dir`: returns the messages not done, cuts
+    /// off what a crash left half-written (never acknowledged), deletes
+    /// segments with nothing left, and starts the writer. Messages whose
+    /// id `in_files` knows were moved to files of their own before a crash
+    /// could mark them done here: they are marked now.
+    pub fn open(
+        dir: &Path,
+        fsyncs: Arc<AtomicU64>,
+        in_files: impl Fn(&str) -> bool,
+    ) -> std::io::Result<(Journal, Vec<Found>)> {
+        let mut segments = BTreeMap::new();
+        let mut found = Vec::new();
+        for (n, path) in segment_files(dir)? {
+            let file = Arc::new(std::fs::OpenOptions::new().read(true).append(true).open(&path)?);
+            let replay = replay(&file, &path, true)?;
+            if replay.messages.is_empty() {
+                std::fs::remove_file(&path)?;
+                continue;
+            }
+            let live = replay.messages.len();
+            for (entry, offset, len) in replay.messages {
+                found.push(Found { entry, at: At { segment: n, file: file.clone(), offset, len } });
+            }
+            segments.insert(n, Segment { file, len: replay.end, live, dir_synced: true });
+        }
+        let next = segments.keys().next_back().map_or(1, |n| n + 1);
+        let mut writer =
+            Writer { dir: dir.to_path_buf(), segments, current: None, next, last_append: Instant::now(), fsyncs };
+        let (moved, found): (Vec<Found>, Vec<Found>) = found.into_iter().partition(|f| in_files(&f.entry.id));
+        for f in moved {
+            writer.mark_done(f.at.segment, &f.entry.id)?;
+        }
+        let (ops, rx) = mpsc::channel();
+        std::thread::Builder::new().name("spool-journal".into()).spawn(move || writer.run(rx))?;
+        Ok((Journal { ops }, found))
+    }
+
+    /// Appends a message durably: when this returns `Ok`, a crash cannot
+    /// lose it.
+    pub async fn append(&self, entry: &Entry, message: Arc<Vec<u8>>) -> std::io::Result<At> {
+        let json = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+        let payload_len = 4 + json.len() + message.len();
+        let len = u32::try_from(payload_len).map_err(|_| std::io::Error::other("message too large for the spool"))?;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&[MESSAGE]);
+        crc.update(&(json.len() as u32).to_le_bytes());
+        crc.update(&json);
+        crc.update(&message);
+        let mut record = Vec::with_capacity(HEADER + 4 + json.len());
+        record.extend_from_slice(&len.to_le_bytes());
+        record.extend_from_slice(&crc.finalize().to_le_bytes());
+        record.push(MESSAGE);
+        record.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        record.extend_from_slice(&json);
+        let (answer, rx) = tokio::sync::oneshot::channel();
+        self.ops.send(Op::Append { id: entry.id.clone(), record, message, answer }).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// Marks a message done (delivered, bounced, deleted, or moved to files
+    /// of its own): written when this returns, not synced (see the module
+    /// comment).
+    pub async fn done(&self, at: &At, id: &str) -> std::io::Result<()> {
+        let (answer, rx) = tokio::sync::oneshot::channel();
+        self.ops.send(Op::Done { segment: at.segment, id: id.to_string(), answer }).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> std::io::Error {
+    std::io::Error::other("the spool journal stopped")
+}
+
+/// The segment files of a spool folder, in order.
+fn segment_files(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let path = e?.path();
+        if let Some(n) = path.file_name().and_then(|n| n.to_str()).and_then(segment_number) {
+            out.push((n, path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The messages not done in the journal of `dir`, without changing anything
+/// (for `mailferry queue` on a stopped server).
+pub fn read_entries(dir: &Path) -> std::io::Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    for (_, path) in segment_files(dir)? {
+        let file = File::open(&path)?;
+        out.extend(replay(&file, &path, false)?.messages.into_iter().map(|(e, _, _)| e));
+    }
+    Ok(out)
+}
+
+struct Replay {
+    /// Messages not done: entry, offset and length of the octets.
+    messages: Vec<(Entry, u64, u64)>,
+    /// Where the valid records end.
+    end: u64,
+}
+
+/// Reads a segment's records. A record cut short or failing its checksum
+/// at the end is what a crash left of a write nobody was told about:
+/// cut off (when `repair`). One failing in the middle, with valid records
+/// after it, is damage: the segment is copied aside as `.broken` for the
+/// operator, and the records around it are used.
+fn replay(file: &File, path: &Path, repair: bool) -> std::io::Result<Replay> {
+    let size = file.metadata()?.len();
+    let mut r = std::io::BufReader::with_capacity(64 * 1024, file);
+    let mut magic = [0u8; 8];
+    if size < MAGIC.len() as u64 || r.read_exact(&mut magic).is_err() || &magic != MAGIC {
+        if size <= MAGIC.len() as u64 && magic.iter().zip(MAGIC).all(|(a, b)| *a == 0 || a == b) {
+            // Created, then the crash: no record was ever acknowledged.
+            return Ok(Replay { messages: Vec::new(), end: 0 });
+        }
+        return Err(std::io::Error::other(format!("{}: not a mailferry spool segment", path.display())));
+    }
+    let mut messages: HashMap<String, (Entry, u64, u64)> = HashMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let mut pos = MAGIC.len() as u64;
+    let mut damaged = false;
+    let end = loop {
+        if pos == size {
+            break pos;
+        }
+        let mut header = [0u8; HEADER];
+        if size - pos < HEADER as u64 || r.read_exact(&mut header).is_err() {
+            break pos;
+        }
+        let len = u32::from_le_bytes(header[0..4].try_into().unwrap()) as u64;
+        let crc = u32::from_le_bytes(header[4..8].try_into().unwrap());
+        let kind = header[8];
+        let next = pos + HEADER as u64 + len;
+        if next > size {
+            // A record running past the end: the write a crash cut short.
+            break pos;
+        }
+        if !matches!(kind, MESSAGE | DONE) {
+            // Not a record: the end of what was written, or damage.
+            if !only_zeros(file, pos, size)? {
+                damaged = true;
+            }
+            break pos;
+        }
+        // The payload: the whole of a done record or a message's JSON is
+        // kept; a message's octets are only checksummed.
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&[kind]);
+        let mut head = Vec::new();
+        let keep = if kind == DONE { len } else { 4.min(len) };
+        head.resize(keep as usize, 0);
+        r.read_exact(&mut head)?;
+        hasher.update(&head);
+        let mut json = Vec::new();
+        if kind == MESSAGE && len >= 4 {
+            let json_len = u32::from_le_bytes(head[..4].try_into().unwrap()) as u64;
+            if 4 + json_len > len {
+                std::io::copy(&mut (&mut r).take(len - 4), &mut std::io::sink())?;
+                damaged = true;
+                pos = next;
+                continue;
+            }
+            json.resize(json_len as usize, 0);
+            r.read_exact(&mut json)?;
+            hasher.update(&json);
+            let mut rest = len - 4 - json_len;
+            let mut buf = [0u8; 64 * 1024];
+            while rest > 0 {
+                let n = rest.min(buf.len() as u64) as usize;
+                r.read_exact(&mut buf[..n])?;
+                hasher.update(&buf[..n]);
+                rest -= n as u64;
+            }
+        }
+        if hasher.finalize() != crc {
+            if next == size || only_zeros(file, next, size)? {
+                break pos;
+            }
+            // Damage inside: skip this record, keep a copy of the segment.
+            tracing::error!(segment = %path.display(), offset = pos, "spool segment record fails its checksum; skipped, and the segment is copied to .broken");
+            damaged = true;
+            pos = next;
+            continue;
+        }
+        match kind {
+            MESSAGE => match serde_json::from_slice::<Entry>(&json) {
+                Ok(entry) => {
+                    let offset = pos + HEADER as u64 + 4 + json.len() as u64;
+                    let len = len - 4 - json.len() as u64;
+                    if !messages.contains_key(&entry.id) {
+                        order.push(entry.id.clone());
+                    }
+                    messages.insert(entry.id.clone(), (entry, offset, len));
+                }
+                Err(e) => {
+                    tracing::error!(segment = %path.display(), offset = pos, error = %e, "spool segment holds an entry that cannot be read; skipped, and the segment is copied to .broken");
+                    damaged = true;
+                }
+            },
+            _ => {
+                messages.remove(String::from_utf8_lossy(&head).as_ref());
+            }
+        }
+        pos = next;
+    };
+    if damaged {
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(".broken");
+        std::fs::copy(path, &aside)?;
+    }
+    if end < size && repair {
+        tracing::info!(segment = %path.display(), from = end, "cutting off the end of a spool segment left half-written by a crash");
+        file.set_len(end)?;
+        file.sync_all()?;
+    }
+    let messages = order.into_iter().filter_map(|id| messages.remove(&id)).collect();
+    Ok(Replay { messages, end })
+}
+
+/// Whether `file` holds only zero octets from `from` to `to` (what a crash
+/// leaves in space a filesystem allocated but was never written).
+fn only_zeros(file: &File, from: u64, to: u64) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pos = from;
+    while pos < to {
+        let n = ((to - pos) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], pos)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        pos += n as u64;
+    }
+    Ok(true)
+}
+
+struct Segment {
+    file: Arc<File>,
+    len: u64,
+    /// Messages in it not done yet.
+    live: usize,
+    /// Whether the folder was fsynced since the file was created.
+    dir_synced: bool,
+}
+
+struct Writer {
+    dir: PathBuf,
+    segments: BTreeMap<u64, Segment>,
+    /// The segment new messages go to.
+    current: Option<u64>,
+    next: u64,
+    last_append: Instant,
+    fsyncs: Arc<AtomicU64>,
+}
+
+impl Writer {
+    fn run(mut self, ops: mpsc::Receiver<Op>) {
+        loop {
+            let first = match ops.recv_timeout(IDLE) {
+                Ok(op) => op,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.retire_idle();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            let mut batch = vec![first];
+            while let Ok(more) = ops.try_recv() {
+                batch.push(more);
+            }
+            self.write(batch);
+        }
+    }
+
+    /// Writes a batch: messages, then one sync for them all, then the done
+    /// records; answers after the sync.
+    fn write(&mut self, batch: Vec<Op>) {
+        let mut appended: Vec<(Answer<At>, std::io::Result<At>, String)> = Vec::new();
+        let mut done: Vec<(u64, String, Option<Answer<()>>)> = Vec::new();
+        for op in batch {
+            match op {
+                Op::Append { id, record, message, answer } => {
+                    let result = self.append(&record, &message);
+                    appended.push((answer, result, id));
+                }
+                Op::Done { segment, id, answer } => done.push((segment, id, Some(answer))),
+            }
+        }
+        if appended.iter().any(|(_, r, _)| r.is_ok()) {
+            if let Err(e) = self.sync_current() {
+                // Nothing of this batch may be acknowledged. Its records
+                // are marked done, best effort, so a restart does not
+                // deliver what the clients were told to send again; the
+                // segment takes no more messages.
+                let kind = e.kind();
+                for (_, r, id) in appended.iter_mut() {
+                    if let Ok(at) = r {
+                        done.push((at.segment, std::mem::take(id), None));
+                        *r = Err(std::io::Error::new(kind, format!("fsync of the spool journal failed: {e}")));
+                    }
+                }
+                self.current = None;
+            }
+        }
+        for (answer, result, id) in appended {
+            if let Err(Ok(at)) = answer.send(result) {
+                // Nobody waits for it any more (the session was cancelled):
+                // the client never heard 250 and sends it again, so it is
+                // not delivered from here.
+                done.push((at.segment, id, None));
+            }
+        }
+        for (segment, id, answer) in done {
+            let written = self.mark_done(segment, &id);
+            if let Some(answer) = answer {
+                let _ = answer.send(written);
+            }
+        }
+    }
+
+    fn append(&mut self, record: &[u8], message: &[u8]) -> std::io::Result<At> {
+        if self.current.is_some_and(|n| self.segments[&n].len >= SEGMENT_MAX) {
+            self.seal();
+        }
+        let n = match self.current {
+            Some(n) => n,
+            None => self.create()?,
+        };
+        let seg = self.segments.get_mut(&n).expect("the current segment");
+        let start = seg.len;
+        let written = (&*seg.file).write_all(record).and_then(|()| (&*seg.file).write_all(message));
+        if let Err(e) = written {
+            // Leave no half record behind for the next one to follow.
+            if seg.file.set_len(start).is_err() {
+                self.current = None;
+            }
+            return Err(e);
+        }
+        seg.len = start + record.len() as u64 + message.len() as u64;
+        seg.live += 1;
+        self.last_append = Instant::now();
+        Ok(At { segment: n, file: seg.file.clone(), offset: start + record.len() as u64, len: message.len() as u64 })
+    }
+
+    /// A new segment, empty but for its magic.
+    fn create(&mut self) -> std::io::Result<u64> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let n = self.next;
+        let path = self.dir.join(segment_name(n));
+        // Mail is private: readable by the server's user only.
+        let mut file = std::fs::OpenOptions::new().read(true).append(true).create_new(true).mode(0o600).open(&path)?;
+        if let Err(e) = file.write_all(MAGIC) {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        self.next += 1;
+        self.segments.insert(n, Segment { file: Arc::new(file), len: MAGIC.len() as u64, live: 0, dir_synced: false });
+        self.current = Some(n);
+        Ok(n)
+    }
+
+    fn sync_current(&mut self) -> std::io::Result<()> {
+        let Some(n) = self.current else { return Ok(()) };
+        let seg = self.segments.get_mut(&n).expect("the current segment");
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        seg.file.sync_data()?;
+        if !seg.dir_synced {
+            // The new file's name must be durable before anything in it is
+            // acknowledged.
+            self.fsyncs.fetch_add(1, Ordering::Relaxed);
+            File::open(&self.dir)?.sync_all()?;
+            seg.dir_synced = true;
+        }
+        Ok(())
+    }
+
+    fn mark_done(&mut self, n: u64, id: &str) -> std::io::Result<()> {
+        let Some(seg) = self.segments.get_mut(&n) else { return Ok(()) };
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&[DONE]);
+        crc.update(id.as_bytes());
+        let mut record = Vec::with_capacity(HEADER + id.len());
+        record.extend_from_slice(&(id.len() as u32).to_le_bytes());
+        record.extend_from_slice(&crc.finalize().to_le_bytes());
+        record.push(DONE);
+        record.extend_from_slice(id.as_bytes());
+        let written = (&*seg.file).write_all(&record);
+        match &written {
+            Ok(()) => seg.len += record.len() as u64,
+            // The message would be sent again after a restart; nothing is
+            // lost. Leave no half record behind.
+            Err(_) => {
+                let _ = seg.file.set_len(seg.len);
+            }
+        }
+        seg.live = seg.live.saturating_sub(1);
+        if seg.live == 0 && (self.current != Some(n) || seg.len >= SEGMENT_MAX / 4) {
+            self.delete(n);
+        }
+        written
+    }
+
+    /// The current segment takes no more messages.
+    fn seal(&mut self) {
+        if let Some(n) = self.current.take() {
+            if self.segments[&n].live == 0 {
+                self.delete(n);
+            }
+        }
+    }
+
+    fn retire_idle(&mut self) {
+        if let Some(n) = self.current {
+            if self.segments[&n].live == 0 && self.last_append.elapsed() >= IDLE {
+                self.delete(n);
+            }
+        }
+    }
+
+    /// Deletes a segment whose messages are all done. Not synced: a delete
+    /// lost to a power cut replays only messages marked done, or sends a
+    /// few again.
+    fn delete(&mut self, n: u64) {
+        if self.current == Some(n) {
+            self.current = None;
+        }
+        self.segments.remove(&n);
+        if let Err(e) = std::fs::remove_file(self.dir.join(segment_name(n))) {
+            tracing::warn!(error = %e, segment = n, "cannot delete a finished spool segment");
+        }
+    }
+}
