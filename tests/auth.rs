@@ -1,6 +1,9 @@
 //! SMTP AUTH on the submission listeners: PLAIN and LOGIN, initial response
-//! and continuation, cancel, bad input, every stored hash scheme, and the
-//! `mailferry user` commands against a running server.
+//! and continuation, cancel, bad input, every stored hash scheme, the
+//! `mailferry user` commands against a running server, and the cache of
+//! verified logins (`[passwords]`): repeat logins answered from it, as
+//! /metrics counts them, while a changed password, a removed user and a
+//! wrong password (counted toward a ban) get past it at once.
 
 mod common;
 use base64::Engine as _;
@@ -238,4 +241,190 @@ fn a_failed_auth_leaves_no_notes() {
     assert_eq!(c.auth_plain("alice@example.com", "wonderland").code, 235);
     c.expect("MAIL FROM:<alice@example.com>", 250);
     s.wait_log(&["connection note auth.tried = Some(Text(\\\"alice@example.com\\\"))"]);
+}
+
+/// A server with the admin listener (for /metrics), `users`, and `extra`
+/// TOML after it (`[auth_limits]`, `[passwords]`). Failed logins are
+/// answered at once unless `extra` says otherwise.
+fn server_with(users: &str, extra: &str) -> Server {
+    let limits = if extra.contains("[auth_limits]") { "" } else { "[auth_limits]\nfailure_delay_ms = 0\n" };
+    Server::start(Setup {
+        users: users.into(),
+        extra: format!("\n[admin]\naddress = \"127.0.0.1:0\"\n{limits}{extra}"),
+        ..Default::default()
+    })
+}
+
+/// `mailferry user ARGS --config` for server `s`, `password` on standard
+/// input; it must succeed.
+fn user_cmd(s: &Server, args: &[&str], password: Option<&str>) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = std::process::Command::new(BIN)
+        .arg("user")
+        .args(args)
+        .arg("--config")
+        .arg(&s.config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(pw) = password {
+        stdin.write_all(format!("{pw}\n").as_bytes()).unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "mailferry user {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[track_caller]
+fn assert_auth(s: &Server, login: &str, password: &str, code: u16) {
+    let r = tls_session(s).auth_plain(login, password);
+    assert_eq!(r.code, code, "AUTH {login:?} / {password:?}: {r}\n{}", s.log_text());
+}
+
+fn checks(cached: u64, hashed: u64, plain: u64) -> PasswordChecks {
+    PasswordChecks { cached, hashed, plain }
+}
+
+/// Verified logins are cached per stored hash: a password changed in the
+/// users file, by `mailferry user passwd` or by hand, takes effect at the
+/// very next login, for the old password and the new.
+#[test]
+fn a_password_change_applies_at_the_next_login_despite_the_cache() {
+    let s = server_with(&users_with_all_schemes(), "");
+    assert_auth(&s, "alice@example.com", "wonderland", 235);
+    assert_auth(&s, "alice@example.com", "wonderland", 235);
+    assert_eq!(password_checks(&s), checks(1, 1, 0), "the second login came from the cache");
+
+    user_cmd(&s, &["passwd", "alice@example.com", "--password-stdin"], Some("looking glass"));
+    assert_auth(&s, "alice@example.com", "wonderland", 535);
+    assert_auth(&s, "alice@example.com", "looking glass", 235);
+    // Both checked against the new hash in full: nothing cached matched it.
+    assert_eq!(password_checks(&s), checks(1, 3, 0));
+    assert_auth(&s, "alice@example.com", "looking glass", 235);
+    assert_eq!(password_checks(&s), checks(2, 3, 0));
+
+    // An administrator writes another line (bcrypt) into the file.
+    let users = std::fs::read_to_string(s.path("auth/users")).unwrap();
+    let line = users.lines().find(|l| l.starts_with("alice@example.com:")).unwrap();
+    let bcrypt = bcrypt::hash("through the mirror", 4).unwrap();
+    std::fs::write(s.path("auth/users"), users.replace(line, &format!("alice@example.com:{bcrypt}"))).unwrap();
+    assert_auth(&s, "alice@example.com", "looking glass", 535);
+    assert_auth(&s, "alice@example.com", "wonderland", 535);
+    assert_auth(&s, "alice@example.com", "through the mirror", 235);
+    assert_auth(&s, "alice@example.com", "through the mirror", 235);
+    assert_eq!(password_checks(&s), checks(3, 6, 0));
+}
+
+/// A wrong password after a cached login is checked in full, refused, and
+/// counted toward a ban exactly as without the cache: with
+/// `failures_per_ip = 2` the second failure bans the address, whose
+/// sessions then get 421 even with the right password.
+#[test]
+fn a_wrong_password_after_a_cached_login_is_refused_and_counted_toward_a_ban() {
+    let users = format!("alice@example.com:{}\n", bcrypt::hash("wonderland", 4).unwrap());
+    for cache in [true, false] {
+        let s = server_with(
+            &users,
+            &format!("[auth_limits]\nfailures_per_ip = 2\nfailure_delay_ms = 0\n[passwords]\ncache = {cache}\n"),
+        );
+        assert_auth(&s, "alice@example.com", "wonderland", 235);
+        assert_auth(&s, "alice@example.com", "wonderland", 235);
+        // Opened before the ban, not yet logged in.
+        let mut early = tls_session(&s);
+
+        let mut c = tls_session(&s);
+        let r = c.auth_plain("alice@example.com", "wonderlanD");
+        assert_eq!(r.code, 535, "cache = {cache}: {r}");
+        assert!(r.text().starts_with("5.7.8"), "{r}");
+        s.wait_log(&["authentication failed", "alice@example.com", "127.0.0.1"]);
+        assert!(!s.log_text().contains("address banned"), "cache = {cache}: banned after one failure");
+        // The same guess again: a failure is never remembered, as a
+        // success or at all.
+        assert_eq!(c.auth_plain("alice@example.com", "wonderlanD").code, 535, "cache = {cache}");
+        let r = c.read();
+        assert_eq!(r.code, 421, "cache = {cache}: {r}");
+        assert!(r.text().contains("too many failed logins"), "{r}");
+        assert!(c.is_closed());
+        s.wait_log(&["address banned after failed logins", "127.0.0.1"]);
+        let failures = s.log_text().lines().filter(|l| l.contains("authentication failed")).count();
+        assert_eq!(failures, 2, "cache = {cache}");
+
+        // The right password, cached or not, does not get past the ban.
+        let r = early.auth_plain("alice@example.com", "wonderland");
+        assert_eq!(r.code, 421, "cache = {cache}: {r}");
+        assert_eq!(Client::connect(s.addr("submission")).read().code, 421, "cache = {cache}");
+        // The wrong guesses ran the scheme: they were not answered (nor
+        // cached) as the login they followed.
+        let expected = if cache { checks(1, 3, 0) } else { checks(0, 4, 0) };
+        assert_eq!(password_checks(&s), expected, "cache = {cache}");
+        assert!(scrape_metrics(&s).contains("mailferry_auth_bans_total 1"), "cache = {cache}");
+    }
+}
+
+/// The cache answers repeat logins without hashing, for every scheme it
+/// keeps; `{PLAIN}` entries and unknown logins (the dummy hash) never come
+/// from it; entries expire after `cache_ttl_secs`; and with `cache = false`
+/// every login is hashed.
+#[test]
+fn repeat_logins_come_from_the_cache_unless_it_is_off_or_expired() {
+    let s = server_with(&users_with_all_schemes(), "");
+    assert_eq!(password_checks(&s), checks(0, 0, 0));
+    for _ in 0..4 {
+        assert_auth(&s, "alice@example.com", "wonderland", 235);
+    }
+    assert_eq!(password_checks(&s), checks(3, 1, 0));
+    for _ in 0..2 {
+        assert_auth(&s, "sha512@example.com", "Hello world!", 235);
+        assert_auth(&s, "plain@example.com", "clear text", 235);
+        assert_auth(&s, "nobody@example.com", "wonderland", 535);
+    }
+    assert_eq!(password_checks(&s), checks(4, 4, 2));
+
+    let s = server_with(&users_with_all_schemes(), "[passwords]\ncache = false\n");
+    for _ in 0..3 {
+        assert_auth(&s, "alice@example.com", "wonderland", 235);
+    }
+    assert_eq!(password_checks(&s), checks(0, 3, 0));
+
+    let s = server_with(&users_with_all_schemes(), "[passwords]\ncache_ttl_secs = 1\n");
+    assert_auth(&s, "alice@example.com", "wonderland", 235);
+    assert_auth(&s, "alice@example.com", "wonderland", 235);
+    assert_eq!(password_checks(&s), checks(1, 1, 0));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_auth(&s, "alice@example.com", "wonderland", 235);
+    assert_eq!(password_checks(&s), checks(1, 2, 0), "expired: hashed again");
+    assert_auth(&s, "alice@example.com", "wonderland", 235);
+    assert_eq!(password_checks(&s), checks(2, 2, 0));
+}
+
+/// A user removed from the users file after a cached login (by `mailferry
+/// user remove`, or by commenting the line out) is refused at the next
+/// login; added again, with the same password, the new hash is checked.
+#[test]
+fn a_user_removed_after_a_cached_login_is_refused() {
+    let s = server_with(&users_with_all_schemes(), "");
+    user_cmd(&s, &["add", "new@example.com", "--password-stdin"], Some("fresh-pass"));
+    assert_auth(&s, "new@example.com", "fresh-pass", 235);
+    assert_auth(&s, "new@example.com", "fresh-pass", 235);
+    assert_eq!(password_checks(&s), checks(1, 1, 0));
+    user_cmd(&s, &["remove", "new@example.com"], None);
+    assert_auth(&s, "new@example.com", "fresh-pass", 535);
+    s.wait_log(&["authentication failed", "new@example.com"]);
+
+    assert_auth(&s, "alice@example.com", "wonderland", 235);
+    assert_auth(&s, "alice@example.com", "wonderland", 235);
+    let users = std::fs::read_to_string(s.path("auth/users")).unwrap();
+    std::fs::write(s.path("auth/users"), users.replace("alice@example.com:", "# alice@example.com:")).unwrap();
+    assert_auth(&s, "alice@example.com", "wonderland", 535);
+    // Hashed: the two first logins, and the two refused, which checked
+    // the plugin's dummy hash as for any unknown login.
+    assert_eq!(password_checks(&s), checks(2, 4, 0));
+
+    user_cmd(&s, &["add", "new@example.com", "--password-stdin"], Some("fresh-pass"));
+    assert_auth(&s, "new@example.com", "fresh-pass", 235);
+    assert_eq!(password_checks(&s), checks(2, 5, 0), "a new hash: checked in full");
 }

@@ -8,9 +8,9 @@
 //! check of the same stored hash whose digest matches is answered at once.
 //!
 //! Why this is safe:
-//! - The entry is found by the stored hash itself: a password change, or a
-//!   user disabled or removed (the plugin then asks with another hash, or
-//!   not at all), misses at once. Nothing needs invalidating.
+//! - The entry is found by the stored hash itself: a password change misses
+//!   at once, and nothing needs invalidating. Whether a user still exists or
+//!   is active is the plugin's question, asked at every login as before.
 //! - Only successes are kept. A password that does not match the digest is
 //!   verified by the full scheme as before, so a wrong guess costs the same
 //!   whether the login is cached or not, and response times tell nothing

@@ -711,3 +711,26 @@ pub fn queue_stats(spool: &Path) -> Option<usize> {
     let v: serde_json::Value = serde_json::from_str(&line).ok()?;
     v["stats"]["messages"].as_u64().map(|n| n as usize)
 }
+
+/// `mailferry_password_checks_total` by `how`, from a server's /metrics:
+/// how its password checks were answered so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PasswordChecks {
+    /// From the cache of verified logins.
+    pub cached: u64,
+    /// By the full hash scheme.
+    pub hashed: u64,
+    /// `{PLAIN}` entries.
+    pub plain: u64,
+}
+
+/// The server's [`PasswordChecks`] (0 for a `how` not counted yet: the
+/// family has no samples until then); it needs an `[admin]` listener.
+pub fn password_checks(server: &Server) -> PasswordChecks {
+    let metrics = scrape_metrics(server);
+    let count = |how: &str| {
+        let series = format!("mailferry_password_checks_total{{how=\"{how}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(&series)).map_or(0, |n| n.trim().parse().unwrap())
+    };
+    PasswordChecks { cached: count("cached"), hashed: count("hashed"), plain: count("plain") }
+}
