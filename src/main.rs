@@ -285,6 +285,20 @@ enum UserCmd {
     },
 }
 
+/// Allocations of 4 MiB and more (a large message, argon2's working memory)
+/// are mapped on their own and given back to the system when freed. glibc
+/// otherwise raises this threshold after the first such free, and the next
+/// ones come from, and stay in, a thread's heap: memory that grows with the
+/// work ever done rather than the work being done now.
+fn large_allocations_go_back() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes the allocator's policy; it is called
+    // before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+    }
+}
+
 fn main() -> ExitCode {
     // sendmail's historical options are not clap's grammar: that command
     // takes the raw arguments, whether invoked as `mailferry sendmail` or
@@ -297,6 +311,7 @@ fn main() -> ExitCode {
         return mailferry::sendmail::main("mailferry sendmail", args);
     }
     init_logging(cli.log_format);
+    large_allocations_go_back();
     let _ = rustls::crypto::ring::default_provider().install_default();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,

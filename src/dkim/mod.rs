@@ -239,9 +239,17 @@ pub const MAX_EXPIRE_SECS: u64 = 10 * 366 * 24 * 3600;
 /// that still verifies against this key, nothing is added: a message that
 /// passes through mailferry twice is not signed twice.
 ///
-/// Hashing a large body and an RSA signature take milliseconds of CPU, so
-/// the work runs on a blocking thread, not on an async worker.
+/// A small message is signed on the spot: the RSA signature (about a
+/// millisecond, as a TLS handshake's) costs less than the two thread
+/// switches a blocking thread would add. Hashing a large body takes longer,
+/// so a large message, or one that may carry our signature already (whose
+/// check parses and hashes it all), is signed on a blocking thread.
 pub async fn sign(key: Arc<Key>, message: Vec<u8>, opts: SignOptions) -> Result<Signed, String> {
+    if message.len() <= SIGN_INLINE_MAX
+        && has_signature_by(&message, &key.info.domain, &key.info.selector) == Some(false)
+    {
+        return sign_now(&key, &message, &opts);
+    }
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         // The check parses and hashes the whole message: it runs here, off
@@ -256,6 +264,9 @@ pub async fn sign(key: Arc<Key>, message: Vec<u8>, opts: SignOptions) -> Result<
     .await
     .map_err(|e| format!("signing failed: {e}"))?
 }
+
+/// Largest message signed without leaving the async worker.
+const SIGN_INLINE_MAX: usize = 64 * 1024;
 
 /// Signs without looking for an earlier signature.
 pub fn sign_now(key: &Key, message: &[u8], opts: &SignOptions) -> Result<Signed, String> {

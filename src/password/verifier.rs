@@ -5,10 +5,10 @@
 //! milliseconds per check. Run on tokio's blocking pool, every thread that
 //! ever hashed kept its 19 MiB in the allocator, and a login storm grew the
 //! process by that much per thread. Here at most `workers` threads (no more
-//! than the CPUs) verify, each reusing its own working memory, so memory
-//! under any storm is bounded by workers × cost; a worker idle for
-//! [`IDLE_RELEASE`] gives its memory back. Logins beyond the workers wait in
-//! line, which is also what the CPUs would make them do.
+//! than the CPUs) verify, each reusing its own working memory while logins
+//! wait in line, so memory under any storm is bounded by workers × cost; a
+//! worker with nothing waiting gives its memory back. Logins beyond the
+//! workers wait in line, which is also what the CPUs would make them do.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -40,9 +40,6 @@ impl Default for Settings {
     }
 }
 
-/// A worker idle this long frees its working memory.
-const IDLE_RELEASE: Duration = Duration::from_secs(30);
-
 /// Working memory a worker keeps between checks, at most; a hash that
 /// needs more gets it for its own check only.
 const KEEP_BLOCKS: usize = 64 * 1024; // 64 MiB of 1 KiB blocks
@@ -65,6 +62,8 @@ pub struct Verifier {
 /// What the workers are doing.
 #[derive(Default)]
 struct Load {
+    /// Checks sent to the workers and not taken yet.
+    waiting: AtomicUsize,
     running: AtomicUsize,
     /// The most checks that ever ran at once.
     peak: AtomicUsize,
@@ -101,10 +100,12 @@ impl Verifier {
         crate::metrics::get().password_check("hashed");
         let (answer, result) = tokio::sync::oneshot::channel();
         let job = Job { password, stored, answer };
-        self.jobs
-            .get_or_init(|| start(self.workers(), &self.load))
-            .send(job)
-            .map_err(|_| "the hashing workers stopped")?;
+        let jobs = self.jobs.get_or_init(|| start(self.workers(), &self.load));
+        self.load.waiting.fetch_add(1, Ordering::AcqRel);
+        if jobs.send(job).is_err() {
+            self.load.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err("the hashing workers stopped".into());
+        }
         let verified = result.await.map_err(|_| "a hashing worker stopped".to_string())?;
         if let (Ok(true), Some(cache), Some(pair)) = (&verified, &self.cache, pair) {
             cache.remember(pair);
@@ -139,15 +140,14 @@ fn start(n: usize, load: &Arc<Load>) -> mpsc::Sender<Job> {
 fn work(jobs: &Mutex<mpsc::Receiver<Job>>, load: &Load) {
     let mut blocks: Vec<Block> = Vec::new();
     loop {
-        let next = jobs.lock().unwrap().recv_timeout(IDLE_RELEASE);
-        let job = match next {
-            Ok(job) => job,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                blocks = Vec::new();
-                continue;
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
-        };
+        if load.waiting.load(Ordering::Acquire) == 0 {
+            // Nothing waiting: give the memory back (see
+            // `large_allocations_go_back` in main.rs) before sleeping. Not
+            // after taking the lock: an idle worker holds it while it waits.
+            blocks = Vec::new();
+        }
+        let Ok(job) = jobs.lock().unwrap().recv() else { return };
+        load.waiting.fetch_sub(1, Ordering::AcqRel);
         let running = load.running.fetch_add(1, Ordering::Relaxed) + 1;
         load.peak.fetch_max(running, Ordering::Relaxed);
         let result = super::verify_in(&job.password, &job.stored, &mut blocks);

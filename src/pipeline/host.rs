@@ -190,6 +190,10 @@ impl HostState {
         let mut wasi = WasiCtxBuilder::new();
         // No environment, no arguments, no sockets, no files unless granted.
         wasi.stderr(output.clone()).stdout(output.clone());
+        // Plugins read small files (a users file, a senders list) from the
+        // folders granted to them: on the calling thread, rather than a
+        // trip through the blocking pool for each open, stat and read.
+        wasi.allow_blocking_current_thread(true);
         for (host_dir, guest_dir) in &plugin.read_dirs {
             wasi.preopened_dir(host_dir, guest_dir, FsPerms::ReadOnly)?;
         }

@@ -17,7 +17,7 @@ pub mod dsn;
 mod journal;
 pub mod spool;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -90,6 +90,27 @@ struct State {
     entries: HashMap<String, Entry>,
     /// Entries with an attempt running.
     busy: HashSet<String>,
+    /// The entries not busy, by when they are due: the run loop takes what
+    /// is due without looking at the rest (a backlog after an outage may be
+    /// large, and every new message wakes the loop).
+    due: BTreeSet<(i64, String)>,
+}
+
+impl State {
+    /// Schedules an entry (new, or not busy any more) by its next attempt.
+    fn schedule(&mut self, id: &str) {
+        if let Some(e) = self.entries.get(id) {
+            if !self.busy.contains(id) {
+                self.due.insert((e.next_attempt, e.id.clone()));
+            }
+        }
+    }
+
+    fn unschedule(&mut self, id: &str) {
+        if let Some(e) = self.entries.get(id) {
+            self.due.remove(&(e.next_attempt, e.id.clone()));
+        }
+    }
 }
 
 /// What `mailferry queue stats` shows.
@@ -118,7 +139,11 @@ impl Queue {
         if !entries.is_empty() {
             tracing::info!(messages = entries.len(), "queued messages found in the spool; delivering them");
         }
-        let state = State { entries: entries.into_iter().map(|e| (e.id.clone(), e)).collect(), busy: HashSet::new() };
+        let mut state = State::default();
+        for e in entries {
+            state.due.insert((e.next_attempt, e.id.clone()));
+            state.entries.insert(e.id.clone(), e);
+        }
         Ok(Arc::new(Queue {
             spool,
             delivery: std::sync::RwLock::new(Arc::new(Delivery { relays, routes: config.routes.clone() })),
@@ -246,7 +271,11 @@ impl Queue {
         self.spool.store(&entry, Arc::new(message)).await?;
         let id = entry.id.clone();
         tracing::info!(queue_id = %id, route = %entry.route, rcpts = entry.rcpts.len(), size = entry.size, session = %entry.session, "queued");
-        self.state.lock().unwrap().entries.insert(id.clone(), entry);
+        {
+            let mut st = self.state.lock().unwrap();
+            st.entries.insert(id.clone(), entry);
+            st.schedule(&id);
+        }
         self.wake.notify_one();
         Ok(id)
     }
@@ -349,51 +378,50 @@ impl Queue {
         }
     }
 
+    /// Starts the attempts that are due, at most [`MAX_ATTEMPTS`] at once: a
+    /// message waits in `due`, not as a task, until there is room (after an
+    /// outage thousands fall due together).
     async fn run(self: Arc<Self>) {
         loop {
             if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
                 return;
             }
-            let (due, next) = {
+            let Ok(room) = self.attempt_slots.clone().acquire_owned().await else { return };
+            let (id, next) = {
                 let mut st = self.state.lock().unwrap();
-                let t = now();
-                let mut due = Vec::new();
-                let mut next: Option<i64> = None;
-                let State { entries, busy } = &mut *st;
-                for e in entries.values() {
-                    if busy.contains(&e.id) {
-                        continue;
+                match st.due.first() {
+                    Some((at, _)) if *at <= now() => {
+                        let (_, id) = st.due.pop_first().expect("just looked");
+                        st.busy.insert(id.clone());
+                        (Some(id), None)
                     }
-                    if e.next_attempt <= t {
-                        due.push(e.id.clone());
-                    } else {
-                        next = Some(next.map_or(e.next_attempt, |n: i64| n.min(e.next_attempt)));
-                    }
+                    other => (None, other.map(|(at, _)| *at)),
                 }
-                for id in &due {
-                    busy.insert(id.clone());
-                }
-                (due, next)
             };
-            for id in due {
-                let q = self.clone();
-                tokio::spawn(async move {
-                    q.attempt(&id).await;
-                    q.state.lock().unwrap().busy.remove(&id);
-                    q.wake.notify_one();
-                });
-            }
-            let wait = next.map(|n| (n - now()).clamp(1, 60) as u64).unwrap_or(60);
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
-                _ = self.wake.notified() => {}
-            }
+            let Some(id) = id else {
+                drop(room);
+                let wait = next.map(|n| (n - now()).clamp(1, 60) as u64).unwrap_or(60);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
+                    _ = self.wake.notified() => {}
+                }
+                continue;
+            };
+            let q = self.clone();
+            tokio::spawn(async move {
+                q.attempt(&id).await;
+                drop(room);
+                let mut st = q.state.lock().unwrap();
+                st.busy.remove(&id);
+                st.schedule(&id);
+                drop(st);
+                q.wake.notify_one();
+            });
         }
     }
 
     /// One delivery attempt of one message through its route.
     async fn attempt(&self, id: &str) {
-        let Ok(_slot) = self.attempt_slots.clone().acquire_owned().await else { return };
         if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
@@ -714,8 +742,12 @@ impl Queue {
         let n = {
             let mut st = self.state.lock().unwrap();
             let mut n = 0;
-            for e in st.entries.values_mut().filter(|e| id.is_none_or(|id| e.id == id)) {
-                e.next_attempt = 0;
+            let ids: Vec<String> =
+                st.entries.keys().filter(|e| id.is_none_or(|id| e.as_str() == id)).cloned().collect();
+            for e in &ids {
+                st.unschedule(e);
+                st.entries.get_mut(e).expect("listed").next_attempt = 0;
+                st.schedule(e);
                 n += 1;
             }
             n
@@ -731,6 +763,7 @@ impl Queue {
             if st.busy.contains(id) {
                 return Err(format!("{id} is being delivered right now; try again in a moment"));
             }
+            st.unschedule(id);
             if st.entries.remove(id).is_none() {
                 return Err(format!("no queued message {id}"));
             }
