@@ -211,7 +211,7 @@ impl Relays {
                     // nothing. A shorter wait there keeps a dead connection
                     // from costing the whole reply timeout.
                     let probe = cfg.timeout.min(REUSE_PROBE_TIMEOUT);
-                    match transaction(&mut conn.client, probe, mail_from, mail_params, rcpts, message).await {
+                    match transaction(&mut conn, probe, mail_from, mail_params, rcpts, message).await {
                         Ok(done) => {
                             conn.uses += 1;
                             self.keep_or_close(relay, conn, done.reusable, max_messages, max_idle);
@@ -231,7 +231,7 @@ impl Relays {
                     .connect(cfg, tls)
                     .await
                     .map_err(|error| self.failed(relay, &where_, TxError { error, at_mail: true, ours: true }))?;
-                match transaction(&mut conn.client, cfg.timeout, mail_from, mail_params, rcpts, message).await {
+                match transaction(&mut conn, cfg.timeout, mail_from, mail_params, rcpts, message).await {
                     Ok(done) => {
                         conn.uses += 1;
                         self.keep_or_close(relay, conn, done.reusable, max_messages, max_idle);
@@ -255,22 +255,7 @@ impl Relays {
 
     /// A new connection, through TLS and AUTH as configured.
     async fn connect(&self, cfg: &SmtpRelay, tls: &TlsConnector) -> mail_send::Result<pool::Conn> {
-        let builder = self.builder(cfg, tls);
-        // TCP_NODELAY: mail-send writes the final dot apart from the body,
-        // which would otherwise wait for the upstream's delayed ACK (~40 ms
-        // a message).
-        Ok(match cfg.tls {
-            TlsMode::None => {
-                let c = builder.connect_plain().await?;
-                let _ = c.stream.set_nodelay(true);
-                pool::Conn::new(c)
-            }
-            _ => {
-                let c = builder.connect().await?;
-                let _ = c.stream.get_ref().0.set_nodelay(true);
-                pool::Conn::new(c)
-            }
-        })
+        open(cfg, tls, &self.hostname).await
     }
 
     /// The failure of a whole attempt, made temporary (and logged loudly)
@@ -282,17 +267,6 @@ impl Relays {
             f.temporary = true;
         }
         f
-    }
-
-    fn builder<'a>(&self, cfg: &'a SmtpRelay, tls: &TlsConnector) -> SmtpClientBuilder<&'a str> {
-        let mut builder = SmtpClientBuilder::new_with_tls_connector(cfg.host.as_str(), cfg.port, tls.clone())
-            .implicit_tls(cfg.tls == TlsMode::Implicit)
-            .helo_host(cfg.helo.clone().unwrap_or_else(|| self.hostname.clone()))
-            .timeout(cfg.timeout);
-        if let (Some(user), Some(pass)) = (&cfg.user, &cfg.password) {
-            builder = builder.credentials((user.as_str(), pass.as_str()));
-        }
-        builder
     }
 }
 
@@ -385,25 +359,188 @@ fn upstream_gone(e: &mail_send::Error) -> bool {
 /// an `Err` its state is unknown and it must be dropped. MAIL FROM is given
 /// `mail_timeout`, the rest the client's own timeout.
 async fn transaction(
-    client: &mut pool::Client,
+    conn: &mut pool::Conn,
     mail_timeout: Duration,
     mail_from: &str,
     mail_params: &[(String, Option<String>)],
     rcpts: &[DeliveryRcpt<'_>],
     message: &[u8],
 ) -> Result<TxDone, TxError> {
+    if conn.pipelining {
+        return pipelined(&mut conn.client, mail_timeout, mail_from, mail_params, rcpts, message).await;
+    }
+    let client = &mut conn.client;
     let timeout = std::mem::replace(&mut client.timeout, mail_timeout);
     let mail = client.mail_from(mail_from, &params_of(mail_params)).await;
     client.timeout = timeout;
     match mail {
         Ok(()) => {}
-        Err(mail_send::Error::UnexpectedReply(r)) if r.code == 530 || r.esc == [5, 7, 0] || r.esc == [5, 7, 8] => {
-            // An authentication demand: our configuration, not the message.
-            return Err(TxError { error: mail_send::Error::UnexpectedReply(r), at_mail: true, ours: true });
-        }
+        Err(mail_send::Error::UnexpectedReply(r)) => return Err(refused_at_mail(r)),
         Err(error) => return Err(TxError { error, at_mail: true, ours: false }),
     }
     transaction_rest(client, rcpts, message).await.map_err(|error| TxError { error, at_mail: false, ours: false })
+}
+
+/// MAIL FROM refused: an authentication demand is about our configuration,
+/// not the message.
+fn refused_at_mail(r: smtp_proto::Response<String>) -> TxError {
+    let ours = r.code == 530 || r.esc == [5, 7, 0] || r.esc == [5, 7, 8];
+    TxError { error: mail_send::Error::UnexpectedReply(r), at_mail: true, ours }
+}
+
+/// The same transaction in two round trips instead of three plus one per
+/// recipient (RFC 2920): MAIL, every RCPT and DATA in one write, their
+/// replies read in order, then the message. The replies mean what they mean
+/// one at a time; a refused MAIL makes the upstream refuse the rest too.
+/// Nothing of the message is sent before a `354`, so an error before it
+/// is, as with MAIL FROM alone, one that cost the message nothing.
+async fn pipelined(
+    client: &mut pool::Client,
+    first_timeout: Duration,
+    mail_from: &str,
+    mail_params: &[(String, Option<String>)],
+    rcpts: &[DeliveryRcpt<'_>],
+    message: &[u8],
+) -> Result<TxDone, TxError> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut batch = format!("MAIL FROM:<{mail_from}>{}\r\n", params_of(mail_params));
+    for r in rcpts {
+        batch.push_str(&format!("RCPT TO:<{}>{}\r\n", r.address, params_of(r.params)));
+    }
+    batch.push_str("DATA\r\n");
+    let (mut replies, lost) = tokio::time::timeout(first_timeout, async {
+        if let Err(e) = client.stream.write_all(batch.as_bytes()).await {
+            return (Vec::new(), Some(e.into()));
+        }
+        if let Err(e) = client.stream.flush().await {
+            return (Vec::new(), Some(e.into()));
+        }
+        read_replies(&mut client.stream, rcpts.len() + 2).await
+    })
+    .await
+    .unwrap_or_else(|_| (Vec::new(), Some(mail_send::Error::Timeout)));
+    let complete = replies.len() == rcpts.len() + 2;
+    let go = if complete { replies.pop() } else { None };
+    let mut replies = replies.into_iter();
+    let Some(mail) = replies.next() else {
+        return Err(TxError { error: lost.unwrap_or(mail_send::Error::UnparseableReply), at_mail: true, ours: false });
+    };
+    if !(200..300).contains(&mail.code) {
+        return Err(refused_at_mail(mail));
+    }
+    // The connection went before every reply came: what was answered
+    // stands, the rest waits for the next attempt.
+    let lost = (!complete).then(|| {
+        let why = lost.map_or_else(|| "no reply".to_string(), |e| e.to_string());
+        RcptOutcome::Temporary(sanitize_text(&format!("451 4.4.2 connection lost before every reply came: {why}")))
+    });
+    let mut outcomes = Vec::with_capacity(rcpts.len());
+    let mut accepted = Vec::new();
+    for i in 0..rcpts.len() {
+        outcomes.push(match replies.next() {
+            Some(r) if (200..300).contains(&r.code) => {
+                accepted.push(i);
+                // Settled below, by DATA and the message.
+                lost.clone().unwrap_or_else(|| RcptOutcome::Temporary(String::new()))
+            }
+            Some(r) => outcome_of(r.code, &r.esc, &r.message),
+            None => lost.clone().expect("incomplete"),
+        });
+    }
+    let Some(go) = go else { return Ok(TxDone { outcomes, reusable: false }) };
+    let after = |error| TxError { error, at_mail: false, ours: false };
+    if go.code != 354 {
+        // Nothing of the message was sent: never `Delivered`, whatever the
+        // code. RSET ends the transaction upstream whatever it holds.
+        let line = reply_line(go.code, &go.esc, &go.message);
+        let outcome = if go.code >= 500 { RcptOutcome::Permanent(line) } else { RcptOutcome::Temporary(line) };
+        for &i in &accepted {
+            outcomes[i] = outcome.clone();
+        }
+        let reusable = client.rset().await.is_ok();
+        return Ok(TxDone { outcomes, reusable });
+    }
+    if accepted.is_empty() {
+        // DATA accepted with no recipient (RFC 2920 section 3.1): end an
+        // empty message, which goes to nobody. Whatever the upstream
+        // answers, the data phase is over.
+        client.cmd(b".\r\n").await.map_err(after)?;
+        return Ok(TxDone { outcomes, reusable: true });
+    }
+    let settled = send_body(client, message).await.map_err(after)?;
+    for i in accepted {
+        outcomes[i] = settled.clone();
+    }
+    Ok(TxDone { outcomes, reusable: true })
+}
+
+/// Reads `n` replies (pipelined commands' answers, in order), or as many as
+/// come before the connection fails, with the failure.
+async fn read_replies(
+    stream: &mut Box<dyn pool::Stream>,
+    n: usize,
+) -> (Vec<smtp_proto::Response<String>>, Option<mail_send::Error>) {
+    use tokio::io::AsyncReadExt as _;
+    let mut replies = Vec::with_capacity(n);
+    let mut parser = smtp_proto::response::parser::ResponseReceiver::default();
+    let mut buf = [0u8; 4096];
+    while replies.len() < n {
+        let read = match stream.read(&mut buf).await {
+            Ok(0) => return (replies, Some(mail_send::Error::UnparseableReply)),
+            Ok(read) => read,
+            Err(e) => return (replies, Some(e.into())),
+        };
+        let mut bytes = buf[..read].iter();
+        loop {
+            match parser.parse(&mut bytes) {
+                Ok(reply) => {
+                    replies.push(reply);
+                    parser.reset();
+                    if replies.len() == n {
+                        break;
+                    }
+                }
+                Err(smtp_proto::Error::NeedsMoreData { .. }) => break,
+                Err(_) => return (replies, Some(mail_send::Error::UnparseableReply)),
+            }
+        }
+    }
+    (replies, None)
+}
+
+/// Sends the message after a `354` (dot-stuffed, with the final dot, in
+/// one write) and reads the final reply.
+async fn send_body(client: &mut pool::Client, message: &[u8]) -> mail_send::Result<RcptOutcome> {
+    use tokio::io::AsyncWriteExt as _;
+    let data = dot_stuffed(message);
+    let resp = tokio::time::timeout(client.timeout, async {
+        client.stream.write_all(&data).await?;
+        client.stream.flush().await?;
+        client.read().await
+    })
+    .await
+    .map_err(|_| mail_send::Error::Timeout)??;
+    Ok(outcome_of(resp.code, &resp.esc, &resp.message))
+}
+
+/// The DATA payload of a message (which ends with CRLF, as every message
+/// the queue holds): a `.` beginning a line doubled (RFC 5321 section
+/// 4.5.2), then `.` CRLF.
+fn dot_stuffed(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 64);
+    let mut line_start = true;
+    for &b in message {
+        if line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        line_start = b == b'\n';
+    }
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
 }
 
 /// What a transaction that ran to its end left.
@@ -452,8 +589,6 @@ async fn transaction_rest(
         let reusable = client.rset().await.is_ok();
         return Ok(TxDone { outcomes, reusable });
     }
-    // mail-send ends the data with CRLF "." CRLF itself.
-    let body = message.strip_suffix(b"\r\n").unwrap_or(message);
     // The reply to DATA apart from the reply to the message: a refused DATA
     // leaves the transaction open upstream (Postfix: the next MAIL gets
     // "503 nested MAIL command"), the final reply ends it.
@@ -464,14 +599,7 @@ async fn transaction_rest(
         let outcome = if go.code >= 500 { RcptOutcome::Permanent(line) } else { RcptOutcome::Temporary(line) };
         (outcome, client.rset().await.is_ok())
     } else {
-        let timeout = client.timeout;
-        let resp = tokio::time::timeout(timeout, async {
-            client.write_message(body).await?;
-            client.read().await
-        })
-        .await
-        .map_err(|_| mail_send::Error::Timeout)??;
-        (outcome_of(resp.code, &resp.esc, &resp.message), true)
+        (send_body(client, message).await?, true)
     };
     for i in accepted {
         outcomes[i] = settled.clone();
@@ -543,35 +671,59 @@ async fn send_smtp(
     if body.ends_with(b"\r\n") {
         body.truncate(body.len() - 2);
     }
-    let mut builder = SmtpClientBuilder::new_with_tls_connector(cfg.host.as_str(), cfg.port, tls.clone())
-        .implicit_tls(cfg.tls == TlsMode::Implicit)
-        .helo_host(cfg.helo.clone().unwrap_or_else(|| hostname.to_string()))
-        .timeout(cfg.timeout);
-    if let (Some(user), Some(pass)) = (&cfg.user, &cfg.password) {
-        builder = builder.credentials((user.as_str(), pass.as_str()));
-    }
     let mut msg = SmtpMessage::empty().from(smtp_address(&envelope.mail_from)).body(body);
     for r in &envelope.rcpt_to {
         msg = msg.to(smtp_address(r));
     }
     let where_ = format!("{}:{}", cfg.host, cfg.port);
-    // mail-send writes the final dot apart from the body: without
-    // TCP_NODELAY it waits for the upstream's delayed ACK (~40 ms a message).
-    let result = match cfg.tls {
-        TlsMode::None => {
-            let client = builder.connect_plain().await.inspect(|c| {
-                let _ = c.stream.set_nodelay(true);
-            });
-            deliver(client, msg).await
-        }
-        _ => {
-            let client = builder.connect().await.inspect(|c| {
-                let _ = c.stream.get_ref().0.set_nodelay(true);
-            });
-            deliver(client, msg).await
-        }
+    let client = open(cfg, tls, hostname).await.map(|c| c.client);
+    deliver(client, msg).await.map_err(|e| map_error(e, relay, &where_))
+}
+
+/// A new connection to an upstream, through TLS and AUTH as configured, with
+/// what its EHLO offers. Every step, the greeting included, is bounded by
+/// the relay's `timeout_secs`: an upstream that accepts TCP and then says
+/// nothing must not hold a delivery slot.
+async fn open(cfg: &SmtpRelay, tls: &TlsConnector, hostname: &str) -> mail_send::Result<pool::Conn> {
+    use mail_send::smtp::AssertReply as _;
+    use mail_send::SmtpClient;
+    let helo = cfg.helo.clone().unwrap_or_else(|| hostname.to_string());
+    let credentials = match (&cfg.user, &cfg.password) {
+        (Some(user), Some(pass)) => Some(mail_send::Credentials::new(user.clone(), pass.clone())),
+        _ => None,
     };
-    result.map_err(|e| map_error(e, relay, &where_))
+    let timeout = cfg.timeout;
+    let steps = async {
+        let tcp = tokio::net::TcpStream::connect((cfg.host.as_str(), cfg.port)).await?;
+        // Replies are small and each is waited for: no Nagle delay.
+        let _ = tcp.set_nodelay(true);
+        let mut client = SmtpClient { stream: tcp, timeout };
+        let mut client: SmtpClient<Box<dyn pool::Stream>> = match cfg.tls {
+            TlsMode::None => {
+                client.read().await?.assert_positive_completion()?;
+                SmtpClient { stream: Box::new(client.stream), timeout }
+            }
+            TlsMode::Implicit => {
+                let mut c = client.into_tls(tls, &cfg.host).await?;
+                c.read().await?.assert_positive_completion()?;
+                SmtpClient { stream: Box::new(c.stream), timeout }
+            }
+            TlsMode::Starttls => {
+                client.read().await?.assert_positive_completion()?;
+                if !client.ehlo(&helo).await?.has_capability(smtp_proto::EXT_START_TLS) {
+                    return Err(mail_send::Error::MissingStartTls);
+                }
+                let c = client.start_tls(tls, &cfg.host).await?;
+                SmtpClient { stream: Box::new(c.stream), timeout }
+            }
+        };
+        let capabilities = client.ehlo(&helo).await?;
+        if let Some(credentials) = &credentials {
+            client.authenticate(credentials, &capabilities).await?;
+        }
+        Ok(pool::Conn::new(client, capabilities.has_capability(smtp_proto::EXT_PIPELINING)))
+    };
+    tokio::time::timeout(timeout, steps).await.map_err(|_| mail_send::Error::Timeout)?
 }
 
 /// Sends one message on a fresh connection (plain or TLS) and says goodbye.
@@ -723,24 +875,38 @@ mod reuse_tests {
     use std::io::{BufRead, BufReader, Write};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    /// What a fake upstream saw.
+    #[derive(Default)]
+    struct Seen {
+        /// Each message's lines between DATA and the final dot, unstuffed.
+        messages: Vec<Vec<u8>>,
+        /// MAIL commands that came with the rest of the transaction's
+        /// commands already in the same read (pipelined).
+        pipelined_mails: usize,
+    }
+
     /// A Postfix-like upstream: a refusal of the DATA command does not end
     /// the transaction (the client must RSET); MAIL inside a transaction is
     /// "503 nested MAIL command". The first DATA it sees is refused
     /// (smtpd_data_restrictions / a policy service rate limit). A recipient
-    /// "permclose..." gets 550 and the connection is closed.
-    fn postfix_like() -> u16 {
+    /// "permclose..." gets 550 and the connection is closed; "nobody..."
+    /// gets 550. It offers PIPELINING if asked to.
+    fn postfix_like_with(pipelining: bool, refuse_first_data: bool) -> (u16, Arc<std::sync::Mutex<Seen>>) {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let datas = std::sync::Arc::new(AtomicUsize::new(0));
+        let seen: Arc<std::sync::Mutex<Seen>> = Arc::default();
+        let record = seen.clone();
         std::thread::spawn(move || {
             for s in l.incoming() {
                 let Ok(s) = s else { continue };
-                let datas = datas.clone();
+                let (datas, seen) = (datas.clone(), record.clone());
                 std::thread::spawn(move || {
                     let mut w = s.try_clone().unwrap();
                     let mut r = BufReader::new(s);
                     let _ = w.write_all(b"220 fake ESMTP\r\n");
                     let mut in_tx = false;
+                    let mut rcpts = 0;
                     loop {
                         let mut line = String::new();
                         if r.read_line(&mut line).unwrap_or(0) == 0 {
@@ -748,12 +914,20 @@ mod reuse_tests {
                         }
                         let u = line.trim_end().to_ascii_uppercase();
                         let reply: &str = if u.starts_with("EHLO") {
-                            "250-fake\r\n250 PIPELINING\r\n"
+                            if pipelining {
+                                "250-fake\r\n250 PIPELINING\r\n"
+                            } else {
+                                "250 fake\r\n"
+                            }
                         } else if u.starts_with("MAIL") {
+                            if String::from_utf8_lossy(r.buffer()).to_ascii_uppercase().contains("DATA\r\n") {
+                                seen.lock().unwrap().pipelined_mails += 1;
+                            }
                             if in_tx {
                                 "503 5.5.1 Error: nested MAIL command\r\n"
                             } else {
                                 in_tx = true;
+                                rcpts = 0;
                                 "250 2.1.0 Ok\r\n"
                             }
                         } else if u.starts_with("RCPT") {
@@ -761,21 +935,31 @@ mod reuse_tests {
                                 let _ = w.write_all(b"550 5.1.1 no such user\r\n");
                                 return; // hangs up
                             }
-                            "250 2.1.5 Ok\r\n"
+                            if u.contains("<NOBODY") {
+                                "550 5.1.1 no such user\r\n"
+                            } else {
+                                rcpts += 1;
+                                "250 2.1.5 Ok\r\n"
+                            }
                         } else if u == "DATA" {
-                            if datas.fetch_add(1, Ordering::SeqCst) == 0 {
+                            if rcpts == 0 {
+                                "554 5.5.1 Error: no valid recipients\r\n"
+                            } else if refuse_first_data && datas.fetch_add(1, Ordering::SeqCst) == 0 {
                                 "451 4.7.1 rate limit exceeded, try again later\r\n"
                             } else {
                                 let _ = w.write_all(b"354 go\r\n");
+                                let mut message = Vec::new();
                                 loop {
-                                    let mut l = String::new();
-                                    if r.read_line(&mut l).unwrap_or(0) == 0 {
+                                    let mut l = Vec::new();
+                                    if r.read_until(b'\n', &mut l).unwrap_or(0) == 0 {
                                         return;
                                     }
-                                    if l == ".\r\n" {
+                                    if l == b".\r\n" {
                                         break;
                                     }
+                                    message.extend_from_slice(l.strip_prefix(b".").unwrap_or(&l));
                                 }
+                                seen.lock().unwrap().messages.push(message);
                                 in_tx = false;
                                 "250 2.0.0 Ok: queued\r\n"
                             }
@@ -793,7 +977,11 @@ mod reuse_tests {
                 });
             }
         });
-        port
+        (port, seen)
+    }
+
+    fn postfix_like() -> u16 {
+        postfix_like_with(true, true).0
     }
 
     fn relays(port: u16) -> Relays {
@@ -825,9 +1013,77 @@ mod reuse_tests {
     /// up: the 550 is the outcome, not a temporary failure of the attempt.
     #[tokio::test]
     async fn a_failed_rset_does_not_hide_the_recipients_outcomes() {
-        let relays = relays(postfix_like());
-        let rcpt = [DeliveryRcpt { address: "permclose@example.org", params: &[] }];
-        let r = relays.deliver("up", "alice@example.com", &[], &rcpt, MSG, "C").await;
-        assert!(matches!(r.as_deref(), Ok([RcptOutcome::Permanent(t)]) if t.starts_with("550")), "{r:?}");
+        for pipelining in [true, false] {
+            let relays = relays(postfix_like_with(pipelining, true).0);
+            let rcpt = [DeliveryRcpt { address: "permclose@example.org", params: &[] }];
+            let r = relays.deliver("up", "alice@example.com", &[], &rcpt, MSG, "C").await;
+            assert!(
+                matches!(r.as_deref(), Ok([RcptOutcome::Permanent(t)]) if t.starts_with("550")),
+                "pipelining {pipelining}: {r:?}"
+            );
+        }
+    }
+
+    /// With and without PIPELINING: each recipient gets its own outcome,
+    /// the message arrives exactly as queued (lines starting with a dot
+    /// included), and a transaction nobody takes leaves the connection
+    /// fit for the next message.
+    #[tokio::test]
+    async fn every_recipient_gets_its_outcome_and_the_message_arrives_intact() {
+        const DOTS: &[u8] = b"From: a@example.com\r\nSubject: dots\r\n\r\n.\r\n..two\r\n.hidden\r\nend\r\n";
+        for pipelining in [true, false] {
+            let (port, seen) = postfix_like_with(pipelining, false);
+            let relays = relays(port);
+            let rcpts = [
+                DeliveryRcpt { address: "bob@example.org", params: &[] },
+                DeliveryRcpt { address: "nobody@example.org", params: &[] },
+                DeliveryRcpt { address: "carol@example.org", params: &[] },
+            ];
+            let r = relays.deliver("up", "alice@example.com", &[], &rcpts, DOTS, "D").await.unwrap();
+            assert!(
+                matches!(&r[..], [RcptOutcome::Delivered(_), RcptOutcome::Permanent(p), RcptOutcome::Delivered(_)] if p.starts_with("550")),
+                "pipelining {pipelining}: {r:?}"
+            );
+            // Nobody takes the next one (554 to DATA): RSET, and the kept
+            // connection carries the one after.
+            let none = [DeliveryRcpt { address: "nobody@example.org", params: &[] }];
+            let r = relays.deliver("up", "alice@example.com", &[], &none, MSG, "E").await.unwrap();
+            assert!(matches!(&r[..], [RcptOutcome::Permanent(p)] if p.starts_with("550")), "{r:?}");
+            let r = relays.deliver("up", "alice@example.com", &[], &rcpts[..1], MSG, "F").await.unwrap();
+            assert!(matches!(&r[..], [RcptOutcome::Delivered(_)]), "{r:?}");
+            let seen = seen.lock().unwrap();
+            assert_eq!(seen.messages, vec![DOTS.to_vec(), MSG.to_vec()], "pipelining {pipelining}");
+            assert_eq!(seen.pipelined_mails, if pipelining { 3 } else { 0 }, "MAIL, RCPTs and DATA in one write");
+        }
+    }
+
+    /// An upstream that accepts the connection and never greets: the
+    /// attempt ends within the relay's timeout, temporarily.
+    #[tokio::test]
+    async fn a_silent_upstream_costs_at_most_the_timeout() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let held: Vec<_> = l.incoming().take(2).collect();
+            std::thread::sleep(std::time::Duration::from_secs(30));
+            drop(held);
+        });
+        let text = format!(
+            "[[listeners]]\naddress = \"127.0.0.1:1\"\n[relays.up]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\ntimeout_secs = 1\n"
+        );
+        let config = Config::parse(&text, Path::new("t.toml"), Path::new("/")).unwrap();
+        let relays = Relays::from_config(&config).unwrap();
+        let rcpt = [DeliveryRcpt { address: "bob@example.org", params: &[] }];
+        let deliver = relays.deliver("up", "alice@example.com", &[], &rcpt, MSG, "G");
+        let r =
+            tokio::time::timeout(std::time::Duration::from_secs(10), deliver).await.expect("bounded by timeout_secs");
+        assert!(matches!(&r, Err(f) if f.temporary), "{r:?}");
+    }
+
+    #[test]
+    fn dot_stuffing() {
+        assert_eq!(dot_stuffed(b"a\r\n.b\r\n"), b"a\r\n..b\r\n.\r\n");
+        assert_eq!(dot_stuffed(b".\r\n"), b"..\r\n.\r\n");
+        assert_eq!(dot_stuffed(b"no final CRLF"), b"no final CRLF\r\n.\r\n");
     }
 }

@@ -37,15 +37,18 @@ pub type Client = SmtpClient<Box<dyn Stream>>;
 /// An open, authenticated upstream connection between transactions.
 pub struct Conn {
     pub client: Client,
+    /// The upstream takes MAIL, RCPT and DATA in one go (RFC 2920).
+    pub pipelining: bool,
     /// Messages sent over it so far.
     pub uses: u32,
     opened: Instant,
 }
 
 impl Conn {
-    pub fn new<T: Stream + 'static>(client: SmtpClient<T>) -> Conn {
+    pub fn new<T: Stream + 'static>(client: SmtpClient<T>, pipelining: bool) -> Conn {
         Conn {
             client: SmtpClient { stream: Box::new(client.stream), timeout: client.timeout },
+            pipelining,
             uses: 0,
             opened: Instant::now(),
         }
