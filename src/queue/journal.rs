@@ -5,9 +5,12 @@
 //! work. Here sessions append their messages to a shared segment file
 //! (`segment-<n>.log`) and one thread writes what every session has
 //! waiting, then makes it durable with one `fdatasync` for the batch (group
-//! commit). A delivered message gets a small "done" record appended to its
-//! own segment, not synced: losing one to a power cut only means sending
-//! that message again, which at-least-once delivery allows. A segment whose
+//! commit). Zeros are written a little ahead of the records, so most syncs
+//! find a file whose size did not change and have only data to write. A
+//! delivered message gets a small "done" record in its own segment, written
+//! with the next batch and never synced: losing one to a power cut only
+//! means sending that message again, which at-least-once delivery allows
+//! (a clean stop writes them all first). A segment whose
 //! messages are all done is deleted; so is the current one once it has been
 //! idle and empty for a quarter of a second, so an idle spool holds no segment at all.
 //!
@@ -24,11 +27,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::spool::Entry;
@@ -65,12 +68,37 @@ impl At {
 type Answer<T> = tokio::sync::oneshot::Sender<std::io::Result<T>>;
 
 enum Op {
-    Append { id: String, record: Vec<u8>, message: Arc<Vec<u8>>, answer: Answer<At> },
-    Done { segment: u64, id: String, answer: Answer<()> },
+    Append {
+        id: String,
+        record: Vec<u8>,
+        message: Arc<Vec<u8>>,
+        answer: Answer<At>,
+    },
+    /// Write the done records waiting, then answer.
+    Flush {
+        answer: Option<Answer<()>>,
+    },
 }
 
 pub struct Journal {
     ops: mpsc::Sender<Op>,
+    /// Done records not written yet: the writer takes them with its next
+    /// batch, or within [`IDLE`] when there is none, so marking a message
+    /// done costs no wake-up of its own.
+    done: Arc<Mutex<Vec<(u64, String)>>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Journal {
+    /// Writes what is still waiting before the spool is closed.
+    fn drop(&mut self) {
+        let _ = self.ops.send(Op::Flush { answer: None });
+        let (ops, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.ops, ops));
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 fn segment_name(n: u64) -> String {
@@ -102,7 +130,7 @@ impl Journal {
         let mut segments = BTreeMap::new();
         let mut found = Vec::new();
         for (n, path) in segment_files(dir)? {
-            let file = Arc::new(std::fs::OpenOptions::new().read(true).append(true).open(&path)?);
+            let file = Arc::new(std::fs::OpenOptions::new().read(true).write(true).open(&path)?);
             let replay = replay(&file, &path, true)?;
             if replay.messages.is_empty() {
                 std::fs::remove_file(&path)?;
@@ -112,18 +140,27 @@ impl Journal {
             for (entry, offset, len) in replay.messages {
                 found.push(Found { entry, at: At { segment: n, file: file.clone(), offset, len } });
             }
-            segments.insert(n, Segment { file, len: replay.end, live, dir_synced: true });
+            let allocated = file.metadata()?.len();
+            segments.insert(n, Segment { file, len: replay.end, allocated, live, dir_synced: true });
         }
         let next = segments.keys().next_back().map_or(1, |n| n + 1);
-        let mut writer =
-            Writer { dir: dir.to_path_buf(), segments, current: None, next, last_append: Instant::now(), fsyncs };
+        let done: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
+        let mut writer = Writer {
+            dir: dir.to_path_buf(),
+            segments,
+            current: None,
+            next,
+            last_append: Instant::now(),
+            fsyncs,
+            done: done.clone(),
+        };
         let (moved, found): (Vec<Found>, Vec<Found>) = found.into_iter().partition(|f| in_files(&f.entry.id));
         for f in moved {
             writer.mark_done(f.at.segment, &f.entry.id)?;
         }
         let (ops, rx) = mpsc::channel();
-        std::thread::Builder::new().name("spool-journal".into()).spawn(move || writer.run(rx))?;
-        Ok((Journal { ops }, found))
+        let writer = std::thread::Builder::new().name("spool-journal".into()).spawn(move || writer.run(rx))?;
+        Ok((Journal { ops, done, writer: Some(writer) }, found))
     }
 
     /// Appends a message durably: when this returns `Ok`, a crash cannot
@@ -149,12 +186,18 @@ impl Journal {
     }
 
     /// Marks a message done (delivered, bounced, deleted, or moved to files
-    /// of its own): written when this returns, not synced (see the module
-    /// comment).
-    pub async fn done(&self, at: &At, id: &str) -> std::io::Result<()> {
-        let (answer, rx) = tokio::sync::oneshot::channel();
-        self.ops.send(Op::Done { segment: at.segment, id: id.to_string(), answer }).map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+    /// of its own). Written with the writer's next batch, and never synced
+    /// (see the module comment); [`Journal::flush`] writes it now.
+    pub fn done(&self, at: &At, id: &str) {
+        self.done.lock().unwrap().push((at.segment, id.to_string()));
+    }
+
+    /// Writes the done records waiting (before a clean stop, or before an
+    /// operator's command returns).
+    pub async fn flush(&self) -> std::io::Result<()> {
+        let (answer, written) = tokio::sync::oneshot::channel();
+        self.ops.send(Op::Flush { answer: Some(answer) }).map_err(|_| stopped())?;
+        written.await.map_err(|_| stopped())?
     }
 }
 
@@ -329,14 +372,48 @@ fn only_zeros(file: &File, from: u64, to: u64) -> std::io::Result<bool> {
 
 struct Segment {
     file: Arc<File>,
+    /// Where the records end (the next one is written there).
     len: u64,
+    /// The file's size: zeros written ahead of `len`, so that most syncs
+    /// find a file whose size did not change and write its data alone
+    /// (about a third less work than a sync of a growing file).
+    allocated: u64,
     /// Messages in it not done yet.
     live: usize,
     /// Whether the folder was fsynced since the file was created.
     dir_synced: bool,
 }
 
+/// Zeros written ahead of the records at a time.
+const ALLOCATE_AHEAD: u64 = 64 * 1024;
+
+impl Segment {
+    /// Writes at the end of the records, making room ahead first.
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let end = self.len + bytes.len() as u64;
+        if end > self.allocated {
+            let target = (end + ALLOCATE_AHEAD).next_multiple_of(ALLOCATE_AHEAD);
+            let zeros = vec![0u8; (target - self.allocated) as usize];
+            self.file.write_all_at(&zeros, self.allocated)?;
+            self.allocated = target;
+        }
+        self.file.write_all_at(bytes, self.len)?;
+        self.len = end;
+        Ok(())
+    }
+
+    /// Forgets what was written from `at` on.
+    fn cut(&mut self, at: u64) -> std::io::Result<()> {
+        self.len = at;
+        self.file.set_len(at)?;
+        self.allocated = at;
+        Ok(())
+    }
+}
+
 struct Writer {
+    /// Done records waiting to be written (see [`Journal::done`]).
+    done: Arc<Mutex<Vec<(u64, String)>>>,
     dir: PathBuf,
     segments: BTreeMap<u64, Segment>,
     /// The segment new messages go to.
@@ -352,10 +429,14 @@ impl Writer {
             let first = match ops.recv_timeout(IDLE) {
                 Ok(op) => op,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.write_done();
                     self.retire_idle();
                     continue;
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.write_done();
+                    return;
+                }
             };
             let mut batch = vec![first];
             while let Ok(more) = ops.try_recv() {
@@ -366,19 +447,20 @@ impl Writer {
     }
 
     /// Writes a batch: messages, then one sync for them all, then the done
-    /// records; answers after the sync.
+    /// records waiting; answers after the sync.
     fn write(&mut self, batch: Vec<Op>) {
         let mut appended: Vec<(Answer<At>, std::io::Result<At>, String)> = Vec::new();
-        let mut done: Vec<(u64, String, Option<Answer<()>>)> = Vec::new();
+        let mut flushed = Vec::new();
         for op in batch {
             match op {
                 Op::Append { id, record, message, answer } => {
                     let result = self.append(&record, &message);
                     appended.push((answer, result, id));
                 }
-                Op::Done { segment, id, answer } => done.push((segment, id, Some(answer))),
+                Op::Flush { answer } => flushed.extend(answer),
             }
         }
+        let mut failed = Vec::new();
         if appended.iter().any(|(_, r, _)| r.is_ok()) {
             if let Err(e) = self.sync_current() {
                 // Nothing of this batch may be acknowledged. Its records
@@ -388,7 +470,7 @@ impl Writer {
                 let kind = e.kind();
                 for (_, r, id) in appended.iter_mut() {
                     if let Ok(at) = r {
-                        done.push((at.segment, std::mem::take(id), None));
+                        failed.push((at.segment, std::mem::take(id)));
                         *r = Err(std::io::Error::new(kind, format!("fsync of the spool journal failed: {e}")));
                     }
                 }
@@ -400,13 +482,24 @@ impl Writer {
                 // Nobody waits for it any more (the session was cancelled):
                 // the client never heard 250 and sends it again, so it is
                 // not delivered from here.
-                done.push((at.segment, id, None));
+                failed.push((at.segment, id));
             }
         }
-        for (segment, id, answer) in done {
-            let written = self.mark_done(segment, &id);
-            if let Some(answer) = answer {
-                let _ = answer.send(written);
+        self.done.lock().unwrap().extend(failed);
+        self.write_done();
+        for answer in flushed {
+            let _ = answer.send(Ok(()));
+        }
+    }
+
+    /// Writes the done records waiting.
+    fn write_done(&mut self) {
+        let done = std::mem::take(&mut *self.done.lock().unwrap());
+        for (segment, id) in done {
+            if let Err(e) = self.mark_done(segment, &id) {
+                // The message would be sent again after a restart; nothing
+                // is lost.
+                tracing::warn!(error = %e, queue_id = %id, "cannot mark a message done in the spool journal");
             }
         }
     }
@@ -421,15 +514,14 @@ impl Writer {
         };
         let seg = self.segments.get_mut(&n).expect("the current segment");
         let start = seg.len;
-        let written = (&*seg.file).write_all(record).and_then(|()| (&*seg.file).write_all(message));
+        let written = seg.write(record).and_then(|()| seg.write(message));
         if let Err(e) = written {
             // Leave no half record behind for the next one to follow.
-            if seg.file.set_len(start).is_err() {
+            if seg.cut(start).is_err() {
                 self.current = None;
             }
             return Err(e);
         }
-        seg.len = start + record.len() as u64 + message.len() as u64;
         seg.live += 1;
         self.last_append = Instant::now();
         Ok(At { segment: n, file: seg.file.clone(), offset: start + record.len() as u64, len: message.len() as u64 })
@@ -441,13 +533,14 @@ impl Writer {
         let n = self.next;
         let path = self.dir.join(segment_name(n));
         // Mail is private: readable by the server's user only.
-        let mut file = std::fs::OpenOptions::new().read(true).append(true).create_new(true).mode(0o600).open(&path)?;
-        if let Err(e) = file.write_all(MAGIC) {
+        let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&path)?;
+        let mut seg = Segment { file: Arc::new(file), len: 0, allocated: 0, live: 0, dir_synced: false };
+        if let Err(e) = seg.write(MAGIC) {
             let _ = std::fs::remove_file(&path);
             return Err(e);
         }
         self.next += 1;
-        self.segments.insert(n, Segment { file: Arc::new(file), len: MAGIC.len() as u64, live: 0, dir_synced: false });
+        self.segments.insert(n, seg);
         self.current = Some(n);
         Ok(n)
     }
@@ -477,14 +570,12 @@ impl Writer {
         record.extend_from_slice(&crc.finalize().to_le_bytes());
         record.push(DONE);
         record.extend_from_slice(id.as_bytes());
-        let written = (&*seg.file).write_all(&record);
-        match &written {
-            Ok(()) => seg.len += record.len() as u64,
+        let start = seg.len;
+        let written = seg.write(&record);
+        if written.is_err() {
             // The message would be sent again after a restart; nothing is
             // lost. Leave no half record behind.
-            Err(_) => {
-                let _ = seg.file.set_len(seg.len);
-            }
+            let _ = seg.cut(start);
         }
         seg.live = seg.live.saturating_sub(1);
         if seg.live == 0 && (self.current != Some(n) || seg.len >= SEGMENT_MAX / 4) {

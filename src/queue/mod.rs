@@ -56,7 +56,21 @@ pub struct Queue {
     /// The plugin pipeline, for delivery events (set once it is loaded,
     /// replaced on a reload).
     events: std::sync::RwLock<Option<Arc<crate::pipeline::Pipeline>>>,
+    /// New messages' octets, kept for their first attempt so it need not
+    /// read them back from the spool; at most [`FRESH_BYTES`] in all.
+    fresh: Mutex<Fresh>,
+    /// This queue, for starting attempts from `&self`.
+    me: std::sync::Weak<Queue>,
 }
+
+#[derive(Default)]
+struct Fresh {
+    messages: HashMap<String, Arc<Vec<u8>>>,
+    bytes: usize,
+}
+
+/// Octets of new messages kept in memory for their first attempt.
+const FRESH_BYTES: usize = 16 * 1024 * 1024;
 
 /// Where messages go: the relays and the routes over them.
 struct Delivery {
@@ -144,7 +158,9 @@ impl Queue {
             state.due.insert((e.next_attempt, e.id.clone()));
             state.entries.insert(e.id.clone(), e);
         }
-        Ok(Arc::new(Queue {
+        Ok(Arc::new_cyclic(|me| Queue {
+            me: me.clone(),
+            fresh: Mutex::default(),
             spool,
             delivery: std::sync::RwLock::new(Arc::new(Delivery { relays, routes: config.routes.clone() })),
             cfg: config.queue.clone(),
@@ -268,16 +284,66 @@ impl Queue {
     }
 
     async fn store(&self, entry: Entry, message: Vec<u8>) -> std::io::Result<String> {
-        self.spool.store(&entry, Arc::new(message)).await?;
+        let message = Arc::new(message);
+        self.spool.store(&entry, message.clone()).await?;
         let id = entry.id.clone();
         tracing::info!(queue_id = %id, route = %entry.route, rcpts = entry.rcpts.len(), size = entry.size, session = %entry.session, "queued");
         {
-            let mut st = self.state.lock().unwrap();
-            st.entries.insert(id.clone(), entry);
-            st.schedule(&id);
+            let mut fresh = self.fresh.lock().unwrap();
+            if fresh.bytes + message.len() <= FRESH_BYTES {
+                fresh.bytes += message.len();
+                fresh.messages.insert(id.clone(), message);
+            }
         }
-        self.wake.notify_one();
+        self.state.lock().unwrap().entries.insert(id.clone(), entry);
+        self.start_or_schedule(&id);
         Ok(id)
+    }
+
+    /// A new message's first attempt starts at once when there is room
+    /// (rather than through the run loop: one hand-over less per message);
+    /// otherwise it waits its turn.
+    fn start_or_schedule(&self, id: &str) {
+        let queue = self.me.upgrade();
+        let room = self.attempt_slots.clone().try_acquire_owned().ok();
+        match (queue, room) {
+            (Some(queue), Some(room)) if !self.stopping.load(std::sync::atomic::Ordering::SeqCst) => {
+                self.state.lock().unwrap().busy.insert(id.to_string());
+                queue.start_attempt(id.to_string(), room);
+            }
+            _ => {
+                self.state.lock().unwrap().schedule(id);
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// Runs one attempt in the background, holding `room` until it ends.
+    fn start_attempt(self: Arc<Self>, id: String, room: tokio::sync::OwnedSemaphorePermit) {
+        tokio::spawn(async move {
+            self.attempt(&id).await;
+            drop(room);
+            let mut st = self.state.lock().unwrap();
+            st.busy.remove(&id);
+            st.schedule(&id);
+            drop(st);
+            self.wake.notify_one();
+        });
+    }
+
+    /// The octets of a message for an attempt: kept from its arrival, or
+    /// read from the spool.
+    async fn message_of(&self, id: &str) -> std::io::Result<Arc<Vec<u8>>> {
+        let kept = {
+            let mut fresh = self.fresh.lock().unwrap();
+            let kept = fresh.messages.remove(id);
+            fresh.bytes -= kept.as_ref().map_or(0, |m| m.len());
+            kept
+        };
+        match kept {
+            Some(m) => Ok(m),
+            None => self.read_message(id).await.map(Arc::new),
+        }
     }
 
     /// Tells plugins about deliveries (their `delivered`, `deferred` and
@@ -364,6 +430,10 @@ impl Queue {
         loop {
             let busy = self.state.lock().unwrap().busy.len();
             if busy == 0 {
+                // What was delivered is marked so before the process ends.
+                if let Err(e) = self.spool.flush().await {
+                    tracing::warn!(error = %e, "cannot write the last delivery records; those messages may be sent again after the restart");
+                }
                 self.delivery().relays.close_idle().await;
                 let stats = self.stats();
                 tracing::info!(messages = stats.messages, fsyncs = stats.fsyncs, "queue stopped");
@@ -407,16 +477,7 @@ impl Queue {
                 }
                 continue;
             };
-            let q = self.clone();
-            tokio::spawn(async move {
-                q.attempt(&id).await;
-                drop(room);
-                let mut st = q.state.lock().unwrap();
-                st.busy.remove(&id);
-                st.schedule(&id);
-                drop(st);
-                q.wake.notify_one();
-            });
+            self.clone().start_attempt(id, room);
         }
     }
 
@@ -436,7 +497,7 @@ impl Queue {
                 return; // removed by retry_bounces
             }
         }
-        let message = match self.read_message(id).await {
+        let message = match self.message_of(id).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!(queue_id = id, error = %e, "cannot read the queued message; will retry");
@@ -768,7 +829,14 @@ impl Queue {
                 return Err(format!("no queued message {id}"));
             }
         }
+        {
+            let mut fresh = self.fresh.lock().unwrap();
+            if let Some(m) = fresh.messages.remove(id) {
+                fresh.bytes -= m.len();
+            }
+        }
         self.spool.remove(id).await.map_err(|e| e.to_string())?;
+        self.spool.flush().await.map_err(|e| e.to_string())?;
         tracing::warn!(queue_id = id, "deleted from the queue by the operator");
         Ok(())
     }
