@@ -474,7 +474,10 @@ fn serve(config: config::Config) -> Result<()> {
             tracing::info!("shutdown requested: no new connections");
             let _ = tx.send(true);
         });
-        let served = net::serve(bound, live, certs, rx).await;
+        // On a worker, not this thread: every accepted connection and every
+        // finished session passes through it, and a hop to a third thread
+        // costs a wake-up each time.
+        let served = tokio::spawn(net::serve(bound, live, certs, rx)).await.context("the listeners stopped")?;
         if let Some(queue) = &services.queue {
             queue.shutdown(config.server.shutdown_grace).await;
         }
