@@ -285,19 +285,14 @@ enum UserCmd {
     },
 }
 
-/// Allocations of 4 MiB and more (a large message, argon2's working memory)
-/// are mapped on their own and given back to the system when freed. glibc
-/// otherwise raises this threshold after the first such free, and the next
-/// ones come from, and stay in, a thread's heap: memory that grows with the
-/// work ever done rather than the work being done now.
-fn large_allocations_go_back() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes the allocator's policy; it is called
-    // before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-    }
-}
+/// mimalloc rather than glibc's allocator: a few percent less CPU on the
+/// message path (glibc spent it consolidating free lists), and memory freed
+/// goes back to the system instead of staying in per-thread arenas (what
+/// kept argon2's 19 MiB blocks resident, one per thread that ever hashed).
+/// Built without transparent huge pages: they made the idle server larger
+/// by tens of MB for no gain here.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     // sendmail's historical options are not clap's grammar: that command
@@ -311,7 +306,6 @@ fn main() -> ExitCode {
         return mailferry::sendmail::main("mailferry sendmail", args);
     }
     init_logging(cli.log_format);
-    large_allocations_go_back();
     let _ = rustls::crypto::ring::default_provider().install_default();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,

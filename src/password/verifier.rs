@@ -141,8 +141,7 @@ fn work(jobs: &Mutex<mpsc::Receiver<Job>>, load: &Load) {
     let mut blocks: Vec<Block> = Vec::new();
     loop {
         if load.waiting.load(Ordering::Acquire) == 0 {
-            // Nothing waiting: give the memory back (see
-            // `large_allocations_go_back` in main.rs) before sleeping. Not
+            // Nothing waiting: give the memory back before sleeping. Not
             // after taking the lock: an idle worker holds it while it waits.
             blocks = Vec::new();
         }
