@@ -28,6 +28,7 @@ pub mod dkim;
 pub mod dns;
 pub mod files;
 pub mod init;
+pub mod logs;
 pub mod message;
 pub mod metrics;
 pub mod net;

@@ -305,9 +305,12 @@ fn main() -> ExitCode {
     if let Cmd::Sendmail { args } = &cli.command {
         return mailferry::sendmail::main("mailferry sendmail", args);
     }
-    init_logging(cli.log_format);
+    let logs = init_logging(cli.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
-    match run(cli.command) {
+    let result = run(cli.command);
+    // The lines logged before, then the error that ended it.
+    drop(logs);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mailferry: {e:#}");
@@ -316,17 +319,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs to stderr (systemd's journal, the container's log) through a writer
+/// thread; the guard writes what is left when dropped.
+fn init_logging(format: LogFormat) -> mailferry::logs::Guard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MAILFERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn,sqlx=warn"));
+    let (writer, guard) = mailferry::logs::stderr();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
     }
+    guard
 }
 
 fn load_config(path: &std::path::Path) -> Result<config::Config> {
