@@ -27,14 +27,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::spool::Entry;
+/// What the journal keeps of a message besides its octets: the queue's own
+/// entry, kept as JSON. The journal needs only its id (to match the done
+/// records); the rest is the queue's business.
+pub trait Entry: serde::Serialize + serde::de::DeserializeOwned {
+    fn id(&self) -> &str;
+}
 
 const MAGIC: &[u8; 8] = b"MFJRNL01";
 const HEADER: usize = 9;
@@ -111,8 +115,8 @@ pub fn segment_number(name: &str) -> Option<u64> {
 }
 
 /// A message found in the journal at start-up.
-pub struct Found {
-    pub entry: Entry,
+pub struct Found<E> {
+    pub entry: E,
     pub at: At,
 }
 
@@ -122,16 +126,16 @@ impl Journal {
     /// segments with nothing left, and starts the writer. Messages whose
     /// id `in_files` knows were moved to files of their own before a crash
     /// could mark them done here: they are marked now.
-    pub fn open(
+    pub fn open<E: Entry>(
         dir: &Path,
         fsyncs: Arc<AtomicU64>,
         in_files: impl Fn(&str) -> bool,
-    ) -> std::io::Result<(Journal, Vec<Found>)> {
+    ) -> std::io::Result<(Journal, Vec<Found<E>>)> {
         let mut segments = BTreeMap::new();
         let mut found = Vec::new();
         for (n, path) in segment_files(dir)? {
             let file = Arc::new(std::fs::OpenOptions::new().read(true).write(true).open(&path)?);
-            let replay = replay(&file, &path, true)?;
+            let replay = replay::<E>(&file, &path, true)?;
             if replay.messages.is_empty() {
                 std::fs::remove_file(&path)?;
                 continue;
@@ -154,9 +158,9 @@ impl Journal {
             fsyncs,
             done: done.clone(),
         };
-        let (moved, found): (Vec<Found>, Vec<Found>) = found.into_iter().partition(|f| in_files(&f.entry.id));
+        let (moved, found): (Vec<_>, Vec<_>) = found.into_iter().partition(|f| in_files(f.entry.id()));
         for f in moved {
-            writer.mark_done(f.at.segment, &f.entry.id)?;
+            writer.mark_done(f.at.segment, f.entry.id())?;
         }
         let (ops, rx) = mpsc::channel();
         let writer = std::thread::Builder::new().name("spool-journal".into()).spawn(move || writer.run(rx))?;
@@ -165,24 +169,15 @@ impl Journal {
 
     /// Appends a message durably: when this returns `Ok`, a crash cannot
     /// lose it.
-    pub async fn append(&self, entry: &Entry, message: Arc<Vec<u8>>) -> std::io::Result<At> {
+    pub async fn append(&self, entry: &impl Entry, message: Arc<Vec<u8>>) -> std::io::Result<At> {
         let json = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
-        let payload_len = 4 + json.len() + message.len();
-        let len = u32::try_from(payload_len).map_err(|_| std::io::Error::other("message too large for the spool"))?;
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&[MESSAGE]);
-        crc.update(&(json.len() as u32).to_le_bytes());
-        crc.update(&json);
-        crc.update(&message);
-        let mut record = Vec::with_capacity(HEADER + 4 + json.len());
-        record.extend_from_slice(&len.to_le_bytes());
-        record.extend_from_slice(&crc.finalize().to_le_bytes());
-        record.push(MESSAGE);
-        record.extend_from_slice(&(json.len() as u32).to_le_bytes());
-        record.extend_from_slice(&json);
+        let record = message_record(&json, &message)?;
         let (answer, rx) = tokio::sync::oneshot::channel();
-        self.ops.send(Op::Append { id: entry.id.clone(), record, message, answer }).map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+        self.ops.send(Op::Append { id: entry.id().to_string(), record, message, answer }).map_err(|_| stopped())?;
+        let mut waiting = Waiting { rx: Some(rx), journal: self, id: entry.id() };
+        let result = waiting.rx.as_mut().expect("set above").await.map_err(|_| stopped())?;
+        waiting.rx = None;
+        result
     }
 
     /// Marks a message done (delivered, bounced, deleted, or moved to files
@@ -199,6 +194,48 @@ impl Journal {
         self.ops.send(Op::Flush { answer: Some(answer) }).map_err(|_| stopped())?;
         written.await.map_err(|_| stopped())?
     }
+}
+
+/// An append whose caller may stop waiting (a session cancelled at
+/// shutdown). If the answer was already on its way, the message is in the
+/// journal but its client never heard `250`: it is marked done, so it is
+/// not delivered after a restart. (Answers not yet sent are handled by the
+/// writer, which finds nobody to tell.)
+struct Waiting<'a> {
+    rx: Option<tokio::sync::oneshot::Receiver<std::io::Result<At>>>,
+    journal: &'a Journal,
+    id: &'a str,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            rx.close();
+            if let Ok(Ok(at)) = rx.try_recv() {
+                self.journal.done(&at, self.id);
+            }
+        }
+    }
+}
+
+/// A message record: header, the entry's JSON (with its length) and the
+/// message octets, which the checksum covers but which are written from
+/// the caller's buffer rather than copied here.
+fn message_record(json: &[u8], message: &[u8]) -> std::io::Result<Vec<u8>> {
+    let payload_len = 4 + json.len() + message.len();
+    let len = u32::try_from(payload_len).map_err(|_| std::io::Error::other("message too large for the spool"))?;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&[MESSAGE]);
+    crc.update(&(json.len() as u32).to_le_bytes());
+    crc.update(json);
+    crc.update(message);
+    let mut record = Vec::with_capacity(HEADER + 4 + json.len());
+    record.extend_from_slice(&len.to_le_bytes());
+    record.extend_from_slice(&crc.finalize().to_le_bytes());
+    record.push(MESSAGE);
+    record.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    record.extend_from_slice(json);
+    Ok(record)
 }
 
 fn stopped() -> std::io::Error {
@@ -220,39 +257,110 @@ fn segment_files(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
 
 /// The messages not done in the journal of `dir`, without changing anything
 /// (for `mailferry queue` on a stopped server).
-pub fn read_entries(dir: &Path) -> std::io::Result<Vec<Entry>> {
+pub fn read_entries<E: Entry>(dir: &Path) -> std::io::Result<Vec<E>> {
     let mut out = Vec::new();
     for (_, path) in segment_files(dir)? {
         let file = File::open(&path)?;
-        out.extend(replay(&file, &path, false)?.messages.into_iter().map(|(e, _, _)| e));
+        out.extend(replay::<E>(&file, &path, false)?.messages.into_iter().map(|(e, _, _)| e));
     }
     Ok(out)
 }
 
-struct Replay {
+struct Replay<E> {
     /// Messages not done: entry, offset and length of the octets.
-    messages: Vec<(Entry, u64, u64)>,
+    messages: Vec<(E, u64, u64)>,
     /// Where the valid records end.
     end: u64,
 }
 
-/// Reads a segment's records. A record cut short or failing its checksum
-/// at the end is what a crash left of a write nobody was told about:
-/// cut off (when `repair`). One failing in the middle, with valid records
-/// after it, is damage: the segment is copied aside as `.broken` for the
-/// operator, and the records around it are used.
-fn replay(file: &File, path: &Path, repair: bool) -> std::io::Result<Replay> {
+/// A record that reads back whole, checksum and all.
+struct Record {
+    kind: u8,
+    /// A done record's queue id, or a message's JSON entry.
+    head: Vec<u8>,
+    /// A message's octets: offset and length.
+    octets: (u64, u64),
+    next: u64,
+}
+
+/// The record at `pos`, if one is there whole and intact.
+fn record_at(file: &File, pos: u64, size: u64) -> std::io::Result<Option<Record>> {
+    let mut header = [0u8; HEADER];
+    if size - pos < HEADER as u64 {
+        return Ok(None);
+    }
+    file.read_exact_at(&mut header, pos)?;
+    let len = u32::from_le_bytes(header[0..4].try_into().unwrap()) as u64;
+    let crc = u32::from_le_bytes(header[4..8].try_into().unwrap());
+    let kind = header[8];
+    let body = pos + HEADER as u64;
+    let next = body + len;
+    if next > size || !matches!(kind, MESSAGE | DONE) {
+        return Ok(None);
+    }
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&[kind]);
+    let (head, octets) = if kind == DONE {
+        let mut id = vec![0u8; len as usize];
+        file.read_exact_at(&mut id, body)?;
+        hasher.update(&id);
+        (id, (0, 0))
+    } else {
+        if len < 4 {
+            return Ok(None);
+        }
+        let mut json_len = [0u8; 4];
+        file.read_exact_at(&mut json_len, body)?;
+        hasher.update(&json_len);
+        let json_len = u32::from_le_bytes(json_len) as u64;
+        if 4 + json_len > len {
+            return Ok(None);
+        }
+        let mut json = vec![0u8; json_len as usize];
+        file.read_exact_at(&mut json, body + 4)?;
+        hasher.update(&json);
+        let octets = (body + 4 + json_len, len - 4 - json_len);
+        let mut buf = vec![0u8; 64 * 1024];
+        let (mut at, mut rest) = octets;
+        while rest > 0 {
+            let n = rest.min(buf.len() as u64) as usize;
+            file.read_exact_at(&mut buf[..n], at)?;
+            hasher.update(&buf[..n]);
+            at += n as u64;
+            rest -= n as u64;
+        }
+        (json, octets)
+    };
+    Ok((hasher.finalize() == crc).then_some(Record { kind, head, octets, next }))
+}
+
+/// Reads a segment's records.
+///
+/// Everything acknowledged was synced, and later writes only ever went
+/// after it; so a crash can only have torn what follows the last intact
+/// record that anybody was told about. When a record does not read back,
+/// the rest of the file is searched for a later intact one: none means a
+/// torn tail, cut off (when `repair`); one means damage in the middle, and
+/// reading goes on from there, so no intact record is ever given up. Either
+/// way, octets other than zeros that are not used are first copied aside
+/// (`.broken`) for the operator. A record found after a torn stretch may be
+/// one whose client never heard `250` (its batch's sync did not finish);
+/// delivering it is a possible duplicate, never a loss.
+fn replay<E: Entry>(file: &File, path: &Path, repair: bool) -> std::io::Result<Replay<E>> {
     let size = file.metadata()?.len();
-    let mut r = std::io::BufReader::with_capacity(64 * 1024, file);
     let mut magic = [0u8; 8];
-    if size < MAGIC.len() as u64 || r.read_exact(&mut magic).is_err() || &magic != MAGIC {
-        if size <= MAGIC.len() as u64 && magic.iter().zip(MAGIC).all(|(a, b)| *a == 0 || a == b) {
-            // Created, then the crash: no record was ever acknowledged.
+    let head = (size.min(MAGIC.len() as u64)) as usize;
+    file.read_exact_at(&mut magic[..head], 0)?;
+    if &magic != MAGIC {
+        let torn = magic[..head].iter().zip(MAGIC).all(|(a, b)| *a == 0 || a == b);
+        if torn && only_zeros(file, head as u64, size)? {
+            // Created, then the crash before anything was synced: no
+            // record in it was ever acknowledged.
             return Ok(Replay { messages: Vec::new(), end: 0 });
         }
         return Err(std::io::Error::other(format!("{}: not a mailferry spool segment", path.display())));
     }
-    let mut messages: HashMap<String, (Entry, u64, u64)> = HashMap::new();
+    let mut messages: HashMap<String, (E, u64, u64)> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
     let mut pos = MAGIC.len() as u64;
     let mut damaged = false;
@@ -260,90 +368,57 @@ fn replay(file: &File, path: &Path, repair: bool) -> std::io::Result<Replay> {
         if pos == size {
             break pos;
         }
-        let mut header = [0u8; HEADER];
-        if size - pos < HEADER as u64 || r.read_exact(&mut header).is_err() {
-            break pos;
-        }
-        let len = u32::from_le_bytes(header[0..4].try_into().unwrap()) as u64;
-        let crc = u32::from_le_bytes(header[4..8].try_into().unwrap());
-        let kind = header[8];
-        let next = pos + HEADER as u64 + len;
-        if next > size {
-            // A record running past the end: the write a crash cut short.
-            break pos;
-        }
-        if !matches!(kind, MESSAGE | DONE) {
-            // Not a record: the end of what was written, or damage.
-            if !only_zeros(file, pos, size)? {
-                damaged = true;
-            }
-            break pos;
-        }
-        // The payload: the whole of a done record or a message's JSON is
-        // kept; a message's octets are only checksummed.
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(&[kind]);
-        let mut head = Vec::new();
-        let keep = if kind == DONE { len } else { 4.min(len) };
-        head.resize(keep as usize, 0);
-        r.read_exact(&mut head)?;
-        hasher.update(&head);
-        let mut json = Vec::new();
-        if kind == MESSAGE && len >= 4 {
-            let json_len = u32::from_le_bytes(head[..4].try_into().unwrap()) as u64;
-            if 4 + json_len > len {
-                std::io::copy(&mut (&mut r).take(len - 4), &mut std::io::sink())?;
-                damaged = true;
-                pos = next;
-                continue;
-            }
-            json.resize(json_len as usize, 0);
-            r.read_exact(&mut json)?;
-            hasher.update(&json);
-            let mut rest = len - 4 - json_len;
-            let mut buf = [0u8; 64 * 1024];
-            while rest > 0 {
-                let n = rest.min(buf.len() as u64) as usize;
-                r.read_exact(&mut buf[..n])?;
-                hasher.update(&buf[..n]);
-                rest -= n as u64;
-            }
-        }
-        if hasher.finalize() != crc {
-            if next == size || only_zeros(file, next, size)? {
-                break pos;
-            }
-            // Damage inside: skip this record, keep a copy of the segment.
-            tracing::error!(segment = %path.display(), offset = pos, "spool segment record fails its checksum; skipped, and the segment is copied to .broken");
-            damaged = true;
-            pos = next;
-            continue;
-        }
-        match kind {
-            MESSAGE => match serde_json::from_slice::<Entry>(&json) {
-                Ok(entry) => {
-                    let offset = pos + HEADER as u64 + 4 + json.len() as u64;
-                    let len = len - 4 - json.len() as u64;
-                    if !messages.contains_key(&entry.id) {
-                        order.push(entry.id.clone());
+        let record = match record_at(file, pos, size)? {
+            Some(record) => record,
+            None if only_zeros(file, pos, size)? => break pos,
+            None => {
+                // Search on, one octet at a time: slow, but only ever run
+                // on a file a crash or a disk damaged.
+                let mut found = None;
+                for p in pos + 1..size {
+                    if let Some(record) = record_at(file, p, size)? {
+                        found = Some((p, record));
+                        break;
                     }
-                    messages.insert(entry.id.clone(), (entry, offset, len));
+                }
+                damaged = true;
+                match found {
+                    Some((p, record)) => {
+                        tracing::error!(segment = %path.display(), offset = pos, resumed = p, "spool segment holds octets that are no record (damage); skipped");
+                        pos = p;
+                        record
+                    }
+                    None => {
+                        // A write a crash cut short, most likely; kept
+                        // aside all the same, as damage there looks alike.
+                        tracing::warn!(segment = %path.display(), offset = pos, "the end of a spool segment does not read back (a write cut short by a crash, or damage)");
+                        break pos;
+                    }
+                }
+            }
+        };
+        match record.kind {
+            MESSAGE => match serde_json::from_slice::<E>(&record.head) {
+                Ok(entry) => {
+                    let id = entry.id().to_string();
+                    if !messages.contains_key(&id) {
+                        order.push(id.clone());
+                    }
+                    messages.insert(id, (entry, record.octets.0, record.octets.1));
                 }
                 Err(e) => {
-                    tracing::error!(segment = %path.display(), offset = pos, error = %e, "spool segment holds an entry that cannot be read; skipped, and the segment is copied to .broken");
+                    tracing::error!(segment = %path.display(), offset = pos, error = %e, "spool segment holds an entry that cannot be read; skipped, and the segment is copied aside");
                     damaged = true;
                 }
             },
             _ => {
-                messages.remove(String::from_utf8_lossy(&head).as_ref());
+                messages.remove(String::from_utf8_lossy(&record.head).as_ref());
             }
         }
-        pos = next;
+        pos = record.next;
     };
-    if damaged {
-        let mut aside = path.as_os_str().to_owned();
-        aside.push(".broken");
-        std::fs::copy(path, &aside)?;
+    if damaged && repair {
+        set_aside(path)?;
     }
     if end < size && repair {
         tracing::info!(segment = %path.display(), from = end, "cutting off the end of a spool segment left half-written by a crash");
@@ -352,6 +427,29 @@ fn replay(file: &File, path: &Path, repair: bool) -> std::io::Result<Replay> {
     }
     let messages = order.into_iter().filter_map(|id| messages.remove(&id)).collect();
     Ok(Replay { messages, end })
+}
+
+/// Copies a damaged segment to a `.broken` file of its own (segment
+/// numbers start again at 1 once the spool is empty, so the name carries
+/// the time and never replaces an earlier copy).
+fn set_aside(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    for i in 0..1000 {
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(format!(".{secs}-{i}.broken"));
+        match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&aside) {
+            Ok(mut to) => {
+                std::io::copy(&mut File::open(path)?, &mut to)?;
+                to.sync_all()?;
+                tracing::warn!(segment = %path.display(), copy = %Path::new(&aside).display(), "spool segment copied aside for inspection; every record that reads back is kept");
+                return Ok(());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other(format!("{}: no free name for a .broken copy", path.display())))
 }
 
 /// Whether `file` holds only zero octets from `from` to `to` (what a crash
@@ -461,8 +559,14 @@ impl Writer {
             }
         }
         let mut failed = Vec::new();
-        if appended.iter().any(|(_, r, _)| r.is_ok()) {
-            if let Err(e) = self.sync_current() {
+        // Every segment this batch wrote to: a batch may cross from a full
+        // segment to a new one, and each must be synced before anything in
+        // the batch is acknowledged.
+        let mut written: Vec<u64> =
+            appended.iter().filter_map(|(_, r, _)| r.as_ref().ok().map(|at| at.segment)).collect();
+        written.dedup();
+        if !written.is_empty() {
+            if let Err(e) = self.sync(&written) {
                 // Nothing of this batch may be acknowledged. Its records
                 // are marked done, best effort, so a restart does not
                 // deliver what the clients were told to send again; the
@@ -545,17 +649,23 @@ impl Writer {
         Ok(n)
     }
 
-    fn sync_current(&mut self) -> std::io::Result<()> {
-        let Some(n) = self.current else { return Ok(()) };
-        let seg = self.segments.get_mut(&n).expect("the current segment");
-        self.fsyncs.fetch_add(1, Ordering::Relaxed);
-        seg.file.sync_data()?;
-        if !seg.dir_synced {
-            // The new file's name must be durable before anything in it is
-            // acknowledged.
+    /// Makes the segments durable: their data, and the folder once for
+    /// those new since its last sync (a file's name must be durable before
+    /// anything in it is acknowledged).
+    fn sync(&mut self, segments: &[u64]) -> std::io::Result<()> {
+        let mut new_names = false;
+        for n in segments {
+            let seg = &self.segments[n];
+            self.fsyncs.fetch_add(1, Ordering::Relaxed);
+            seg.file.sync_data()?;
+            new_names |= !seg.dir_synced;
+        }
+        if new_names {
             self.fsyncs.fetch_add(1, Ordering::Relaxed);
             File::open(&self.dir)?.sync_all()?;
-            seg.dir_synced = true;
+            for n in segments {
+                self.segments.get_mut(n).expect("a written segment").dir_synced = true;
+            }
         }
         Ok(())
     }
@@ -612,5 +722,41 @@ impl Writer {
         if let Err(e) = std::fs::remove_file(self.dir.join(segment_name(n))) {
             tracing::warn!(error = %e, segment = n, "cannot delete a finished spool segment");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_across_a_segment_switch_syncs_every_segment_it_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let fsyncs = Arc::new(AtomicU64::new(0));
+        let mut writer = Writer {
+            done: Arc::default(),
+            dir: dir.path().to_path_buf(),
+            segments: BTreeMap::new(),
+            current: None,
+            next: 1,
+            last_append: Instant::now(),
+            fsyncs: fsyncs.clone(),
+        };
+        let mut answers = Vec::new();
+        let mut batch = Vec::new();
+        // The first fills a segment; the second goes to a new one.
+        for (id, size) in [("big", SEGMENT_MAX as usize), ("small", 10)] {
+            let message = Arc::new(vec![b'x'; size]);
+            let record = message_record(b"{}", &message).unwrap();
+            let (answer, rx) = tokio::sync::oneshot::channel();
+            batch.push(Op::Append { id: id.into(), record, message, answer });
+            answers.push(rx);
+        }
+        writer.write(batch);
+        let at: Vec<At> = answers.into_iter().map(|rx| rx.blocking_recv().unwrap().unwrap()).collect();
+        assert_ne!(at[0].segment, at[1].segment);
+        // Both segments' data, and the folder once for both new names.
+        assert_eq!(fsyncs.load(Ordering::Relaxed), 3);
+        assert!(writer.segments.values().all(|s| s.dir_synced));
     }
 }

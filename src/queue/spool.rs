@@ -29,6 +29,12 @@ use serde::{Deserialize, Serialize};
 
 use super::journal::{self, At, Journal};
 
+impl journal::Entry for Entry {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
 /// Delivery state of one recipient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -187,7 +193,7 @@ impl Spool {
         // A message both in files and in the journal was moved to files:
         // the files hold its newer state.
         let in_files: std::collections::HashSet<String> = entries.iter().map(|e| e.id.clone()).collect();
-        let (journal, found) = Journal::open(dir, fsyncs.clone(), |id| in_files.contains(id))?;
+        let (journal, found) = Journal::open::<Entry>(dir, fsyncs.clone(), |id| in_files.contains(id))?;
         let mut in_journal = HashMap::new();
         for f in found {
             in_journal.insert(f.entry.id.clone(), f.at);
@@ -254,8 +260,14 @@ impl Spool {
             Err(e) => Err(e),
         };
         if result.is_err() {
-            for (tmp, _) in &renames {
+            for (tmp, fin) in &renames {
                 let _ = std::fs::remove_file(tmp);
+                if from_journal.is_some() {
+                    // The journal still holds the message: files that a
+                    // rename may have put in place would outlive its
+                    // removal there and send it again after a restart.
+                    let _ = std::fs::remove_file(fin);
+                }
             }
             return result;
         }
@@ -330,7 +342,7 @@ pub fn read_entries(dir: &Path) -> std::io::Result<Vec<Entry>> {
             }
         }
     }
-    for entry in journal::read_entries(dir)? {
+    for entry in journal::read_entries::<Entry>(dir)? {
         if !entries.iter().any(|e| e.id == entry.id) {
             entries.push(entry);
         }
@@ -552,6 +564,8 @@ mod tests {
         assert_eq!(entries.len(), 2);
         assert_eq!(spool.read_message(&b).await.unwrap(), b"second");
         assert_eq!(std::fs::metadata(&segment).unwrap().len(), good, "the torn record is cut off");
+        // Its octets are kept aside all the same: damage can look alike.
+        assert_eq!(broken(dir.path()).len(), 1);
         drop(spool);
         let mut f = std::fs::OpenOptions::new().append(true).open(&segment).unwrap();
         f.write_all(&[0u8; 4096]).unwrap();
@@ -559,7 +573,44 @@ mod tests {
         let (_spool, entries) = Spool::open(dir.path()).unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(std::fs::metadata(&segment).unwrap().len(), good);
-        assert!(!files(dir.path()).iter().any(|f| f.ends_with(".broken")), "{:?}", files(dir.path()));
+        assert_eq!(broken(dir.path()).len(), 1, "zeros are cut off without a copy");
+    }
+
+    fn broken(dir: &Path) -> Vec<PathBuf> {
+        files(dir).into_iter().filter(|f| f.ends_with(".broken")).map(|f| dir.join(f)).collect()
+    }
+
+    #[tokio::test]
+    async fn a_damaged_length_does_not_take_the_records_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let ids: Vec<String> = (0..3).map(|i| format!("{i}{}", new_id())).collect();
+        for id in &ids {
+            spool.store(&entry(id), Arc::new(format!("body of {id}").into_bytes())).await.unwrap();
+        }
+        drop(spool);
+        let segment = segments(dir.path()).pop().unwrap();
+        let mut bytes = std::fs::read(&segment).unwrap();
+        // The second record's length now runs past the end of the file.
+        let first_len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+        let second = 8 + 9 + first_len;
+        assert!(bytes[second..].windows(ids[1].len()).any(|w| w == ids[1].as_bytes()));
+        bytes[second + 3] = 0x7f;
+        std::fs::write(&segment, &bytes).unwrap();
+        let (spool, entries) = Spool::open(dir.path()).unwrap();
+        assert_eq!(entries.iter().map(|e| &e.id).collect::<Vec<_>>(), vec![&ids[0], &ids[2]]);
+        assert_eq!(spool.read_message(&ids[2]).await.unwrap(), format!("body of {}", ids[2]).as_bytes());
+        assert_eq!(broken(dir.path()).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_segment_created_just_before_a_crash_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        // Its size reached the disk, its magic did not.
+        std::fs::write(dir.path().join("segment-0000000001.log"), vec![0u8; 128 * 1024]).unwrap();
+        let (spool, entries) = Spool::open(dir.path()).unwrap();
+        assert!(entries.is_empty());
+        spool.store(&entry(&new_id()), Arc::new(b"after".to_vec())).await.unwrap();
     }
 
     #[tokio::test]
@@ -578,9 +629,10 @@ mod tests {
         std::fs::write(&segment, &bytes).unwrap();
         let (_spool, entries) = Spool::open(dir.path()).unwrap();
         assert_eq!(entries.iter().map(|e| &e.id).collect::<Vec<_>>(), vec![&ids[0], &ids[2]]);
-        let mut aside = segment.into_os_string();
-        aside.push(".broken");
-        assert_eq!(std::fs::read(&aside).unwrap(), bytes, "the damaged segment is kept for the operator");
+        let aside = broken(dir.path());
+        assert_eq!(aside.len(), 1);
+        assert!(aside[0].to_str().unwrap().starts_with(segment.to_str().unwrap()));
+        assert_eq!(std::fs::read(&aside[0]).unwrap(), bytes, "the damaged segment is kept for the operator");
     }
 
     #[tokio::test]
