@@ -408,17 +408,16 @@ async fn pipelined(
         batch.push_str(&format!("RCPT TO:<{}>{}\r\n", r.address, params_of(r.params)));
     }
     batch.push_str("DATA\r\n");
-    let (mut replies, lost) = tokio::time::timeout(first_timeout, async {
-        if let Err(e) = client.stream.write_all(batch.as_bytes()).await {
-            return (Vec::new(), Some(e.into()));
-        }
-        if let Err(e) = client.stream.flush().await {
-            return (Vec::new(), Some(e.into()));
-        }
-        read_replies(&mut client.stream, rcpts.len() + 2).await
+    let sent = tokio::time::timeout(first_timeout, async {
+        client.stream.write_all(batch.as_bytes()).await?;
+        client.stream.flush().await
     })
-    .await
-    .unwrap_or_else(|_| (Vec::new(), Some(mail_send::Error::Timeout)));
+    .await;
+    let (mut replies, lost) = match sent {
+        Err(_) => (Vec::new(), Some(mail_send::Error::Timeout)),
+        Ok(Err(e)) => (Vec::new(), Some(e.into())),
+        Ok(Ok(())) => read_replies(&mut client.stream, rcpts.len() + 2, first_timeout, client.timeout).await,
+    };
     let complete = replies.len() == rcpts.len() + 2;
     let go = if complete { replies.pop() } else { None };
     let mut replies = replies.into_iter();
@@ -479,16 +478,22 @@ async fn pipelined(
 async fn read_replies(
     stream: &mut Box<dyn pool::Stream>,
     n: usize,
+    first_timeout: Duration,
+    timeout: Duration,
 ) -> (Vec<smtp_proto::Response<String>>, Option<mail_send::Error>) {
     use tokio::io::AsyncReadExt as _;
     let mut replies = Vec::with_capacity(n);
     let mut parser = smtp_proto::response::parser::ResponseReceiver::default();
     let mut buf = [0u8; 4096];
+    // Each reply has its own wait, as when the commands go one at a time:
+    // an upstream that checks every recipient may take a while for each.
+    let mut deadline = tokio::time::Instant::now() + first_timeout;
     while replies.len() < n {
-        let read = match stream.read(&mut buf).await {
-            Ok(0) => return (replies, Some(mail_send::Error::UnparseableReply)),
-            Ok(read) => read,
-            Err(e) => return (replies, Some(e.into())),
+        let read = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return (replies, Some(mail_send::Error::Timeout)),
+            Ok(Ok(0)) => return (replies, Some(closed_by_upstream())),
+            Ok(Ok(read)) => read,
+            Ok(Err(e)) => return (replies, Some(e.into())),
         };
         let mut bytes = buf[..read].iter();
         loop {
@@ -496,6 +501,7 @@ async fn read_replies(
                 Ok(reply) => {
                     replies.push(reply);
                     parser.reset();
+                    deadline = tokio::time::Instant::now() + timeout;
                     if replies.len() == n {
                         break;
                     }
@@ -506,6 +512,11 @@ async fn read_replies(
         }
     }
     (replies, None)
+}
+
+/// The upstream closed the connection where a reply was due.
+fn closed_by_upstream() -> mail_send::Error {
+    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the upstream closed the connection").into()
 }
 
 /// Sends the message after a `354` (dot-stuffed, with the final dot, in
@@ -523,18 +534,32 @@ async fn send_body(client: &mut pool::Client, message: &[u8]) -> mail_send::Resu
     Ok(outcome_of(resp.code, &resp.esc, &resp.message))
 }
 
-/// The DATA payload of a message (which ends with CRLF, as every message
-/// the queue holds): a `.` beginning a line doubled (RFC 5321 section
-/// 4.5.2), then `.` CRLF.
+/// The DATA payload of a message: a `.` beginning a line doubled (RFC 5321
+/// section 4.5.2), then `.` CRLF. The queue holds CRLF lines only (the
+/// session and sendmail refuse or mend bare line ends); a bare CR or LF is
+/// made CRLF all the same, so that no line end the upstream might see can
+/// hide a `.` from the stuffing (SMTP smuggling).
 fn dot_stuffed(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + 64);
     let mut line_start = true;
-    for &b in message {
-        if line_start && b == b'.' {
-            out.push(b'.');
+    let mut bytes = message.iter().copied().peekable();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'\r' | b'\n' => {
+                if b == b'\r' && bytes.peek() == Some(&b'\n') {
+                    bytes.next();
+                }
+                out.extend_from_slice(b"\r\n");
+                line_start = true;
+            }
+            _ => {
+                if line_start && b == b'.' {
+                    out.push(b'.');
+                }
+                out.push(b);
+                line_start = false;
+            }
         }
-        out.push(b);
-        line_start = b == b'\n';
     }
     if !out.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
@@ -1085,5 +1110,8 @@ mod reuse_tests {
         assert_eq!(dot_stuffed(b"a\r\n.b\r\n"), b"a\r\n..b\r\n.\r\n");
         assert_eq!(dot_stuffed(b".\r\n"), b"..\r\n.\r\n");
         assert_eq!(dot_stuffed(b"no final CRLF"), b"no final CRLF\r\n.\r\n");
+        // Bare line ends become CRLF, and the dot after them is stuffed.
+        assert_eq!(dot_stuffed(b"a\r.\r\nb\r\n"), b"a\r\n..\r\nb\r\n.\r\n");
+        assert_eq!(dot_stuffed(b"a\n.\r\nb\n"), b"a\r\n..\r\nb\r\n.\r\n");
     }
 }
