@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use ring::hmac;
 use subtle::ConstantTimeEq;
 
-type Digest = [u8; 32];
+pub type Digest = [u8; 32];
 
 pub struct Cache {
     key: hmac::Key,
@@ -66,6 +66,12 @@ impl Cache {
         proof.update(stored.as_bytes());
         proof.update(password.as_bytes());
         Pair { slot: digest(slot.sign()), proof: digest(proof.sign()) }
+    }
+
+    /// Names the pair (password and stored hash together) without telling
+    /// anything of either outside this process.
+    pub fn id(pair: &Pair) -> Digest {
+        pair.proof
     }
 
     /// Whether this pair was verified within the lifetime of an entry.

@@ -10,6 +10,7 @@
 //! worker with nothing waiting gives its memory back. Logins beyond the
 //! workers wait in line, which is also what the CPUs would make them do.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use argon2::Block;
 
-use super::cache::Cache;
+use super::cache::{Cache, Digest};
 use super::Scheme;
 
 /// `[passwords]`.
@@ -57,6 +58,8 @@ pub struct Verifier {
     /// whose users are all `{PLAIN}` never start them.
     jobs: OnceLock<mpsc::Sender<Job>>,
     load: Arc<Load>,
+    /// Checks running now, by pair (see [`Verifier::verify`]).
+    inflight: Mutex<HashMap<Digest, Arc<tokio::sync::OnceCell<Result<bool, String>>>>>,
 }
 
 /// What the workers are doing.
@@ -78,6 +81,7 @@ impl Verifier {
             settings: settings.clone(),
             jobs: OnceLock::new(),
             load: Arc::default(),
+            inflight: Mutex::default(),
         }
     }
 
@@ -90,14 +94,40 @@ impl Verifier {
             crate::metrics::get().password_check("plain");
             return super::verify(&password, &stored);
         }
-        let pair = self.cache.as_ref().map(|c| c.pair(&password, &stored));
-        if let (Some(cache), Some(pair)) = (&self.cache, &pair) {
-            if cache.hit(pair) {
-                crate::metrics::get().password_check("cached");
-                return Ok(true);
-            }
+        let Some(cache) = &self.cache else {
+            crate::metrics::get().password_check("hashed");
+            return self.hash(password, stored).await;
+        };
+        let pair = cache.pair(&password, &stored);
+        if cache.hit(&pair) {
+            crate::metrics::get().password_check("cached");
+            return Ok(true);
         }
-        crate::metrics::get().password_check("hashed");
+        // Logins with the very same password and stored hash at the same
+        // moment (a client opening several connections, a burst of cron
+        // jobs) share one run of the scheme: the answer is the same, and
+        // the others need not wait in line behind copies of it.
+        let id = Cache::id(&pair);
+        let (check, first) = {
+            let mut inflight = self.inflight.lock().unwrap();
+            let first = !inflight.contains_key(&id);
+            (inflight.entry(id).or_default().clone(), first)
+        };
+        crate::metrics::get().password_check(if first { "hashed" } else { "shared" });
+        let verified = check.get_or_init(|| self.hash(password, stored)).await.clone();
+        if verified == Ok(true) {
+            cache.remember(pair);
+        }
+        // Remembered first: a login arriving now finds the cache entry.
+        let mut inflight = self.inflight.lock().unwrap();
+        if inflight.get(&id).is_some_and(|c| Arc::ptr_eq(c, &check)) {
+            inflight.remove(&id);
+        }
+        verified
+    }
+
+    /// Runs the scheme on a worker.
+    async fn hash(&self, password: String, stored: String) -> Result<bool, String> {
         let (answer, result) = tokio::sync::oneshot::channel();
         let job = Job { password, stored, answer };
         let jobs = self.jobs.get_or_init(|| start(self.workers(), &self.load));
@@ -106,11 +136,7 @@ impl Verifier {
             self.load.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err("the hashing workers stopped".into());
         }
-        let verified = result.await.map_err(|_| "a hashing worker stopped".to_string())?;
-        if let (Ok(true), Some(cache), Some(pair)) = (&verified, &self.cache, pair) {
-            cache.remember(pair);
-        }
-        verified
+        result.await.map_err(|_| "a hashing worker stopped".to_string())?
     }
 
     /// How many hashing threads: as configured, never more than the CPUs.
@@ -147,9 +173,21 @@ fn work(jobs: &Mutex<mpsc::Receiver<Job>>, load: &Load) {
         }
         let Ok(job) = jobs.lock().unwrap().recv() else { return };
         load.waiting.fetch_sub(1, Ordering::AcqRel);
+        if job.answer.is_closed() {
+            // The asker has gone (its session closed): no need to hash.
+            continue;
+        }
         let running = load.running.fetch_add(1, Ordering::Relaxed) + 1;
         load.peak.fetch_max(running, Ordering::Relaxed);
-        let result = super::verify_in(&job.password, &job.stored, &mut blocks);
+        // A panic in a scheme must not take a worker away for good (with
+        // all of them gone, no login could succeed).
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            super::verify_in(&job.password, &job.stored, &mut blocks)
+        }))
+        .unwrap_or_else(|_| {
+            blocks = Vec::new();
+            Err("the password check failed unexpectedly".to_string())
+        });
         load.running.fetch_sub(1, Ordering::Relaxed);
         load.hashed.fetch_add(1, Ordering::Relaxed);
         if blocks.len() > KEEP_BLOCKS {
@@ -216,6 +254,29 @@ mod tests {
             // A malformed stored hash is an error, not a mismatch.
             assert!(v.verify("pw".into(), "$argon2id$v=19$m=zz".into()).await.is_err());
         });
+    }
+
+    #[test]
+    fn the_same_login_at_the_same_moment_is_hashed_once() {
+        let v = Arc::new(Verifier::new(&Settings::default()));
+        let hash = crate::password::hash("pw").unwrap();
+        runtime().block_on(async {
+            let checks: Vec<_> = (0..8)
+                .map(|i| {
+                    let (v, hash) = (v.clone(), hash.clone());
+                    let password = if i < 6 { "pw" } else { "wrong" };
+                    tokio::spawn(async move { v.verify(password.into(), hash).await })
+                })
+                .collect();
+            for (i, c) in checks.into_iter().enumerate() {
+                assert_eq!(c.await.unwrap(), Ok(i < 6));
+            }
+        });
+        // One run for the six right ones (those that came after it finished
+        // were answered from the cache), one or two for the wrong ones.
+        let hashed = v.load.hashed.load(Ordering::Relaxed);
+        assert!((2..=3).contains(&hashed), "{hashed} runs of the scheme");
+        assert!(v.inflight.lock().unwrap().is_empty());
     }
 
     #[test]
