@@ -239,13 +239,20 @@ pub const MAX_EXPIRE_SECS: u64 = 10 * 366 * 24 * 3600;
 /// that still verifies against this key, nothing is added: a message that
 /// passes through mailferry twice is not signed twice.
 ///
-/// A small message is signed on the spot: the RSA signature (about a
-/// millisecond, as a TLS handshake's) costs less than the two thread
-/// switches a blocking thread would add. Hashing a large body takes longer,
-/// so a large message, or one that may carry our signature already (whose
-/// check parses and hashes it all), is signed on a blocking thread.
+/// A small message with a key of up to 2048 bits is signed on the spot:
+/// the signature (under a millisecond, as a TLS handshake's) costs less
+/// than the two thread switches a blocking thread would add. Hashing a
+/// large body takes longer, and so does an RSA-4096 signature (several
+/// milliseconds): those, and a message that may carry our signature
+/// already (whose check parses and hashes it all), are signed on a
+/// blocking thread.
 pub async fn sign(key: Arc<Key>, message: Vec<u8>, opts: SignOptions) -> Result<Signed, String> {
-    if message.len() <= SIGN_INLINE_MAX
+    let quick_key = match key.info.algorithm {
+        keys::Algorithm::Rsa { bits } => bits <= 2048,
+        keys::Algorithm::Ed25519 => true,
+    };
+    if quick_key
+        && message.len() <= SIGN_INLINE_MAX
         && has_signature_by(&message, &key.info.domain, &key.info.selector) == Some(false)
     {
         return sign_now(&key, &message, &opts);
