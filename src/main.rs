@@ -312,12 +312,26 @@ fn main() -> ExitCode {
     drop(logs);
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<AlreadyReported>() => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("mailferry: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
+
+/// A failure whose explanation is already printed: exit 1, saying nothing
+/// more (after the log lines are written, which `process::exit` would skip).
+#[derive(Debug)]
+struct AlreadyReported;
+
+impl std::fmt::Display for AlreadyReported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("failed (see above)")
+    }
+}
+
+impl std::error::Error for AlreadyReported {}
 
 /// Logs to stderr (systemd's journal, the container's log) through a writer
 /// thread; the guard writes what is left when dropped.
@@ -377,7 +391,7 @@ fn run(cmd: Cmd) -> Result<()> {
                 Ok(())
             } else {
                 // The report already says what is wrong and how to fix it.
-                std::process::exit(1)
+                Err(AlreadyReported.into())
             }
         }
         Cmd::Sendmail { .. } => unreachable!("handled in main"),
@@ -450,7 +464,17 @@ fn serve(config: config::Config) -> Result<()> {
         };
         if let Some(queue) = &services.queue {
             queue.start();
-            mailferry::metrics::watch_queue(queue.clone());
+            let queue = queue.clone();
+            mailferry::metrics::watch_queue(move || {
+                let s = queue.stats();
+                mailferry::metrics::QueueFigures {
+                    messages: s.messages,
+                    recipients_pending: s.recipients_pending,
+                    oldest_secs: s.oldest_secs,
+                    bytes: s.bytes,
+                    in_flight: s.in_flight,
+                }
+            });
         }
         let (live_tx, live) = tokio::sync::watch::channel(net::Generation { config: config.clone(), pipeline });
         let hup_certs = certs.clone();
@@ -478,11 +502,12 @@ fn serve(config: config::Config) -> Result<()> {
         // On a worker, not this thread: every accepted connection and every
         // finished session passes through it, and a hop to a third thread
         // costs a wake-up each time.
-        let served = tokio::spawn(net::serve(bound, live, certs, rx)).await.context("the listeners stopped")?;
+        let served = tokio::spawn(net::serve(bound, live, certs, rx)).await.context("the listeners stopped");
+        // Even when the listeners failed: the queue writes what it holds.
         if let Some(queue) = &services.queue {
             queue.shutdown(config.server.shutdown_grace).await;
         }
-        served
+        served?
     })
 }
 

@@ -209,8 +209,8 @@ impl Metrics {
 
     /// The OpenMetrics text of every metric, queue figures read now.
     pub fn render(&self) -> String {
-        if let Some(queue) = QUEUE.get() {
-            let s = queue.stats();
+        if let Some(figures) = QUEUE.get() {
+            let s = figures();
             self.queue_messages.set(s.messages as i64);
             self.queue_recipients.set(s.recipients_pending as i64);
             self.queue_oldest.set(s.oldest_secs);
@@ -269,7 +269,18 @@ impl Metrics {
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
-static QUEUE: OnceLock<Arc<crate::queue::Queue>> = OnceLock::new();
+/// Reads the queue's figures (set by the queue's owner: metrics sit below
+/// the queue and know nothing of it).
+static QUEUE: OnceLock<Box<dyn Fn() -> QueueFigures + Send + Sync>> = OnceLock::new();
+
+/// What `/metrics` shows of the queue.
+pub struct QueueFigures {
+    pub messages: usize,
+    pub recipients_pending: usize,
+    pub oldest_secs: i64,
+    pub bytes: u64,
+    pub in_flight: usize,
+}
 
 /// The server's metrics.
 pub fn get() -> &'static Metrics {
@@ -277,8 +288,8 @@ pub fn get() -> &'static Metrics {
 }
 
 /// Makes the queue's figures part of `/metrics`.
-pub fn watch_queue(queue: Arc<crate::queue::Queue>) {
-    let _ = QUEUE.set(queue);
+pub fn watch_queue(figures: impl Fn() -> QueueFigures + Send + Sync + 'static) {
+    let _ = QUEUE.set(Box::new(figures));
 }
 
 /// Counts an open session until dropped.
