@@ -1299,7 +1299,7 @@ impl Config {
             max_failure_delay: Duration::from_millis(a.max_failure_delay_ms.unwrap_or(AUTH_MAX_FAILURE_DELAY_MS)),
             exempt_networks,
         };
-        let longest = crate::counters::MAX_WINDOW;
+        let longest = MAX_COUNTER_WINDOW;
         for (key, d) in
             [("auth_limits.failure_window_secs", auth_limits.failure_window), ("auth_limits.ban_secs", auth_limits.ban)]
         {
@@ -1504,7 +1504,7 @@ impl Resolver<'_> {
             }
         };
         if !matches!(kind, DatabaseKind::Sqlite(_)) {
-            if let Err(e) = crate::sql::check_url(&kind, &url) {
+            if let Err(e) = check_database_url(&kind, &url) {
                 self.error(format!("{key}.url = {:?}: {e}", redact_url(&url)));
                 return None;
             }
@@ -1816,6 +1816,21 @@ pub fn is_domain_or_literal(s: &str) -> bool {
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
+}
+
+/// Longest window or mark the counters keep (31 days).
+pub const MAX_COUNTER_WINDOW: Duration = Duration::from_secs(31 * 24 * 3600);
+
+/// Checks a PostgreSQL or MySQL URL as the pool will read it, so
+/// `mailferry check` reports it.
+fn check_database_url(kind: &DatabaseKind, url: &str) -> Result<(), String> {
+    use std::str::FromStr as _;
+    // The parsers' messages say what is wrong without repeating the URL.
+    match kind {
+        DatabaseKind::Postgres => sqlx::postgres::PgConnectOptions::from_str(url).map(drop).map_err(|e| e.to_string()),
+        DatabaseKind::MySql => sqlx::mysql::MySqlConnectOptions::from_str(url).map(drop).map_err(|e| e.to_string()),
+        DatabaseKind::Sqlite(_) => Ok(()),
+    }
 }
 
 #[cfg(test)]

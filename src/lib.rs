@@ -15,19 +15,20 @@
 //!   mailferry's own users table.
 //! - [`metrics`]: Prometheus metrics and the admin listener.
 //! - [`counters`]: sliding-window counters in memory or Redis;
-//!   [`auth_limits`]: AUTH brute-force protection built on them.
+//!   [`limits`]: connection counts per client, and AUTH brute-force
+//!   protection built on the counters.
 //! - [`message`], [`password`], [`users`]: message headers, password hashes,
 //!   the users file.
 //! - [`sendmail`]: the `sendmail` command programs on this machine send with.
 //! - [`init`]: `mailferry init`, a ready folder for one sending domain.
 
-pub mod auth_limits;
 pub mod config;
 pub mod counters;
 pub mod dkim;
 pub mod dns;
 pub mod files;
 pub mod init;
+pub mod limits;
 pub mod logs;
 pub mod message;
 pub mod metrics;

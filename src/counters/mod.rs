@@ -37,8 +37,9 @@ pub use memory::Memory;
 /// counter never holds much memory whatever it is named after.
 pub const MAX_KEY_LEN: usize = 1024;
 
-/// Longest window or mark.
-pub const MAX_WINDOW: Duration = Duration::from_secs(31 * 24 * 3600);
+/// Longest window or mark (the configuration checks its durations
+/// against it too).
+pub const MAX_WINDOW: Duration = crate::config::MAX_COUNTER_WINDOW;
 
 /// Largest amount one call adds or asks about: room for the octets of any
 /// message, and small enough that no count reaches Redis's 64-bit limit

@@ -27,9 +27,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::connections::client_key;
 use crate::config::{AuthLimits, Listener};
 use crate::counters::{CounterError, Counters};
-use crate::net::client_key;
 
 /// How long a successful login keeps its address familiar.
 pub const KNOWN_GOOD: Duration = Duration::from_secs(30 * 24 * 3600);

@@ -4,9 +4,8 @@
 pub mod proxy;
 pub mod tls;
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -15,98 +14,21 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::auth_limits::AuthGuard;
 use crate::config::{Config, Listener, TlsMode};
+use crate::limits::auth::AuthGuard;
+use crate::limits::connections::{Connections, OverLimit, Permit};
 use crate::pipeline::Pipeline;
 use crate::smtp::reply::Reply;
 use crate::smtp::session::{Session, Shared};
 use crate::smtp::transport::{Conn, Transport};
 
-/// Counts open connections, in total and per client address.
-#[derive(Default)]
-pub struct ConnectionCounts {
-    total: usize,
-    per_ip: HashMap<IpAddr, usize>,
-}
-
-/// Releases a connection's place in [`ConnectionCounts`] when dropped.
-pub struct ConnectionPermit {
-    counts: Arc<Mutex<ConnectionCounts>>,
-    /// The client it is counted under; none while a PROXY header that will
-    /// name the client is awaited.
-    ip: Option<IpAddr>,
-}
-
-impl Drop for ConnectionPermit {
-    fn drop(&mut self) {
-        let mut c = self.counts.lock().unwrap();
-        c.total -= 1;
-        if let Some(ip) = self.ip {
-            if let Some(n) = c.per_ip.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    c.per_ip.remove(&ip);
-                }
-            }
-        }
-    }
-}
-
-impl ConnectionPermit {
-    /// Counts the connection under its client too, within the per-client limit.
-    fn assign(&mut self, ip: IpAddr, config: &Config) -> Result<(), Reply> {
-        debug_assert!(self.ip.is_none());
-        let ip = client_key(ip);
-        let mut c = self.counts.lock().unwrap();
-        let mine = c.per_ip.get(&ip).copied().unwrap_or(0);
-        if mine >= config.limits.max_connections_per_ip {
-            return Err(Reply::new(
-                421,
-                "4.7.0",
-                format!("{} too many connections from your address, try again later", config.server.hostname),
-            ));
-        }
-        *c.per_ip.entry(ip).or_default() += 1;
-        self.ip = Some(ip);
-        Ok(())
-    }
-}
-
-/// The address connections are counted (and failed logins judged) under:
-/// an IPv6 client usually has a whole /64, so the limit applies to the /64,
-/// not to each address in it.
-pub fn client_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-    }
-}
-
-/// Takes a place in the total only, for a connection whose client is not
-/// known yet.
-fn admit_total(counts: &Arc<Mutex<ConnectionCounts>>, config: &Config) -> Result<ConnectionPermit, Reply> {
-    let mut c = counts.lock().unwrap();
-    if c.total >= config.limits.max_connections {
-        return Err(Reply::new(
-            421,
-            "4.7.0",
-            format!("{} too many connections, try again later", config.server.hostname),
-        ));
-    }
-    c.total += 1;
-    Ok(ConnectionPermit { counts: counts.clone(), ip: None })
-}
-
-fn admit(counts: &Arc<Mutex<ConnectionCounts>>, ip: IpAddr, config: &Config) -> Result<ConnectionPermit, Reply> {
-    let mut permit = admit_total(counts, config)?;
-    permit.assign(ip, config)?;
-    Ok(permit)
+/// The reply to a connection over a limit.
+fn over_limit(limit: OverLimit, config: &Config) -> Reply {
+    let what = match limit {
+        OverLimit::Total => "too many connections",
+        OverLimit::PerClient => "too many connections from your address",
+    };
+    Reply::new(421, "4.7.0", format!("{} {what}, try again later", config.server.hostname))
 }
 
 /// Whether any listener speaks TLS (and so needs certificates).
@@ -153,7 +75,6 @@ impl Current {
                 generation.pipeline.counters().clone(),
             )),
             acceptor: template.acceptor.clone(),
-            counts: template.counts.clone(),
             shutdown: template.shutdown.clone(),
         });
         let listeners = bound
@@ -216,11 +137,11 @@ pub async fn serve(
         pipeline: pipeline.clone(),
         auth: Arc::new(AuthGuard::new(config.auth_limits.clone(), pipeline.counters().clone())),
         acceptor,
-        counts: Arc::new(Mutex::new(ConnectionCounts::default())),
         shutdown: shutdown.clone(),
     };
     let bound_listeners: Vec<Arc<Listener>> = bound.iter().map(|(_, l)| Arc::new(l.clone())).collect();
     let mut current = Current::new(&Generation { config: config.clone(), pipeline }, &shared, &bound_listeners);
+    let connections = Connections::default();
     let mut sessions = JoinSet::new();
     let mut accept_loops = JoinSet::new();
     let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel::<(TcpStream, SocketAddr, Arc<Listener>)>(64);
@@ -255,7 +176,8 @@ pub async fn serve(
                 }
                 let shared = current.shared.clone();
                 let listener = current.listeners.get(&listener.name).cloned().unwrap_or(listener);
-                sessions.spawn(async move { handle(shared, stream, peer, listener).await });
+                let connections = connections.clone();
+                sessions.spawn(async move { handle(shared, &connections, stream, peer, listener).await });
             }
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
         }
@@ -276,7 +198,13 @@ pub async fn serve(
     Ok(())
 }
 
-async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr, listener: Arc<Listener>) {
+async fn handle(
+    shared: Arc<Shared>,
+    connections: &Connections,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<Listener>,
+) {
     let _ = stream.set_nodelay(true);
     // From here on (trust, limits, bans, logs, plugins) an IPv4 client of a
     // `[::]` listener is the IPv4 address it is.
@@ -285,7 +213,7 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr, li
     let metrics = crate::metrics::get();
     metrics.connections.get_or_create(&crate::metrics::ListenerLabel { listener: listener.name.clone() }).inc();
     let (permit, client, local, proxy) = if listener.proxy_protocol {
-        match accept_proxied(&shared, &mut stream, peer, local, &listener).await {
+        match accept_proxied(&shared, connections, &mut stream, peer, local, &listener).await {
             Ok((permit, client, local)) => (permit, client, local, Some(peer)),
             Err(Refused::OverLimit(client, reply)) => {
                 tracing::warn!(listener = %listener.name, peer = %client, proxy = %peer, "{reply}");
@@ -299,9 +227,11 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr, li
             }
         }
     } else {
-        match admit(&shared.counts, peer.ip(), &shared.config) {
+        let limits = &shared.config.limits;
+        match connections.admit(peer.ip(), limits.max_connections, limits.max_connections_per_ip) {
             Ok(p) => (p, peer, local, None),
-            Err(reply) => {
+            Err(limit) => {
+                let reply = over_limit(limit, &shared.config);
                 tracing::warn!(listener = %listener.name, peer = %peer, "{reply}");
                 metrics.refused(&listener.name, "limit");
                 refuse(stream, &listener, reply).await;
@@ -352,7 +282,7 @@ async fn ban_reply(shared: &Shared, ip: IpAddr, listener: &Listener) -> Option<R
         format!(
             "{} too many failed logins from your address, try again in {}",
             shared.config.server.hostname,
-            crate::auth_limits::minutes(left)
+            crate::limits::auth::minutes(left)
         ),
     ))
 }
@@ -370,11 +300,12 @@ enum Refused {
 /// client's address and the one it connected to.
 async fn accept_proxied(
     shared: &Shared,
+    connections: &Connections,
     stream: &mut TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
     listener: &Listener,
-) -> Result<(ConnectionPermit, SocketAddr, SocketAddr), Refused> {
+) -> Result<(Permit, SocketAddr, SocketAddr), Refused> {
     let name = &listener.name;
     // Before reading anything: a header decides who the client is, so only
     // the operator's proxies may send one.
@@ -384,9 +315,10 @@ async fn accept_proxied(
     }
     // Until its header names the client, the connection counts toward the
     // total only: a peer that never sends one still holds a bounded place.
-    let mut permit = match admit_total(&shared.counts, &shared.config) {
+    let mut permit = match connections.admit_total(shared.config.limits.max_connections) {
         Ok(p) => p,
-        Err(reply) => {
+        Err(limit) => {
+            let reply = over_limit(limit, &shared.config);
             // Closed without a reply: the unread header would turn our
             // close into a reset that may drop any reply anyway.
             tracing::warn!(listener = %name, proxy = %peer, "{reply}");
@@ -406,9 +338,9 @@ async fn accept_proxied(
             return Err(Refused::Closed("proxy"));
         }
     };
-    match permit.assign(client.ip(), &shared.config) {
+    match permit.assign(client.ip(), shared.config.limits.max_connections_per_ip) {
         Ok(()) => Ok((permit, client, local)),
-        Err(reply) => Err(Refused::OverLimit(client, reply)),
+        Err(limit) => Err(Refused::OverLimit(client, over_limit(limit, &shared.config))),
     }
 }
 
@@ -430,32 +362,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ipv6_clients_are_counted_per_64() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
-        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(client_key(a), client_key(b));
-        assert_ne!(client_key(a), client_key(other));
-        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
-        assert_eq!(client_key(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
-    }
-
-    #[test]
-    fn a_connection_awaiting_its_proxy_header_counts_toward_the_total_only() {
-        let text =
-            "[limits]\nmax_connections = 2\nmax_connections_per_ip = 1\n[[listeners]]\naddress = \"127.0.0.1:1\"\n";
+    fn a_connection_over_a_limit_hears_which() {
+        let text = "[server]\nhostname = \"mx.example\"\n[[listeners]]\naddress = \"127.0.0.1:1\"\n";
         let config = Config::parse(text, std::path::Path::new("t.toml"), std::path::Path::new("/")).unwrap();
-        let counts = Arc::new(Mutex::new(ConnectionCounts::default()));
-        let client: IpAddr = "192.0.2.1".parse().unwrap();
-        let mut pending = admit_total(&counts, &config).unwrap();
-        let first = admit(&counts, client, &config).unwrap();
-        assert!(admit_total(&counts, &config).is_err(), "the total includes the pending connection");
-        assert_eq!(pending.assign(client, &config).unwrap_err().code, 421);
-        drop(first);
-        pending.assign(client, &config).unwrap();
-        assert_eq!(counts.lock().unwrap().per_ip[&client], 1);
-        drop(pending);
-        let c = counts.lock().unwrap();
-        assert_eq!((c.total, c.per_ip.len()), (0, 0));
+        let reply = over_limit(OverLimit::PerClient, &config);
+        assert_eq!(reply.code, 421);
+        assert_eq!(reply.to_string(), "421 4.7.0 mx.example too many connections from your address, try again later");
     }
 }

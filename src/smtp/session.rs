@@ -17,10 +17,9 @@ use super::command::{self, Command, Param, Path};
 use super::data::{check_bdat, DataReader, DataStep, Defects};
 use super::reply::Reply;
 use super::transport::{Line, ReadError, Transport};
-use crate::auth_limits::{AuthGuard, BanReason};
 use crate::config::{Config, Listener, TlsMode};
+use crate::limits::auth::{AuthGuard, BanReason};
 use crate::message::{Header, Message};
-use crate::net::ConnectionCounts;
 use crate::pipeline::{wit, Call, Outcome, Pipeline, SessionData, SessionPipeline};
 
 /// What all sessions share.
@@ -30,7 +29,6 @@ pub struct Shared {
     /// Brute-force protection for AUTH.
     pub auth: Arc<AuthGuard>,
     pub acceptor: Option<TlsAcceptor>,
-    pub counts: Arc<Mutex<ConnectionCounts>>,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -521,7 +519,7 @@ impl Session {
             Ok(None) => None,
             Ok(Some((left, login))) => {
                 tracing::info!(ip = %ip, login = ?login, "AUTH refused: login barred for this address after failed logins");
-                let wait = crate::auth_limits::minutes(left);
+                let wait = crate::limits::auth::minutes(left);
                 Some(self.error(Reply::new(
                     454,
                     "4.7.0",
@@ -538,7 +536,11 @@ impl Session {
     /// Counts a failed AUTH against the address and the login, waits the
     /// growing delay, and says what this failure banned, if anything;
     /// `Err` when it could not be counted.
-    async fn penalize(&mut self, login: &str, turn: Option<crate::auth_limits::Turn>) -> Result<Option<BanReason>, ()> {
+    async fn penalize(
+        &mut self,
+        login: &str,
+        turn: Option<crate::limits::auth::Turn>,
+    ) -> Result<Option<BanReason>, ()> {
         let ip = self.peer.ip();
         let counted = self.shared.auth.failed(ip, login).await;
         // Counted (and banned if need be): the next connection may try; the

@@ -173,17 +173,6 @@ pub enum Pool {
     MySql(MySqlPool),
 }
 
-/// Checks a PostgreSQL or MySQL URL as the pool will read it (at
-/// configuration load, so `mailferry check` reports it).
-pub fn check_url(kind: &DatabaseKind, url: &str) -> Result<(), String> {
-    // The parsers' messages say what is wrong without repeating the URL.
-    match kind {
-        DatabaseKind::Postgres => PgConnectOptions::from_str(url).map(drop).map_err(|e| e.to_string()),
-        DatabaseKind::MySql => MySqlConnectOptions::from_str(url).map(drop).map_err(|e| e.to_string()),
-        DatabaseKind::Sqlite(_) => Ok(()),
-    }
-}
-
 impl Database {
     pub fn new(name: &str, config: config::Database) -> Database {
         Database { name: name.to_string(), config, pool: OnceLock::new() }
