@@ -30,9 +30,10 @@
 //! - fsyncs per message: the server's spool fsync count, logged at shutdown
 //!   (SIGTERM) in the `"queue stopped"` line as `fsyncs`, divided by every
 //!   message queued in that server's life (warm-up included: it runs at the
-//!   same concurrency). Every stored message costs two file fsyncs and a
-//!   share of one group-committed folder fsync; removing it after delivery
-//!   costs none. Printed as `n/a` if the server does not log it.
+//!   same concurrency). New messages are appended to the spool's journal,
+//!   and sessions finishing together share one `fdatasync` (group commit),
+//!   so this falls below one as concurrency grows; removing a delivered
+//!   message costs none. Printed as `n/a` if the server does not log it.
 //! - sink connections: how many connections the server opened to the sink
 //!   (delivery connections are kept open between messages).
 //!
