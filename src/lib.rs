@@ -22,6 +22,7 @@
 //! - [`sendmail`]: the `sendmail` command programs on this machine send with.
 //! - [`init`]: `mailferry init`, a ready folder for one sending domain.
 
+pub mod cli;
 pub mod config;
 pub mod counters;
 pub mod dkim;

@@ -226,6 +226,15 @@ impl Pipeline {
         })
     }
 
+    /// Loads the plugins on a blocking thread (compiling them is CPU work,
+    /// kept off the async workers), then calls their `init`: what `serve`,
+    /// a reload and `check` each do.
+    pub async fn start(config: Arc<Config>, services: Arc<Services>) -> Result<Pipeline> {
+        let pipeline = tokio::task::spawn_blocking(move || Pipeline::load(&config, services)).await??;
+        pipeline.init_plugins().await?;
+        Ok(pipeline)
+    }
+
     /// Calls every plugin's `init` once on a probe instance, so a plugin
     /// whose configuration it cannot use stops the start with its reason.
     pub async fn init_plugins(&self) -> Result<()> {
