@@ -1,3 +1,4 @@
+
 use super::*;
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
@@ -126,9 +127,9 @@ fn documented_defaults_match_the_code() {
 #[test]
 fn auth_limits_and_counters() {
     let c = parse(
-        "[[listeners]]\naddress = \"127.0.0.1:1\"\n[auth_limits]\nfailures_per_ip = 3\nban_secs = 2\nexempt_networks = [\"192.0.2.0/24\", \"2001:db8::1\"]\n[counters]\nredis = \"redis://:secret@127.0.0.1:6379/2\"\nprefix = \"eu:\"\n",
-    )
-    .unwrap();
+            "[[listeners]]\naddress = \"127.0.0.1:1\"\n[auth_limits]\nfailures_per_ip = 3\nban_secs = 2\nexempt_networks = [\"192.0.2.0/24\", \"2001:db8::1\"]\n[counters]\nredis = \"redis://:secret@127.0.0.1:6379/2\"\nprefix = \"eu:\"\n",
+        )
+        .unwrap();
     assert_eq!(c.auth_limits.failures_per_ip, 3);
     assert_eq!(c.auth_limits.ban, Duration::from_secs(2));
     assert_eq!(c.auth_limits.exempt_networks.len(), 2);
@@ -150,11 +151,11 @@ fn auth_limits_and_counters() {
 #[test]
 fn tls_certificates_by_name() {
     let c = parse(
-        "[[listeners]]\naddress = \"127.0.0.1:1\"\n[tls]\ncert = \"a.pem\"\nkey = \"a.key\"\n\
-         [[tls.certificates]]\ncert = \"/le/b/fullchain.pem\"\nkey = \"/le/b/privkey.pem\"\n\
-         [[tls.certificates]]\ncert = \"c.pem\"\nkey = \"c.key\"\nnames = [\"Mail.Example.org.\", \"*.example.net\"]\n",
-    )
-    .unwrap();
+            "[[listeners]]\naddress = \"127.0.0.1:1\"\n[tls]\ncert = \"a.pem\"\nkey = \"a.key\"\n\
+             [[tls.certificates]]\ncert = \"/le/b/fullchain.pem\"\nkey = \"/le/b/privkey.pem\"\n\
+             [[tls.certificates]]\ncert = \"c.pem\"\nkey = \"c.key\"\nnames = [\"Mail.Example.org.\", \"*.example.net\"]\n",
+        )
+        .unwrap();
     assert_eq!(c.tls.cert.as_deref(), Some(Path::new("/etc/mf/a.pem")));
     assert_eq!(c.tls.certificates.len(), 2);
     assert_eq!(c.tls.certificates[0].key, Path::new("/le/b/privkey.pem"));
@@ -170,9 +171,9 @@ fn tls_certificates_by_name() {
         ("[\"*\"]", "is not a host name"),
     ] {
         let e = parse(&format!(
-            "[[listeners]]\naddress = \"127.0.0.1:1\"\n[[tls.certificates]]\ncert = \"c\"\nkey = \"k\"\nnames = {names}\n"
-        ))
-        .unwrap_err();
+                "[[listeners]]\naddress = \"127.0.0.1:1\"\n[[tls.certificates]]\ncert = \"c\"\nkey = \"k\"\nnames = {names}\n"
+            ))
+            .unwrap_err();
         assert!(e.message.contains(why), "{names}: {e}");
     }
     let e = parse("[[listeners]]\naddress = \"127.0.0.1:1\"\n[[tls.certificates]]\ncert = \"c\"\n").unwrap_err();
@@ -243,7 +244,7 @@ fn ses_needs_a_region_and_credentials() {
     assert!(e.contains("SES SMTP credentials"), "{e}");
     // A host of your own (e.g. a VPC endpoint) needs no region.
     let r = relay("provider = \"ses\"\nhost = \"vpce-1.email-smtp.eu-west-1.vpce.amazonaws.com\"\nuser = \"AKIA\"\npassword = \"p\"\n")
-        .unwrap();
+            .unwrap();
     assert_eq!(r.host, "vpce-1.email-smtp.eu-west-1.vpce.amazonaws.com");
     assert_eq!(r.max_recipients, Some(50));
 }
@@ -269,9 +270,9 @@ fn sendgrid_preset() {
 fn sendgrid_logs_in_as_apikey_only() {
     let e = relay_err("provider = \"sendgrid\"\nuser = \"me@example.com\"\npassword = \"k\"\n");
     assert!(
-        e.contains("relays.r.user = \"me@example.com\": SendGrid SMTP logs in as the literal user `apikey` with an API key as password"),
-        "{e}"
-    );
+            e.contains("relays.r.user = \"me@example.com\": SendGrid SMTP logs in as the literal user `apikey` with an API key as password"),
+            "{e}"
+        );
     let e = relay_err("provider = \"sendgrid\"\n");
     assert!(e.contains("needs password = \"${SENDGRID_API_KEY}\""), "{e}");
 }
@@ -336,9 +337,9 @@ fn brevo_preset() {
 #[test]
 fn explicit_keys_override_a_preset() {
     let r = relay(
-        "provider = \"postmark\"\nhost = \"smtp-broadcasts.postmarkapp.com\"\nport = 2525\npassword = \"t\"\nmax_recipients = 10\nmax_message_size = 5000000\n",
-    )
-    .unwrap();
+            "provider = \"postmark\"\nhost = \"smtp-broadcasts.postmarkapp.com\"\nport = 2525\npassword = \"t\"\nmax_recipients = 10\nmax_message_size = 5000000\n",
+        )
+        .unwrap();
     assert_eq!((r.host.as_str(), r.port, r.tls), ("smtp-broadcasts.postmarkapp.com", 2525, TlsMode::Starttls));
     assert_eq!((r.max_recipients, r.max_message_size), (Some(10), Some(5_000_000)));
     // Implicit TLS on an explicit port, even where the preset has none.
@@ -409,8 +410,8 @@ fn admin_commands_need_no_secrets() {
     std::fs::write(
         &file,
         "[[listeners]]\naddress = \"127.0.0.1:1\"\n[[plugins]]\nname = \"auth-flat-file\"\nread_dirs = [\"auth\"]\n\
-         [plugins.config]\ndsn = \"${MF_TEST_UNSET_DSN}\"\n[relays.up]\nprovider = \"sendgrid\"\n\
-         password = \"${MF_TEST_UNSET_KEY}\"\n[routes.default]\nrelays = [\"up\"]\n[dkim]\nkeys = \"keys\"\n",
+             [plugins.config]\ndsn = \"${MF_TEST_UNSET_DSN}\"\n[relays.up]\nprovider = \"sendgrid\"\n\
+             password = \"${MF_TEST_UNSET_KEY}\"\n[routes.default]\nrelays = [\"up\"]\n[dkim]\nkeys = \"keys\"\n",
     )
     .unwrap();
     let e = Config::load(&file).unwrap_err();
@@ -429,13 +430,13 @@ fn admin_commands_need_no_secrets() {
 fn databases_and_sql_grants() {
     std::env::set_var("MF_TEST_DB_SECRET", "p@ss:word");
     let c = parse(
-        "[[listeners]]\naddress = \"127.0.0.1:1\"\n\
-         [databases.users]\nurl = \"sqlite://data/users.db\"\nmigrate = true\n\
-         [databases.pfa]\nurl = \"postgres://mailferry:${MF_TEST_DB_SECRET}@db.example/postfix?sslmode=require\"\nmax_rows = 10\n\
-         [databases.dovecot]\nurl = \"mysql://mailferry@db.example/mail\"\npassword = \"${MF_TEST_DB_SECRET}\"\nquery_timeout_ms = 500\n\
-         [[plugins]]\nname = \"auth-sql\"\ngrants = [\"password\", \"sql:pfa\", \"sql:dovecot\", \"sql:pfa\"]\n",
-    )
-    .unwrap();
+            "[[listeners]]\naddress = \"127.0.0.1:1\"\n\
+             [databases.users]\nurl = \"sqlite://data/users.db\"\nmigrate = true\n\
+             [databases.pfa]\nurl = \"postgres://mailferry:${MF_TEST_DB_SECRET}@db.example/postfix?sslmode=require\"\nmax_rows = 10\n\
+             [databases.dovecot]\nurl = \"mysql://mailferry@db.example/mail\"\npassword = \"${MF_TEST_DB_SECRET}\"\nquery_timeout_ms = 500\n\
+             [[plugins]]\nname = \"auth-sql\"\ngrants = [\"password\", \"sql:pfa\", \"sql:dovecot\", \"sql:pfa\"]\n",
+        )
+        .unwrap();
     let users = &c.databases["users"];
     assert_eq!(users.kind, DatabaseKind::Sqlite(PathBuf::from("/etc/mf/data/users.db")));
     assert!(users.migrate);
@@ -481,8 +482,8 @@ fn databases_and_sql_grants() {
 #[test]
 fn missing_env_in_relay_password_is_an_error() {
     let e = parse(
-        "[[listeners]]\naddress = \"127.0.0.1:1\"\n[relays.up]\nhost = \"smtp.example.com\"\nuser = \"u\"\npassword = \"${MF_TEST_UNSET_PW}\"\n",
-    )
-    .unwrap_err();
+            "[[listeners]]\naddress = \"127.0.0.1:1\"\n[relays.up]\nhost = \"smtp.example.com\"\nuser = \"u\"\npassword = \"${MF_TEST_UNSET_PW}\"\n",
+        )
+        .unwrap_err();
     assert!(e.message.contains("MF_TEST_UNSET_PW is not set"), "{e}");
 }

@@ -1,3 +1,4 @@
+
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -714,11 +715,11 @@ async fn report_renders_status_detail_and_fix() {
     assert!(text.starts_with("DNS check of example.com\n"), "{text}");
     assert!(text.contains("FAIL  DMARC at _dmarc.example.com\n"), "{text}");
     assert!(
-        text.contains(
-            "      fix: publish a TXT record at _dmarc.example.com:\n           v=DMARC1; p=none; rua=mailto:dmarc-reports@example.com\n"
-        ),
-        "{text}"
-    );
+            text.contains(
+                "      fix: publish a TXT record at _dmarc.example.com:\n           v=DMARC1; p=none; rua=mailto:dmarc-reports@example.com\n"
+            ),
+            "{text}"
+        );
     assert!(text.contains("PASS  SPF at example.com\n"), "{text}");
     assert!(text.trim_end().ends_with("0 warnings, 1 failure"), "{text}");
 }
