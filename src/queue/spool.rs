@@ -576,12 +576,8 @@ mod tests {
         assert_eq!(broken(dir.path()).len(), 1, "zeros are cut off without a copy");
     }
 
-    fn broken(dir: &Path) -> Vec<PathBuf> {
-        files(dir).into_iter().filter(|f| f.ends_with(".broken")).map(|f| dir.join(f)).collect()
-    }
-
-    #[tokio::test]
-    async fn a_damaged_length_does_not_take_the_records_after_it() {
+    /// A spool with three messages ("body of ID") in one segment, closed.
+    async fn three_in_a_segment() -> (tempfile::TempDir, Vec<String>, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let (spool, _) = Spool::open(dir.path()).unwrap();
         let ids: Vec<String> = (0..3).map(|i| format!("{i}{}", new_id())).collect();
@@ -590,6 +586,16 @@ mod tests {
         }
         drop(spool);
         let segment = segments(dir.path()).pop().unwrap();
+        (dir, ids, segment)
+    }
+
+    fn broken(dir: &Path) -> Vec<PathBuf> {
+        files(dir).into_iter().filter(|f| f.ends_with(".broken")).map(|f| dir.join(f)).collect()
+    }
+
+    #[tokio::test]
+    async fn a_damaged_length_does_not_take_the_records_after_it() {
+        let (dir, ids, segment) = three_in_a_segment().await;
         let mut bytes = std::fs::read(&segment).unwrap();
         // The second record's length now runs past the end of the file.
         let first_len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
@@ -615,14 +621,7 @@ mod tests {
 
     #[tokio::test]
     async fn damage_inside_a_segment_is_set_aside_and_the_rest_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let (spool, _) = Spool::open(dir.path()).unwrap();
-        let ids: Vec<String> = (0..3).map(|i| format!("{i}{}", new_id())).collect();
-        for id in &ids {
-            spool.store(&entry(id), Arc::new(format!("body of {id}").into_bytes())).await.unwrap();
-        }
-        drop(spool);
-        let segment = segments(dir.path()).pop().unwrap();
+        let (dir, ids, segment) = three_in_a_segment().await;
         let mut bytes = std::fs::read(&segment).unwrap();
         let at = bytes.windows(ids[1].len() + 8).position(|w| w == format!("body of {}", ids[1]).as_bytes()).unwrap();
         bytes[at] ^= 0xff;
