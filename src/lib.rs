@@ -31,6 +31,7 @@ pub mod files;
 pub mod init;
 pub mod limits;
 pub mod logs;
+pub mod mail;
 pub mod message;
 pub mod metrics;
 pub mod net;

@@ -338,7 +338,7 @@ impl Config {
             ));
         }
         if let Some(from) = &sendmail.from {
-            if crate::smtp::command::validate_mailbox(from).is_err() {
+            if crate::mail::address::validate_mailbox(from).is_err() {
                 cx.error(format!("sendmail.from = {from:?} is not an address like \"cron@example.com\""));
             }
         }

@@ -15,8 +15,8 @@ use mail_builder::headers::address::Address as BuiltAddress;
 use mail_builder::headers::Header as _;
 use mail_parser::{HeaderValue, MessageParser};
 
+use crate::mail::address::{split_address, validate_mailbox};
 use crate::message::{Header, Message};
-use crate::smtp::command::{split_address, validate_mailbox};
 
 /// Why the input cannot be sent.
 #[derive(Debug)]

@@ -6,6 +6,7 @@
 //! them in one readable place rather than behind a general parser crate.
 
 use super::reply::Reply;
+use crate::mail::address::validate_mailbox;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -192,69 +193,6 @@ fn parse_path_and_params(arg: &str, reverse: bool) -> Result<(Path, Vec<Param>),
         params.push(Param { key: key.to_ascii_uppercase(), value });
     }
     Ok((Path { address: inner.to_string() }, params))
-}
-
-/// Splits `local@domain` at the last `@` outside quotes.
-pub fn split_address(addr: &str) -> Option<(&str, &str)> {
-    let mut in_quotes = false;
-    let mut escaped = false;
-    let mut at = None;
-    for (i, c) in addr.char_indices() {
-        if escaped {
-            escaped = false;
-        } else if in_quotes && c == '\\' {
-            escaped = true;
-        } else if c == '"' {
-            in_quotes = !in_quotes;
-        } else if c == '@' && !in_quotes {
-            at = Some(i);
-        }
-    }
-    at.map(|i| (&addr[..i], &addr[i + 1..]))
-}
-
-/// RFC 5321 Mailbox (with RFC 6531 UTF-8 allowed; the caller checks SMTPUTF8).
-pub fn validate_mailbox(s: &str) -> Result<(), &'static str> {
-    let (local, domain) = split_address(s).ok_or("expected local-part@domain")?;
-    if local.is_empty() || local.len() > 64 {
-        return Err("the local part must be 1 to 64 octets");
-    }
-    if local.starts_with('"') {
-        if !(local.len() >= 2 && local.ends_with('"')) {
-            return Err("unterminated quoted local part");
-        }
-        if local.chars().any(|c| c.is_control()) {
-            return Err("control character in local part");
-        }
-    } else {
-        let atext = |c: char| c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii();
-        if local.split('.').any(|atom| atom.is_empty() || !atom.chars().all(atext)) {
-            return Err("invalid character or dot placement in the local part");
-        }
-    }
-    if domain.is_empty() || domain.len() > 255 {
-        return Err("the domain must be 1 to 255 octets");
-    }
-    if let Some(literal) = domain.strip_prefix('[') {
-        let literal = literal.strip_suffix(']').ok_or("unterminated address literal")?;
-        let ok = literal.parse::<std::net::Ipv4Addr>().is_ok()
-            || literal.strip_prefix("IPv6:").map(|v6| v6.parse::<std::net::Ipv6Addr>().is_ok()).unwrap_or(false);
-        if !ok {
-            return Err("invalid address literal");
-        }
-    } else {
-        let label_ok = |l: &str| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.chars().all(|c| c.is_alphanumeric() || c == '-' || !c.is_ascii())
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        };
-        if !domain.split('.').all(label_ok) {
-            return Err("invalid domain");
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

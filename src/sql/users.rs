@@ -164,7 +164,7 @@ async fn current_version(db: &Database) -> Result<i64, String> {
 /// a domain such as `BÜCHER.example` is found when logging in.
 pub fn normalize_login(login: &str) -> String {
     let login = login.trim();
-    match crate::smtp::command::split_address(login) {
+    match crate::mail::address::split_address(login) {
         Some((local, domain)) if !local.is_empty() && !domain.is_empty() => {
             format!("{local}@{}", domain.to_lowercase())
         }

@@ -1,0 +1,4 @@
+//! The mail's own types and rules, with no I/O and nothing of the plugin
+//! interface: what every layer may use.
+
+pub mod address;
