@@ -1,4 +1,3 @@
-
 //! Review: what a kept upstream connection looks like after the
 //! transaction did not end with the final reply to the message.
 use super::*;

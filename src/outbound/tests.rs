@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn smtpapi() -> Vec<(String, String)> {

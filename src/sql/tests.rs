@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn sqlite_db(dir: &std::path::Path, max_rows: usize, max_result_bytes: usize) -> Database {
