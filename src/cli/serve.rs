@@ -1,6 +1,9 @@
 //! `mailferry serve`: wires the configuration, the relays, the plugin
 //! pipeline, the queue and the listeners together, and reloads them on
 //! SIGHUP.
+//!
+//! Its log lines keep the target `mailferry` they had before this file was split out: operators'
+//! log filters may match on it.
 
 use std::sync::Arc;
 
@@ -26,7 +29,7 @@ pub(super) fn run(config: config::Config) -> Result<()> {
             queue.set_pipeline(pipeline.clone());
         }
         migrate_in_background(&services.databases);
-        tracing::info!(
+        tracing::info!(target: "mailferry", 
             plugins = ?pipeline.plugin_names(),
             relays = ?services.relays.names(),
             dkim_keys = services.dkim.current().len(),
@@ -50,9 +53,9 @@ pub(super) fn run(config: config::Config) -> Result<()> {
                     .await
                     .with_context(|| format!("admin.address {address}: cannot listen"))?;
                 if !address.ip().is_loopback() {
-                    tracing::warn!(%address, "the admin listener is not on a loopback address: anyone who can reach it reads /metrics");
+                    tracing::warn!(target: "mailferry", %address, "the admin listener is not on a loopback address: anyone who can reach it reads /metrics");
                 }
-                tracing::info!(address = %listener.local_addr()?, "admin listener: /metrics and /healthz");
+                tracing::info!(target: "mailferry", address = %listener.local_addr()?, "admin listener: /metrics and /healthz");
                 Some(listener)
             }
             None => None,
@@ -91,7 +94,7 @@ pub(super) fn run(config: config::Config) -> Result<()> {
         }
         tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::info!("shutdown requested: no new connections");
+            tracing::info!(target: "mailferry", "shutdown requested: no new connections");
             let _ = tx.send(true);
         });
         // On a worker, not this thread: every accepted connection and every
@@ -117,13 +120,13 @@ async fn reload(live: &tokio::sync::watch::Sender<net::Generation>, services: &A
     let new = match config::Config::load(&path) {
         Ok(c) => Arc::new(c),
         Err(e) => {
-            tracing::error!(file = %path.display(), error = %e, "configuration not reloaded; the running one stays in use");
+            tracing::error!(target: "mailferry", file = %path.display(), error = %e, "configuration not reloaded; the running one stays in use");
             return;
         }
     };
     let restart = needs_restart(&old, &new);
     if !restart.is_empty() {
-        tracing::warn!(settings = ?restart, "these changes take effect only after a restart; the rest is reloaded");
+        tracing::warn!(target: "mailferry", settings = ?restart, "these changes take effect only after a restart; the rest is reloaded");
     }
     // Databases whose settings did not change keep their connections.
     let current = live.borrow().pipeline.services().clone();
@@ -147,7 +150,7 @@ async fn reload(live: &tokio::sync::watch::Sender<net::Generation>, services: &A
     let (relays, pipeline) = match built.await {
         Ok(b) => b,
         Err(e) => {
-            tracing::error!(file = %path.display(), error = %format!("{e:#}"), "configuration not reloaded; the running one stays in use");
+            tracing::error!(target: "mailferry", file = %path.display(), error = %format!("{e:#}"), "configuration not reloaded; the running one stays in use");
             return;
         }
     };
@@ -158,7 +161,7 @@ async fn reload(live: &tokio::sync::watch::Sender<net::Generation>, services: &A
     let plugins: Vec<String> = pipeline.plugin_names().iter().map(|p| p.to_string()).collect();
     live.send_replace(net::Generation { config: new, pipeline });
     migrate_in_background(&databases);
-    tracing::info!(?plugins, relays = ?relays.names(), "configuration reloaded; new sessions use it");
+    tracing::info!(target: "mailferry", ?plugins, relays = ?relays.names(), "configuration reloaded; new sessions use it");
 }
 
 /// The settings a reload cannot apply, by name.
@@ -204,8 +207,8 @@ fn migrate_in_background(databases: &Arc<sql::Databases>) {
         let db = db.clone();
         tokio::spawn(async move {
             match sql::users::migrate(&db).await {
-                Ok(version) => tracing::info!(database = %db.name, version, "users table ready"),
-                Err(e) => tracing::error!(
+                Ok(version) => tracing::info!(target: "mailferry", database = %db.name, version, "users table ready"),
+                Err(e) => tracing::error!(target: "mailferry",
                     database = %db.name,
                     error = %e,
                     "users table not created or upgraded; it is tried again at the next reload"

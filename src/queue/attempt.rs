@@ -1,5 +1,8 @@
 //! One delivery attempt: the route's relays in order, one outcome per recipient, then what
 //! follows (done, a retry by the schedule, a bounce), and the pauses a throttling upstream asks for.
+//!
+//! Its log lines keep the target `mailferry::queue` they had before this file was split out: operators'
+//! log filters may match on it.
 
 use super::*;
 
@@ -23,7 +26,7 @@ impl Queue {
         let message = match self.message_of(id).await {
             Ok(m) => m,
             Err(e) => {
-                tracing::error!(queue_id = id, error = %e, "cannot read the queued message; will retry");
+                tracing::error!(target: "mailferry::queue", queue_id = id, error = %e, "cannot read the queued message; will retry");
                 self.reschedule(entry, Some(format!("spool read error: {e}"))).await;
                 return;
             }
@@ -75,21 +78,21 @@ impl Queue {
                             match outcome {
                                 RcptOutcome::Delivered(reply) => {
                                     crate::metrics::get().upstream(&relay, "delivered", 1);
-                                    tracing::info!(queue_id = id, relay = %relay, rcpt = %r.address, reply = %reply, "delivered");
+                                    tracing::info!(target: "mailferry::queue", queue_id = id, relay = %relay, rcpt = %r.address, reply = %reply, "delivered");
                                     r.state = RcptState::Delivered;
                                     r.last_reply = Some(reply);
                                     self.unthrottle(&relay);
                                 }
                                 RcptOutcome::Permanent(reply) => {
                                     crate::metrics::get().upstream(&relay, "permanent", 1);
-                                    tracing::warn!(queue_id = id, relay = %relay, rcpt = %r.address, reply = %reply, "refused for good; bouncing");
+                                    tracing::warn!(target: "mailferry::queue", queue_id = id, relay = %relay, rcpt = %r.address, reply = %reply, "refused for good; bouncing");
                                     r.state = RcptState::Bounced;
                                     r.last_reply = Some(reply);
                                     bounced_now.push(i);
                                 }
                                 RcptOutcome::Temporary(reply) => {
                                     crate::metrics::get().upstream(&relay, "temporary", 1);
-                                    tracing::info!(queue_id = id, relay = %relay, rcpt = %r.address, reply = %reply, "deferred");
+                                    tracing::info!(target: "mailferry::queue", queue_id = id, relay = %relay, rcpt = %r.address, reply = %reply, "deferred");
                                     if is_throttling(&reply) {
                                         throttle = true;
                                     } else {
@@ -114,7 +117,7 @@ impl Queue {
                                 bounced_now.push(i);
                             }
                         }
-                        tracing::warn!(queue_id = id, relay = %relay, temporary = f.temporary, reply = %reply, "delivery attempt failed");
+                        tracing::warn!(target: "mailferry::queue", queue_id = id, relay = %relay, temporary = f.temporary, reply = %reply, "delivery attempt failed");
                         if f.temporary && is_throttling(&reply) {
                             throttle = true;
                         } else if f.temporary {
@@ -141,7 +144,7 @@ impl Queue {
                     bounced_now.push(i);
                 }
             }
-            tracing::warn!(queue_id = id, attempts = entry.attempts, "expired; bouncing what was not delivered");
+            tracing::warn!(target: "mailferry::queue", queue_id = id, attempts = entry.attempts, "expired; bouncing what was not delivered");
         }
         self.notify_plugins(&entry, &touched);
         if !bounced_now.is_empty() && !self.bounce(&entry, &bounced_now, &message).await {
@@ -150,10 +153,10 @@ impl Queue {
         }
         if entry.is_done() && entry.dsn_pending.is_empty() {
             if let Err(e) = self.spool.remove(id).await {
-                tracing::error!(queue_id = id, error = %e, "cannot remove a finished message from the spool");
+                tracing::error!(target: "mailferry::queue", queue_id = id, error = %e, "cannot remove a finished message from the spool");
             }
             self.state.lock().unwrap().entries.remove(id);
-            tracing::info!(queue_id = id, attempts = entry.attempts, "done");
+            tracing::info!(target: "mailferry::queue", queue_id = id, attempts = entry.attempts, "done");
         } else if let (Some(wait), false) = (throttled_for, other_failure) {
             self.reschedule_in(entry, wait).await;
         } else {
@@ -173,7 +176,7 @@ impl Queue {
         let mut map = self.throttled.lock().unwrap();
         let wait = map.get(relay).map_or(Duration::from_secs(1), |t| (t.wait * 2).min(MAX_THROTTLE_PAUSE));
         map.insert(relay.to_string(), Throttle { until: tokio::time::Instant::now() + wait, wait });
-        tracing::warn!(relay, pause_secs = wait.as_secs(), "the relay asks us to slow down; pausing it");
+        tracing::warn!(target: "mailferry::queue", relay, pause_secs = wait.as_secs(), "the relay asks us to slow down; pausing it");
         wait
     }
 
@@ -186,9 +189,9 @@ impl Queue {
         entry.attempts = entry.attempts.saturating_sub(1);
         entry.next_attempt = now() + wait.as_secs().max(1) as i64;
         if let Err(e) = self.spool.update(&entry).await {
-            tracing::error!(queue_id = %entry.id, error = %e, "cannot update the spool entry");
+            tracing::error!(target: "mailferry::queue", queue_id = %entry.id, error = %e, "cannot update the spool entry");
         }
-        tracing::info!(queue_id = %entry.id, next_in_secs = wait.as_secs().max(1), "relay throttled; will retry after its pause");
+        tracing::info!(target: "mailferry::queue", queue_id = %entry.id, next_in_secs = wait.as_secs().max(1), "relay throttled; will retry after its pause");
         self.state.lock().unwrap().entries.insert(entry.id.clone(), entry);
     }
 
@@ -200,9 +203,9 @@ impl Queue {
         let step = (entry.attempts.max(1) as usize - 1).min(schedule.len() - 1);
         entry.next_attempt = now() + schedule[step].as_secs() as i64;
         if let Err(e) = self.spool.update(&entry).await {
-            tracing::error!(queue_id = %entry.id, error = %e, "cannot update the spool entry");
+            tracing::error!(target: "mailferry::queue", queue_id = %entry.id, error = %e, "cannot update the spool entry");
         }
-        tracing::info!(queue_id = %entry.id, attempts = entry.attempts, next_in_secs = schedule[step].as_secs(), "will retry");
+        tracing::info!(target: "mailferry::queue", queue_id = %entry.id, attempts = entry.attempts, next_in_secs = schedule[step].as_secs(), "will retry");
         self.state.lock().unwrap().entries.insert(entry.id.clone(), entry);
     }
 
@@ -212,7 +215,7 @@ impl Queue {
     pub(super) async fn bounce(&self, entry: &Entry, which: &[usize], message: &[u8]) -> bool {
         if entry.mail_from.is_empty() {
             for &i in which {
-                tracing::warn!(queue_id = %entry.id, rcpt = %entry.rcpts[i].address, "a bounce could not be delivered; dropped (never bounce a bounce)");
+                tracing::warn!(target: "mailferry::queue", queue_id = %entry.id, rcpt = %entry.rcpts[i].address, "a bounce could not be delivered; dropped (never bounce a bounce)");
             }
             return true;
         }
@@ -267,11 +270,11 @@ impl Queue {
         };
         match Box::pin(self.enqueue(&entry.route, &envelope, bytes, &entry.session)).await {
             Ok(dsn_id) => {
-                tracing::info!(queue_id = %entry.id, dsn = %dsn_id, to = %entry.mail_from, "bounce queued");
+                tracing::info!(target: "mailferry::queue", queue_id = %entry.id, dsn = %dsn_id, to = %entry.mail_from, "bounce queued");
                 true
             }
             Err(f) => {
-                tracing::error!(queue_id = %entry.id, reply = %f.reply.text, "cannot queue the bounce; keeping the message to try again");
+                tracing::error!(target: "mailferry::queue", queue_id = %entry.id, reply = %f.reply.text, "cannot queue the bounce; keeping the message to try again");
                 false
             }
         }
@@ -285,7 +288,7 @@ impl Queue {
         if self.bounce(entry, &which, &message).await {
             if entry.is_done() {
                 if let Err(e) = self.spool.remove(&entry.id).await {
-                    tracing::error!(queue_id = %entry.id, error = %e, "cannot remove a finished message from the spool");
+                    tracing::error!(target: "mailferry::queue", queue_id = %entry.id, error = %e, "cannot remove a finished message from the spool");
                 }
                 self.state.lock().unwrap().entries.remove(&entry.id);
             }

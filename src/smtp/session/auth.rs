@@ -1,5 +1,8 @@
 //! AUTH: the SASL exchange (PLAIN, LOGIN), then the plugins, with the brute-force limits
 //! around them.
+//!
+//! Its log lines keep the target `mailferry::smtp::session` they had before this file was split out: operators'
+//! filters match on it (fail2ban, docs/abuse.md).
 
 use super::*;
 
@@ -56,11 +59,11 @@ impl Session {
         drop(password);
         match outcome {
             Outcome::Accept(r) => {
-                tracing::info!(login = ?login, mechanism = %mechanism, "authenticated");
+                tracing::info!(target: "mailferry::smtp::session", login = ?login, mechanism = %mechanism, "authenticated");
                 crate::metrics::get().auth(&self.listener.name, &mechanism, true);
                 if !self.auth_exempt {
                     if let Err(e) = self.shared.auth.succeeded(self.peer.ip(), &login).await {
-                        tracing::warn!(error = %e, "cannot remember the login's address");
+                        tracing::warn!(target: "mailferry::smtp::session", error = %e, "cannot remember the login's address");
                     }
                 }
                 drop(turn);
@@ -72,7 +75,7 @@ impl Session {
             other => {
                 self.data.lock().unwrap().connection_notes = notes_before;
                 // One line per failure with the address, for fail2ban.
-                tracing::warn!(ip = %self.peer.ip(), login = ?login, mechanism = %mechanism, "authentication failed");
+                tracing::warn!(target: "mailferry::smtp::session", ip = %self.peer.ip(), login = ?login, mechanism = %mechanism, "authentication failed");
                 crate::metrics::get().auth(&self.listener.name, &mechanism, false);
                 // Wrong credentials are counted toward a ban; a temporary
                 // failure (the password backend is down) is not the client's.
@@ -122,7 +125,7 @@ impl Session {
                 None => Ok(None),
             },
             Ok(Some(_)) => {
-                tracing::info!(ip = %ip, "AUTH refused: address banned after failed logins");
+                tracing::info!(target: "mailferry::smtp::session", ip = %ip, "AUTH refused: address banned after failed logins");
                 self.t.reply(&Reply::new(421, "4.7.0", "too many failed logins from your address, closing"));
                 return Some(Next::Close);
             }
@@ -131,7 +134,7 @@ impl Session {
         match checked {
             Ok(None) => None,
             Ok(Some((left, login))) => {
-                tracing::info!(ip = %ip, login = ?login, "AUTH refused: login barred for this address after failed logins");
+                tracing::info!(target: "mailferry::smtp::session", ip = %ip, login = ?login, "AUTH refused: login barred for this address after failed logins");
                 let wait = crate::limits::auth::minutes(left);
                 Some(self.error(Reply::new(
                     454,
@@ -140,7 +143,7 @@ impl Session {
                 )))
             }
             Err(e) => {
-                tracing::warn!(error = %e, "AUTH refused: cannot check for bans");
+                tracing::warn!(target: "mailferry::smtp::session", error = %e, "AUTH refused: cannot check for bans");
                 Some(self.error(Reply::new(454, "4.7.0", "temporary authentication failure, try again later")))
             }
         }
@@ -162,11 +165,11 @@ impl Session {
         let penalty = match counted {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(error = %e, "failed AUTH not counted: closing the session");
+                tracing::warn!(target: "mailferry::smtp::session", error = %e, "failed AUTH not counted: closing the session");
                 return Err(());
             }
         };
-        tracing::debug!(
+        tracing::debug!(target: "mailferry::smtp::session",
             ip_failures = penalty.ip_failures,
             login_failures = penalty.login_failures,
             delay_ms = penalty.delay.as_millis() as u64,
@@ -176,7 +179,7 @@ impl Session {
         let Some(reason) = penalty.ban else { return Ok(None) };
         let ban = self.shared.auth.limits().ban;
         let until = chrono::Utc::now() + ban;
-        tracing::warn!(
+        tracing::warn!(target: "mailferry::smtp::session",
             ip = %ip,
             login = ?login,
             reason = reason.as_str(),

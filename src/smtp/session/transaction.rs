@@ -1,5 +1,8 @@
 //! The mail transaction: MAIL, RCPT, DATA and BDAT, and what happens to a message once it
 //! has all arrived.
+//!
+//! Its log lines keep the target `mailferry::smtp::session` they had before this file was split out: operators'
+//! filters match on it (fail2ban, docs/abuse.md).
 
 use super::*;
 
@@ -110,7 +113,7 @@ impl Session {
             // untrusted client unless a plugin explicitly accepts it.
             Outcome::Continue if self.may_relay() => Some(None),
             Outcome::Continue => {
-                tracing::info!(rcpt = %path.address, "relay denied: not authenticated and not in trusted networks");
+                tracing::info!(target: "mailferry::smtp::session", rcpt = %path.address, "relay denied: not authenticated and not in trusted networks");
                 return self.error(Reply::new(554, "5.7.1", "relay access denied: authenticate first"));
             }
             outcome => {
@@ -151,7 +154,7 @@ impl Session {
             Ok(DataStep::BareLineEnding) => {
                 // We and the client may disagree on where the message ends
                 // (SMTP smuggling): refuse it and read nothing more.
-                tracing::warn!("bare CR or LF in message: refused and closing");
+                tracing::warn!(target: "mailferry::smtp::session", "bare CR or LF in message: refused and closing");
                 crate::metrics::get().message(&self.listener.name, 550, 0);
                 self.t.reply(&Reply::new(
                     550,
@@ -247,7 +250,7 @@ impl Session {
             None
         };
         if let Some(r) = refusal {
-            tracing::info!(reply = %r, "message refused");
+            tracing::info!(target: "mailferry::smtp::session", reply = %r, "message refused");
             crate::metrics::get().message(&self.listener.name, r.code, 0);
             self.reset_transaction();
             return self.error(r);
@@ -269,19 +272,19 @@ impl Session {
         let next = match outcome {
             Outcome::Accept(r) => {
                 let reply = r.unwrap_or_else(|| Reply::new(250, "2.0.0", "message accepted"));
-                tracing::info!(from = %from, rcpts, size, reply = %reply, "message accepted");
+                tracing::info!(target: "mailferry::smtp::session", from = %from, rcpts, size, reply = %reply, "message accepted");
                 crate::metrics::get().message(&self.listener.name, reply.code, size);
                 self.t.reply(&reply);
                 Next::Continue
             }
             Outcome::Continue => {
-                tracing::error!(from = %from, "no plugin took the message in the queue hook (add smtp-forward to [[plugins]])");
+                tracing::error!(target: "mailferry::smtp::session", from = %from, "no plugin took the message in the queue hook (add smtp-forward to [[plugins]])");
                 self.t.reply(&Reply::new(451, "4.3.0", "message not queued: no delivery is configured"));
                 crate::metrics::get().message(&self.listener.name, 451, size);
                 Next::Continue
             }
             outcome => {
-                tracing::info!(from = %from, rcpts, size, outcome = ?outcome, "message refused");
+                tracing::info!(target: "mailferry::smtp::session", from = %from, rcpts, size, outcome = ?outcome, "message refused");
                 let code = match &outcome {
                     Outcome::Deny(r) => r.as_ref().map_or(550, |r| r.code),
                     Outcome::DenySoft(r) => r.as_ref().map_or(451, |r| r.code),
