@@ -208,6 +208,54 @@ async fn a_silent_upstream_costs_at_most_the_timeout() {
     assert!(matches!(&r, Err(f) if f.temporary), "{r:?}");
 }
 
+/// A pipelining upstream that takes a while over each recipient (it checks
+/// them one by one): every reply gets the relay's timeout, not the whole
+/// batch together.
+#[tokio::test]
+async fn each_pipelined_reply_has_its_own_timeout() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let Some(Ok(s)) = l.incoming().next() else { return };
+        let mut w = s.try_clone().unwrap();
+        let mut r = BufReader::new(s);
+        let _ = w.write_all(b"220 fake ESMTP\r\n");
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let u = line.trim_end().to_ascii_uppercase();
+            let reply: &[u8] = if u.starts_with("EHLO") {
+                b"250-fake\r\n250 PIPELINING\r\n"
+            } else if u.starts_with("RCPT") {
+                std::thread::sleep(std::time::Duration::from_millis(600));
+                b"250 2.1.5 Ok\r\n"
+            } else if u == "DATA" {
+                let _ = w.write_all(b"354 go\r\n");
+                let mut l = Vec::new();
+                while r.read_until(b'\n', &mut l).unwrap_or(0) > 0 && !l.ends_with(b"\r\n.\r\n") {}
+                b"250 2.0.0 Ok: queued\r\n"
+            } else if u == "QUIT" {
+                return;
+            } else {
+                b"250 Ok\r\n"
+            };
+            let _ = w.write_all(reply);
+        }
+    });
+    let text = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:1\"\n[relays.up]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\ntimeout_secs = 1\n"
+    );
+    let config = Config::parse(&text, Path::new("t.toml"), Path::new("/")).unwrap();
+    let relays = Relays::from_config(&config).unwrap();
+    // Three recipients: 1.8 s of replies in all, 0.6 s each.
+    let rcpts =
+        ["a@example.org", "b@example.org", "c@example.org"].map(|address| DeliveryRcpt { address, params: &[] });
+    let r = relays.deliver("up", "alice@example.com", &[], &rcpts, MSG, "H").await.unwrap();
+    assert!(r.iter().all(|o| matches!(o, RcptOutcome::Delivered(_))), "{r:?}");
+}
+
 #[test]
 fn dot_stuffing() {
     assert_eq!(dot_stuffed(b"a\r\n.b\r\n"), b"a\r\n..b\r\n.\r\n");
