@@ -1,6 +1,8 @@
 //! Builds the shipped plugins for `wasm32-wasip2` and hands them to the
-//! binary (`include_bytes!` in src/pipeline/mod.rs), so a plain `cargo build`
-//! produces a relay that works with nothing else installed.
+//! binary, so a plain `cargo build` produces a relay that works with nothing
+//! else installed. `PLUGINS` is the one list of them: it writes
+//! `builtin.rs` (names and `include_bytes!`), which src/config/mod.rs and
+//! src/pipeline/mod.rs include.
 
 use std::env;
 use std::path::PathBuf;
@@ -55,9 +57,19 @@ fn main() {
             "building the plugins for wasm32-wasip2 failed (see above). If the target is missing, run: rustup target add wasm32-wasip2"
         );
     }
-    for (_, file) in PLUGINS {
+    let mut names = String::from("/// Plugins compiled into the binary, usable by name without a `path`.\npub const BUILTIN_PLUGINS: &[&str] = &[\n");
+    let mut components = String::from(
+        "/// The built-in plugins' components, by name.\npub const BUILTIN_COMPONENTS: &[(&str, &[u8])] = &[\n",
+    );
+    for (name, file) in PLUGINS {
         let built = target_dir.join("wasm32-wasip2/release").join(format!("{file}.wasm"));
-        std::fs::copy(&built, out.join(format!("{file}.wasm")))
-            .unwrap_or_else(|e| panic!("plugin {} was not built: {e}", built.display()));
+        let copied = out.join(format!("{file}.wasm"));
+        std::fs::copy(&built, &copied).unwrap_or_else(|e| panic!("plugin {} was not built: {e}", built.display()));
+        names.push_str(&format!("    {name:?},\n"));
+        components.push_str(&format!("    ({name:?}, include_bytes!({:?})),\n", copied.display().to_string()));
     }
+    names.push_str("];\n");
+    components.push_str("];\n");
+    std::fs::write(out.join("builtin_names.rs"), names).expect("cannot write builtin_names.rs");
+    std::fs::write(out.join("builtin_components.rs"), components).expect("cannot write builtin_components.rs");
 }

@@ -17,8 +17,8 @@ use mail_send::SmtpClientBuilder;
 use tokio_rustls::TlsConnector;
 
 use crate::config::{Config, Relay, SmtpRelay, TlsMode};
-use crate::pipeline::wit;
-use crate::smtp::reply::sanitize_text;
+use crate::mail::reply::sanitize_text;
+use crate::mail::{self, Reply};
 
 mod pool;
 
@@ -26,11 +26,11 @@ mod pool;
 #[derive(Debug, Clone)]
 pub struct SendFailure {
     pub temporary: bool,
-    pub reply: wit::Reply,
+    pub reply: Reply,
 }
 
 fn failure(temporary: bool, code: u16, enhanced: &str, text: String) -> SendFailure {
-    SendFailure { temporary, reply: wit::Reply { code, enhanced: Some(enhanced.into()), text: sanitize_text(&text) } }
+    SendFailure { temporary, reply: Reply::new(code, enhanced, sanitize_text(&text)) }
 }
 
 enum RelayImpl {
@@ -78,10 +78,10 @@ impl Relays {
     pub async fn send_now(
         &self,
         relay: &str,
-        envelope: &wit::Envelope,
+        envelope: &mail::Envelope,
         message: Vec<u8>,
         session: &str,
-    ) -> Result<wit::Reply, SendFailure> {
+    ) -> Result<Reply, SendFailure> {
         let Some(r) = self.relays.get(relay) else {
             tracing::error!(session, relay, "no relay of that name in the configuration ([relays.{relay}])");
             return Err(failure(true, 451, "4.3.5", format!("relay {relay} is not configured")));
@@ -104,11 +104,11 @@ impl Relays {
         match &result {
             Ok(reply) => {
                 crate::metrics::get().upstream(relay, "delivered", rcpts);
-                tracing::info!(session, relay, code = reply.code, text = %reply.text, "relayed")
+                tracing::info!(session, relay, code = reply.code, text = %reply.text(), "relayed")
             }
             Err(f) => {
                 crate::metrics::get().upstream(relay, if f.temporary { "temporary" } else { "permanent" }, rcpts);
-                tracing::warn!(session, relay, temporary = f.temporary, code = f.reply.code, text = %f.reply.text, "relay refused or failed")
+                tracing::warn!(session, relay, temporary = f.temporary, code = f.reply.code, text = %f.reply.text(), "relay refused or failed")
             }
         }
         result
@@ -180,11 +180,11 @@ impl Relays {
         };
         match r {
             RelayImpl::Outbox { dir } => {
-                let envelope = wit::Envelope {
-                    mail_from: wit::Address { address: mail_from.to_string(), params: vec![] },
+                let envelope = mail::Envelope {
+                    mail_from: mail::Address { address: mail_from.to_string(), params: vec![] },
                     rcpt_to: rcpts
                         .iter()
-                        .map(|r| wit::Address { address: r.address.to_string(), params: vec![] })
+                        .map(|r| mail::Address { address: r.address.to_string(), params: vec![] })
                         .collect(),
                 };
                 let (dir, message, id) = (dir.clone(), message.to_vec(), id.to_string());
@@ -192,7 +192,7 @@ impl Relays {
                     .await
                     .map_err(|e| failure(true, 451, "4.3.0", format!("outbox writer failed: {e}")))?
                     .map_err(|e| failure(true, 451, "4.3.0", format!("cannot write to the outbox: {e}")))?;
-                Ok(rcpts.iter().map(|_| RcptOutcome::Delivered(format!("250 {}", reply.text))).collect())
+                Ok(rcpts.iter().map(|_| RcptOutcome::Delivered(format!("250 {}", reply.text()))).collect())
             }
             RelayImpl::Smtp { cfg, tls } => {
                 let where_ = format!("{}:{}", cfg.host, cfg.port);
@@ -263,7 +263,7 @@ impl Relays {
     fn failed(&self, relay: &str, upstream: &str, e: TxError) -> SendFailure {
         let mut f = map_error(e.error, relay, upstream);
         if e.ours && !f.temporary {
-            tracing::error!(relay, upstream, code = f.reply.code, text = %f.reply.text, "the relay refused us before any message was sent: check relays.{relay} (address, tls, credentials, allowed IPs); messages stay queued");
+            tracing::error!(relay, upstream, code = f.reply.code, text = %f.reply.text(), "the relay refused us before any message was sent: check relays.{relay} (address, tls, credentials, allowed IPs); messages stay queued");
             f.temporary = true;
         }
         f
@@ -666,7 +666,7 @@ fn tls_connector(cfg: &SmtpRelay) -> Result<TlsConnector> {
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
-fn smtp_address(a: &wit::Address) -> Address<'static> {
+fn smtp_address(a: &mail::Address) -> Address<'static> {
     let mut params = Parameters::new();
     for p in &a.params {
         // Pass through what changes how the upstream must treat the message.
@@ -685,9 +685,9 @@ async fn send_smtp(
     cfg: &SmtpRelay,
     tls: &TlsConnector,
     hostname: &str,
-    envelope: &wit::Envelope,
+    envelope: &mail::Envelope,
     mut body: Vec<u8>,
-) -> Result<wit::Reply, SendFailure> {
+) -> Result<Reply, SendFailure> {
     if !cfg.extra_headers.is_empty() {
         body = with_extra_headers(&body, &cfg.extra_headers);
     }
@@ -755,12 +755,12 @@ async fn open(cfg: &SmtpRelay, tls: &TlsConnector, hostname: &str) -> mail_send:
 async fn deliver<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     client: mail_send::Result<mail_send::SmtpClient<T>>,
     msg: SmtpMessage<'_>,
-) -> mail_send::Result<wit::Reply> {
+) -> mail_send::Result<Reply> {
     let mut client = client?;
     let result = client.send(msg).await;
     let _ = client.quit().await;
     let resp = result?;
-    Ok(wit::Reply { code: resp.code, enhanced: Some(esc(&resp.esc, resp.code)), text: sanitize_text(&resp.message) })
+    Ok(Reply::new(resp.code, &esc(&resp.esc, resp.code), sanitize_text(&resp.message)))
 }
 
 fn esc(esc: &[u8; 3], code: u16) -> String {
@@ -807,7 +807,7 @@ fn map_error(e: mail_send::Error, relay: &str, upstream: &str) -> SendFailure {
 /// envelope as `Return-Path:` and `X-Original-To:` fields on top (as a local
 /// delivery agent would), via a temporary file, fsynced, renamed into place,
 /// and the folder fsynced, so an acknowledged message survives a crash.
-fn write_outbox(dir: &Path, envelope: &wit::Envelope, message: &[u8], session: &str) -> std::io::Result<wit::Reply> {
+fn write_outbox(dir: &Path, envelope: &mail::Envelope, message: &[u8], session: &str) -> std::io::Result<Reply> {
     use std::io::Write;
     let now = chrono::Utc::now();
     let name = format!("{}-{}-{}.eml", now.format("%Y%m%dT%H%M%S%.6fZ"), session, rand::random::<u32>());
@@ -831,7 +831,7 @@ fn write_outbox(dir: &Path, envelope: &wit::Envelope, message: &[u8], session: &
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    Ok(wit::Reply { code: 250, enhanced: Some("2.0.0".into()), text: format!("saved to outbox as {name}") })
+    Ok(Reply::new(250, "2.0.0", format!("saved to outbox as {name}")))
 }
 
 #[cfg(test)]

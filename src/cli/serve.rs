@@ -26,7 +26,7 @@ pub(super) fn run(config: config::Config) -> Result<()> {
         let services = Arc::new(pipeline::Services::from_config(&config)?.with_queue(&config)?);
         let pipeline = Arc::new(pipeline::Pipeline::start(config.clone(), services.clone()).await?);
         if let Some(queue) = &services.queue {
-            queue.set_pipeline(pipeline.clone());
+            queue.set_events(pipeline.clone());
         }
         migrate_in_background(&services.databases);
         tracing::info!(target: "mailferry", 
@@ -156,7 +156,7 @@ async fn reload(live: &tokio::sync::watch::Sender<net::Generation>, services: &A
     };
     if let Some(queue) = &services.queue {
         queue.reconfigure(relays.clone(), new.routes.clone());
-        queue.set_pipeline(pipeline.clone());
+        queue.set_events(pipeline.clone());
     }
     let plugins: Vec<String> = pipeline.plugin_names().iter().map(|p| p.to_string()).collect();
     live.send_replace(net::Generation { config: new, pipeline });

@@ -435,9 +435,8 @@ pub struct SmtpRelay {
     pub connection_idle: Duration,
 }
 
-/// Plugins compiled into the binary, usable by name without a `path`.
-pub const BUILTIN_PLUGINS: &[&str] =
-    &["auth-flat-file", "auth-sql", "dkim-sign", "rate-limit", "sender-policy", "smtp-forward"];
+// `BUILTIN_PLUGINS`: the names of the plugins `build.rs` compiled into the binary.
+include!(concat!(env!("OUT_DIR"), "/builtin_names.rs"));
 
 impl Config {
     /// Reads and validates the file at `path`.

@@ -2,3 +2,8 @@
 //! interface: what every layer may use.
 
 pub mod address;
+pub mod envelope;
+pub mod reply;
+
+pub use envelope::{Address, Envelope, Param};
+pub use reply::Reply;

@@ -17,10 +17,10 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::{Config, Listener, TlsMode};
 use crate::limits::auth::AuthGuard;
 use crate::limits::connections::{Connections, OverLimit, Permit};
+use crate::mail::Reply;
 use crate::pipeline::Pipeline;
-use crate::smtp::reply::Reply;
 use crate::smtp::session::{Session, Shared};
-use crate::smtp::transport::{Conn, Transport};
+use crate::smtp::transport::{Conn, Stream, Transport};
 
 /// The reply to a connection over a limit.
 fn over_limit(limit: OverLimit, config: &Config) -> Reply {
@@ -247,7 +247,8 @@ async fn handle(
     }
     let conn = if listener.tls == TlsMode::Implicit {
         let acceptor = shared.acceptor.clone().expect("TLS configured for implicit listener");
-        match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(stream)).await {
+        match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(Box::new(stream) as Box<dyn Stream>)).await
+        {
             Ok(Ok(tls)) => Conn::Tls(Box::new(tls)),
             Ok(Err(e)) => {
                 tracing::info!(listener = %listener.name, peer = %client, error = %e, "TLS handshake failed");
@@ -261,7 +262,7 @@ async fn handle(
             }
         }
     } else {
-        Conn::Plain(stream)
+        Conn::plain(stream)
     };
     Session::new(shared, listener, client, local, proxy, Transport::new(conn)).run().await;
     drop(permit);
@@ -351,7 +352,7 @@ async fn refuse(stream: TcpStream, listener: &Listener, reply: Reply) {
     if listener.tls == TlsMode::Implicit {
         return;
     }
-    let mut t = Transport::new(Conn::Plain(stream));
+    let mut t = Transport::new(Conn::plain(stream));
     t.set_write_timeout(Duration::from_secs(5));
     t.reply(&reply);
     t.close().await;

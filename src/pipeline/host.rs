@@ -380,9 +380,9 @@ impl notes::Host for HostState {
 
 impl HostState {
     /// The transaction's envelope and the message as it will be sent.
-    fn envelope_and_message(&self) -> Result<(wit::Envelope, Vec<u8>)> {
+    fn envelope_and_message(&self) -> Result<(crate::mail::Envelope, Vec<u8>)> {
         let s = self.session();
-        let envelope = s.envelope.clone().ok_or_else(|| format_err!("no envelope"))?;
+        let envelope = s.envelope.as_ref().ok_or_else(|| format_err!("no envelope"))?.into();
         let bytes = s.message.as_ref().ok_or_else(|| format_err!("no message"))?.to_bytes();
         Ok((envelope, bytes))
     }
@@ -490,7 +490,7 @@ impl outbound::Host for HostState {
         let id = self.session_id();
         let result = self.services.relays.send_now(&relay, &envelope, bytes, &id).await;
         self.clock.leave_host();
-        Ok(result.map_err(|f| outbound::Failure { temporary: f.temporary, reply: f.reply }))
+        Ok(result.map(Into::into).map_err(|f| outbound::Failure { temporary: f.temporary, reply: f.reply.into() }))
     }
 
     async fn enqueue(
@@ -514,7 +514,7 @@ impl outbound::Host for HostState {
         self.clock.enter_host();
         let result = queue.enqueue(&route, &envelope, bytes, &id).await;
         self.clock.leave_host();
-        Ok(result.map_err(|f| outbound::Failure { temporary: f.temporary, reply: f.reply }))
+        Ok(result.map_err(|f| outbound::Failure { temporary: f.temporary, reply: f.reply.into() }))
     }
 
     fn route_for(&mut self, route: String, sender: String) -> Result<Option<String>> {

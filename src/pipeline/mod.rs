@@ -8,6 +8,8 @@
 //! memory is discarded alone. A fault becomes `451 4.3.0` for that step.
 
 mod cache;
+mod convert;
+mod delivery;
 mod host;
 mod output;
 mod sandbox;
@@ -21,7 +23,7 @@ use wasmtime::component::{Linker, Resource};
 use wasmtime::{Engine, Store};
 
 use crate::config::{Config, PluginSpec};
-use crate::smtp::reply::Reply;
+use crate::mail::Reply;
 
 pub use host::{HostState, MessageHandle, Services, SessionData};
 
@@ -186,17 +188,12 @@ pub struct PluginLimits {
     pub message_size: usize,
 }
 
-/// Built-in plugin components, compiled into the binary by `build.rs`.
+// `BUILTIN_COMPONENTS`: the components `build.rs` compiled into the binary.
+include!(concat!(env!("OUT_DIR"), "/builtin_components.rs"));
+
+/// A built-in plugin's component.
 pub fn builtin_component(name: &str) -> Option<&'static [u8]> {
-    match name {
-        "auth-flat-file" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/auth_flat_file.wasm"))),
-        "smtp-forward" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/smtp_forward.wasm"))),
-        "dkim-sign" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/dkim_sign.wasm"))),
-        "sender-policy" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/sender_policy.wasm"))),
-        "rate-limit" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/rate_limit.wasm"))),
-        "auth-sql" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/auth_sql.wasm"))),
-        _ => None,
-    }
+    BUILTIN_COMPONENTS.iter().find(|(n, _)| *n == name).map(|(_, bytes)| *bytes)
 }
 
 impl Pipeline {
@@ -469,7 +466,7 @@ impl SessionPipeline {
     fn checked(&self, plugin: &str, hook: Hook, verdict: wit::Verdict) -> Outcome {
         let check = |reply: Option<wit::Reply>, classes: &[u16]| -> Option<Reply> {
             let reply = reply?;
-            let r = Reply { code: reply.code, enhanced: reply.enhanced, lines: vec![reply.text] };
+            let r = Reply::from(reply);
             match r.validate(classes) {
                 Ok(()) => Some(r),
                 Err(why) => {

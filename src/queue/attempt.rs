@@ -106,8 +106,12 @@ impl Queue {
                     Err(f) => {
                         let result = if f.temporary { "temporary" } else { "permanent" };
                         crate::metrics::get().upstream(&relay, result, part.len() as u64);
-                        let reply =
-                            format!("{} {} {}", f.reply.code, f.reply.enhanced.as_deref().unwrap_or(""), f.reply.text);
+                        let reply = format!(
+                            "{} {} {}",
+                            f.reply.code,
+                            f.reply.enhanced.as_deref().unwrap_or(""),
+                            f.reply.text()
+                        );
                         for &i in part {
                             let r = &mut entry.rcpts[i];
                             r.relay = Some(relay.clone());
@@ -146,7 +150,7 @@ impl Queue {
             }
             tracing::warn!(target: "mailferry::queue", queue_id = id, attempts = entry.attempts, "expired; bouncing what was not delivered");
         }
-        self.notify_plugins(&entry, &touched);
+        self.report_events(&entry, &touched);
         if !bounced_now.is_empty() && !self.bounce(&entry, &bounced_now, &message).await {
             // Kept until the bounce is queued: the sender must hear of it.
             entry.dsn_pending.extend(bounced_now.iter().copied());
@@ -262,11 +266,10 @@ impl Queue {
             message_id_domain: &self.hostname,
         };
         let bytes = dsn::build(&report);
-        let params =
-            dsn::needs(&bytes).mail_params().into_iter().map(|(key, value)| wit::Param { key, value }).collect();
-        let envelope = wit::Envelope {
-            mail_from: wit::Address { address: String::new(), params },
-            rcpt_to: vec![wit::Address { address: entry.mail_from.clone(), params: vec![] }],
+        let params = dsn::needs(&bytes).mail_params().into_iter().map(|(key, value)| Param { key, value }).collect();
+        let envelope = Envelope {
+            mail_from: Address { address: String::new(), params },
+            rcpt_to: vec![Address::bare(entry.mail_from.clone())],
         };
         match Box::pin(self.enqueue(&entry.route, &envelope, bytes, &entry.session)).await {
             Ok(dsn_id) => {
@@ -274,7 +277,7 @@ impl Queue {
                 true
             }
             Err(f) => {
-                tracing::error!(target: "mailferry::queue", queue_id = %entry.id, reply = %f.reply.text, "cannot queue the bounce; keeping the message to try again");
+                tracing::error!(target: "mailferry::queue", queue_id = %entry.id, reply = %f.reply.text(), "cannot queue the bounce; keeping the message to try again");
                 false
             }
         }

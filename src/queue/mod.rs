@@ -15,6 +15,7 @@
 mod attempt;
 pub mod control;
 pub mod dsn;
+pub mod events;
 mod journal;
 pub mod spool;
 
@@ -27,8 +28,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::config::{self, Config};
+use crate::mail::{Address, Envelope, Param, Reply};
 use crate::outbound::{DeliveryRcpt, RcptOutcome, Relays, SendFailure};
-use crate::pipeline::wit;
+pub use events::DeliveryEvents;
 use spool::{Entry, Rcpt, RcptState, Spool};
 
 /// The queue of one server.
@@ -54,9 +56,9 @@ pub struct Queue {
     /// thousands of messages fall due together, and each attempt reads its
     /// message into memory.
     attempt_slots: Arc<Semaphore>,
-    /// The plugin pipeline, for delivery events (set once it is loaded,
-    /// replaced on a reload).
-    events: std::sync::RwLock<Option<Arc<crate::pipeline::Pipeline>>>,
+    /// Who hears about deliveries (the plugin pipeline, set once it is
+    /// loaded and replaced on a reload).
+    events: std::sync::RwLock<Option<Arc<dyn DeliveryEvents>>>,
     /// New messages' octets, kept for their first attempt so it need not
     /// read them back from the spool; at most [`FRESH_BYTES`] in all.
     fresh: Mutex<Fresh>,
@@ -209,7 +211,7 @@ impl Queue {
     pub async fn enqueue(
         &self,
         route: &str,
-        envelope: &wit::Envelope,
+        envelope: &Envelope,
         message: Vec<u8>,
         session: &str,
     ) -> Result<String, SendFailure> {
@@ -217,11 +219,7 @@ impl Queue {
             tracing::error!(session, "{e}");
             SendFailure {
                 temporary: true,
-                reply: wit::Reply {
-                    code: 451,
-                    enhanced: Some("4.3.5".into()),
-                    text: "message not queued: no delivery route is configured for it".into(),
-                },
+                reply: Reply::new(451, "4.3.5", "message not queued: no delivery route is configured for it"),
             }
         })?;
         // Refuse now what every relay of the route would refuse: the client
@@ -232,15 +230,15 @@ impl Queue {
                 tracing::info!(session, size = message.len(), limit, route = %route, "message larger than the route's relays take");
                 return Err(SendFailure {
                     temporary: false,
-                    reply: wit::Reply {
-                        code: 552,
-                        enhanced: Some("5.3.4".into()),
-                        text: format!("message too big: the relays of this server take at most {limit} octets"),
-                    },
+                    reply: Reply::new(
+                        552,
+                        "5.3.4",
+                        format!("message too big: the relays of this server take at most {limit} octets"),
+                    ),
                 });
             }
         }
-        let pass = |params: &[wit::Param], keys: &[&str]| -> Vec<(String, Option<String>)> {
+        let pass = |params: &[Param], keys: &[&str]| -> Vec<(String, Option<String>)> {
             params
                 .iter()
                 .filter(|p| keys.iter().any(|k| p.key.eq_ignore_ascii_case(k)))
@@ -275,11 +273,7 @@ impl Queue {
             tracing::error!(session, error = %e, "cannot write to the spool");
             SendFailure {
                 temporary: true,
-                reply: wit::Reply {
-                    code: 451,
-                    enhanced: Some("4.3.0".into()),
-                    text: "message not queued: local storage problem, please try again later".into(),
-                },
+                reply: Reply::new(451, "4.3.0", "message not queued: local storage problem, please try again later"),
             }
         })
     }
@@ -347,69 +341,41 @@ impl Queue {
         }
     }
 
-    /// Tells plugins about deliveries (their `delivered`, `deferred` and
-    /// `bounced` hooks) through this pipeline (the newest one after a reload).
-    pub fn set_pipeline(&self, pipeline: Arc<crate::pipeline::Pipeline>) {
-        *self.events.write().unwrap() = Some(pipeline);
+    /// Reports deliveries to `events` (the newest after a reload).
+    pub fn set_events(&self, events: Arc<dyn DeliveryEvents>) {
+        *self.events.write().unwrap() = Some(events);
     }
 
-    /// Runs the delivery event hooks for the recipients of one attempt, in
-    /// the background: plugins learn about deliveries, they do not hold them up.
-    fn notify_plugins(&self, entry: &Entry, touched: &[usize]) {
-        use crate::pipeline::{Call, DeliveryEvent, SessionData};
-        let Some(pipeline) = self.events.read().unwrap().clone() else { return };
-        let events: Vec<(RcptState, DeliveryEvent)> = touched
+    /// Reports what one attempt did for the recipients it touched.
+    fn report_events(&self, entry: &Entry, touched: &[usize]) {
+        let Some(listener) = self.events.read().unwrap().clone() else { return };
+        let events: Vec<events::Event> = touched
             .iter()
             .map(|&i| {
                 let r = &entry.rcpts[i];
-                (
-                    r.state,
-                    DeliveryEvent {
-                        queue_id: entry.id.clone(),
-                        sender: entry.mail_from.clone(),
-                        recipient: r.address.clone(),
-                        relay: r.relay.clone(),
-                        reply: r.last_reply.clone().unwrap_or_default(),
-                        attempts: entry.attempts,
+                events::Event {
+                    outcome: match r.state {
+                        RcptState::Delivered => events::Outcome::Delivered,
+                        RcptState::Bounced => events::Outcome::Bounced,
+                        RcptState::Pending => events::Outcome::Deferred,
                     },
-                )
+                    queue_id: entry.id.clone(),
+                    sender: entry.mail_from.clone(),
+                    recipient: r.address.clone(),
+                    relay: r.relay.clone(),
+                    reply: r.last_reply.clone().unwrap_or_default(),
+                    attempts: entry.attempts,
+                }
             })
             .collect();
         if events.is_empty() {
             return;
         }
-        let envelope = wit::Envelope {
-            mail_from: wit::Address { address: entry.mail_from.clone(), params: vec![] },
-            rcpt_to: entry.rcpts.iter().map(|r| wit::Address { address: r.address.clone(), params: vec![] }).collect(),
+        let envelope = Envelope {
+            mail_from: Address::bare(entry.mail_from.clone()),
+            rcpt_to: entry.rcpts.iter().map(|r| Address::bare(r.address.clone())).collect(),
         };
-        let data = SessionData {
-            connection: Some(wit::Connection {
-                id: entry.id.clone(),
-                listener: "queue".into(),
-                remote_ip: "127.0.0.1".into(),
-                remote_port: 0,
-                local_ip: "127.0.0.1".into(),
-                local_port: 0,
-                tls: false,
-                helo: None,
-                auth_user: None,
-                trusted: false,
-            }),
-            envelope: Some(envelope),
-            ..Default::default()
-        };
-        tokio::spawn(async move {
-            let mut session = pipeline.session(Arc::new(Mutex::new(data)));
-            for (state, event) in &events {
-                let call = match state {
-                    RcptState::Delivered => Call::Delivered(event),
-                    RcptState::Bounced => Call::Bounced(event),
-                    RcptState::Pending => Call::Deferred(event),
-                };
-                session.run(call).await;
-            }
-            session.finish();
-        });
+        listener.report(envelope, events);
     }
 
     /// Starts delivering in the background, and answering `mailferry

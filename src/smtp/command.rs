@@ -5,8 +5,8 @@
 //! rules are security policy (source routes, quoting, SMTPUTF8), so we keep
 //! them in one readable place rather than behind a general parser crate.
 
-use super::reply::Reply;
 use crate::mail::address::validate_mailbox;
+use crate::mail::Reply;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {

@@ -1,8 +1,7 @@
-//! The SMTP protocol: command parsing, replies, the DATA reader and the
+//! The SMTP protocol: command parsing, the DATA reader, the transport and the
 //! session state machine.
 
 pub mod command;
 pub mod data;
-pub mod reply;
 pub mod session;
 pub mod transport;

@@ -11,18 +11,28 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use super::data::{DataReader, DataStep};
-use super::reply::Reply;
+use crate::mail::Reply;
+
+/// What a session runs over: a TCP connection in the server, an in-memory
+/// pipe in tests.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
 
 /// A client connection, before or after TLS.
 pub enum Conn {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Plain(Box<dyn Stream>),
+    Tls(Box<TlsStream<Box<dyn Stream>>>),
     /// Only while the connection is handed to the TLS handshake.
     Closed,
+}
+
+impl Conn {
+    pub fn plain(stream: impl Stream) -> Conn {
+        Conn::Plain(Box::new(stream))
+    }
 }
 
 fn closed() -> io::Error {
@@ -291,10 +301,10 @@ impl Transport {
     pub async fn start_tls(&mut self, acceptor: &tokio_rustls::TlsAcceptor, timeout: Duration) -> io::Result<()> {
         self.flush().await?;
         self.discard_buffered_input();
-        let Conn::Plain(tcp) = std::mem::replace(&mut self.conn, Conn::Closed) else {
+        let Conn::Plain(plain) = std::mem::replace(&mut self.conn, Conn::Closed) else {
             return Err(io::Error::other("TLS is already active"));
         };
-        let tls = tokio::time::timeout(timeout, acceptor.accept(tcp))
+        let tls = tokio::time::timeout(timeout, acceptor.accept(plain))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
         self.conn = Conn::Tls(Box::new(tls));

@@ -5,6 +5,8 @@
 //! overridden by configuration mistakes.
 
 mod auth;
+#[cfg(test)]
+mod tests;
 mod transaction;
 
 use std::net::SocketAddr;
@@ -18,10 +20,10 @@ use tracing::Instrument as _;
 
 use super::command::{self, Command, Param, Path};
 use super::data::{check_bdat, DataReader, DataStep, Defects};
-use super::reply::Reply;
 use super::transport::{Line, ReadError, Transport};
 use crate::config::{Config, Listener, TlsMode};
 use crate::limits::auth::{AuthGuard, BanReason};
+use crate::mail::Reply;
 use crate::message::{Header, Message};
 use crate::pipeline::{wit, Call, Outcome, Pipeline, SessionData, SessionPipeline};
 

@@ -23,6 +23,11 @@ impl Reply {
         Reply { code, enhanced: None, lines }
     }
 
+    /// The text alone, lines joined by spaces (for logs and records).
+    pub fn text(&self) -> String {
+        self.lines.join(" ")
+    }
+
     /// The reply as wire bytes, CRLF-terminated.
     pub fn to_wire(&self) -> Vec<u8> {
         let mut out = String::new();
