@@ -112,7 +112,7 @@ pub struct Setup {
 
 /// Checks the arguments; the error names the option and says what to give.
 pub fn check(args: &InitArgs) -> Result<Setup, String> {
-    let provider = provider_of(args.relay);
+    let provider = args.relay.provider();
     let region = args.region.as_deref().map(str::trim).filter(|r| !r.is_empty()).map(str::to_string);
     let mut dns = DnsArgs::new(&args.domain, args.relay);
     dns.inbound = args.inbound;
@@ -215,18 +215,6 @@ pub fn check(args: &InitArgs) -> Result<Setup, String> {
     })
 }
 
-fn provider_of(relay: RelayKind) -> Option<Provider> {
-    match relay {
-        RelayKind::Ses => Some(Provider::Ses),
-        RelayKind::Sendgrid => Some(Provider::Sendgrid),
-        RelayKind::Resend => Some(Provider::Resend),
-        RelayKind::Mailgun => Some(Provider::Mailgun),
-        RelayKind::Postmark => Some(Provider::Postmark),
-        RelayKind::Brevo => Some(Provider::Brevo),
-        RelayKind::Smtp => None,
-    }
-}
-
 /// `HOST` or `HOST:PORT`; port 465 means TLS from the first byte.
 fn parse_smarthost(s: &str) -> Result<(String, u16, config::TlsMode), String> {
     let s = s.trim();
@@ -271,19 +259,7 @@ impl Setup {
     /// What the credentials are and where they come from.
     fn credentials(&self) -> String {
         match self.provider {
-            Some(Provider::Ses) => format!(
-                "the SES SMTP credentials for {} (SES console > SMTP settings > Create SMTP credentials), not your IAM access keys",
-                self.relay_region.as_deref().unwrap_or("your region")
-            ),
-            Some(Provider::Sendgrid) => "a SendGrid API key with Mail Send permission".into(),
-            Some(Provider::Resend) => "a Resend API key".into(),
-            Some(Provider::Mailgun) => {
-                "the SMTP credentials of your Mailgun sending domain (domain settings, SMTP credentials)".into()
-            }
-            Some(Provider::Postmark) => "the Postmark Server API token".into(),
-            Some(Provider::Brevo) => {
-                "your Brevo SMTP login and an SMTP key (not an API key), from the SMTP & API settings".into()
-            }
+            Some(p) => p.credentials(self.relay_region.as_deref()),
             None => "the login and password of your SMTP provider".into(),
         }
     }
@@ -783,7 +759,7 @@ mod tests {
             assert_eq!(c.plugins[1].config["trusted_senders"][0].as_str(), Some("*@example.com"));
             let config::Relay::Smtp(r) = &c.relays[&s.relay_name] else { panic!("{relay}: not smtp") };
             assert_eq!(r.password.as_deref(), Some("pw"), "{relay}");
-            assert_eq!(r.provider, provider_of(relay));
+            assert_eq!(r.provider, relay.provider());
             assert_eq!(c.sendmail.domain, "example.com");
             assert_eq!(c.dkim.keys, Path::new("/etc/mailferry/dkim"));
             assert_eq!(c.admin.address.map(|a| a.to_string()).as_deref(), Some(ADMIN_ADDRESS));

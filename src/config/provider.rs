@@ -148,6 +148,51 @@ impl Provider {
         }
     }
 
+    /// The include the provider's setup puts in the SPF record of the
+    /// sending domain itself. Resend and Mailgun authenticate a sending
+    /// subdomain instead (see [`Provider::bounce_label`]).
+    pub fn spf_include(self) -> Option<&'static str> {
+        match self {
+            Provider::Ses => Some("amazonses.com"),
+            Provider::Sendgrid => Some("sendgrid.net"),
+            Provider::Postmark => Some("spf.mtasv.net"),
+            Provider::Brevo => Some("spf.brevo.com"),
+            Provider::Resend | Provider::Mailgun => None,
+        }
+    }
+
+    /// The default subdomain label the provider uses as envelope sender
+    /// (MAIL FROM, Return-Path), whose SPF and MX the provider's setup asks for.
+    pub fn bounce_label(self) -> Option<&'static str> {
+        match self {
+            Provider::Ses => Some("mail"),
+            Provider::Resend => Some("send"),
+            Provider::Mailgun => Some("mg"),
+            Provider::Postmark => Some("pm-bounces"),
+            Provider::Sendgrid | Provider::Brevo => None,
+        }
+    }
+
+    /// What the credentials are and where to get them, in prose (for
+    /// `init`'s comments); `region` names SES's.
+    pub fn credentials(self, region: Option<&str>) -> String {
+        match self {
+            Provider::Ses => format!(
+                "the SES SMTP credentials for {} (SES console > SMTP settings > Create SMTP credentials), not your IAM access keys",
+                region.unwrap_or("your region")
+            ),
+            Provider::Sendgrid => "a SendGrid API key with Mail Send permission".into(),
+            Provider::Resend => "a Resend API key".into(),
+            Provider::Mailgun => {
+                "the SMTP credentials of your Mailgun sending domain (domain settings, SMTP credentials)".into()
+            }
+            Provider::Postmark => "the Postmark Server API token".into(),
+            Provider::Brevo => {
+                "your Brevo SMTP login and an SMTP key (not an API key), from the SMTP & API settings".into()
+            }
+        }
+    }
+
     /// How to fill in the credentials, for errors.
     pub(crate) fn credentials_hint(self) -> &'static str {
         match self {

@@ -1,6 +1,7 @@
 //! What `dns`, `doctor` and `init` are asked: the domain, its relay and region, where inbound mail goes.
 
 use super::*;
+use crate::config::Provider;
 
 /// The relay the domain sends through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -26,53 +27,38 @@ impl RelayKind {
         RelayKind::Smtp,
     ];
 
+    /// The preset behind this relay; `None` for any other smarthost.
+    pub fn provider(self) -> Option<Provider> {
+        match self {
+            RelayKind::Ses => Some(Provider::Ses),
+            RelayKind::Sendgrid => Some(Provider::Sendgrid),
+            RelayKind::Resend => Some(Provider::Resend),
+            RelayKind::Mailgun => Some(Provider::Mailgun),
+            RelayKind::Postmark => Some(Provider::Postmark),
+            RelayKind::Brevo => Some(Provider::Brevo),
+            RelayKind::Smtp => None,
+        }
+    }
+
     /// The name on the command line.
     pub fn name(self) -> &'static str {
-        match self {
-            RelayKind::Ses => "ses",
-            RelayKind::Sendgrid => "sendgrid",
-            RelayKind::Resend => "resend",
-            RelayKind::Mailgun => "mailgun",
-            RelayKind::Postmark => "postmark",
-            RelayKind::Brevo => "brevo",
-            RelayKind::Smtp => "smtp",
-        }
+        self.provider().map_or("smtp", Provider::name)
     }
 
     /// The name in prose.
     pub fn label(self) -> &'static str {
-        match self {
-            RelayKind::Ses => "Amazon SES",
-            RelayKind::Sendgrid => "SendGrid",
-            RelayKind::Resend => "Resend",
-            RelayKind::Mailgun => "Mailgun",
-            RelayKind::Postmark => "Postmark",
-            RelayKind::Brevo => "Brevo",
-            RelayKind::Smtp => "your SMTP provider",
-        }
+        self.provider().map_or("your SMTP provider", Provider::label)
     }
 
-    /// The include this relay's setup puts in the SPF record of the domain itself. Resend and
-    /// Mailgun authenticate a sending subdomain instead (see [`RelayKind::bounce_label`]).
+    /// The include this relay's setup puts in the SPF record of the domain
+    /// itself (see [`Provider::spf_include`]).
     pub(crate) fn apex_include(self) -> Option<&'static str> {
-        match self {
-            RelayKind::Ses => Some("amazonses.com"),
-            RelayKind::Sendgrid => Some("sendgrid.net"),
-            RelayKind::Postmark => Some("spf.mtasv.net"),
-            RelayKind::Brevo => Some("spf.brevo.com"),
-            RelayKind::Resend | RelayKind::Mailgun | RelayKind::Smtp => None,
-        }
+        self.provider().and_then(Provider::spf_include)
     }
 
-    /// The default subdomain label the relay uses as envelope sender (MAIL FROM, Return-Path).
+    /// The default subdomain label the relay uses as envelope sender.
     fn bounce_label(self) -> Option<&'static str> {
-        match self {
-            RelayKind::Ses => Some("mail"),
-            RelayKind::Resend => Some("send"),
-            RelayKind::Mailgun => Some("mg"),
-            RelayKind::Postmark => Some("pm-bounces"),
-            RelayKind::Sendgrid | RelayKind::Brevo | RelayKind::Smtp => None,
-        }
+        self.provider().and_then(Provider::bounce_label)
     }
 }
 
