@@ -103,7 +103,46 @@ impl KeyInfo {
 /// A loaded key.
 pub struct Key {
     pub info: KeyInfo,
-    pub(super) signing: DkimKey,
+    pub(super) signing: Signer,
+}
+
+/// What signs with a key. RSA signs through aws-lc, whose RSA-2048 private
+/// operation (AVX-512 IFMA on CPUs that have it) takes about 0.25 ms where
+/// ring's takes 0.55 ms on the same machine (measured on an AMD EPYC, 2026):
+/// with DKIM on every message that is the largest single cost of relaying
+/// one. mail-auth (through ring) still parses and checks the key, and
+/// signs Ed25519, which is cheap either way.
+pub(super) struct Signer {
+    pub(super) key: DkimKey,
+    pub(super) rsa: Option<aws_lc_rs::signature::RsaKeyPair>,
+}
+
+impl Signer {
+    fn new(key: DkimKey, der: &PrivateKeyDer<'_>) -> Result<Signer, String> {
+        let rsa = match (&key, der) {
+            (DkimKey::Rsa(_), PrivateKeyDer::Pkcs8(p8)) => {
+                Some(aws_lc_rs::signature::RsaKeyPair::from_pkcs8(p8.secret_pkcs8_der()))
+            }
+            (DkimKey::Rsa(_), PrivateKeyDer::Pkcs1(p1)) => {
+                Some(aws_lc_rs::signature::RsaKeyPair::from_der(p1.secret_pkcs1_der()))
+            }
+            _ => None,
+        };
+        let rsa = rsa.transpose().map_err(|e| format!("not a usable RSA private key ({e})"))?;
+        Ok(Signer { key, rsa })
+    }
+
+    /// A PKCS#1 v1.5 RSA-SHA256 signature of `data` (which it hashes).
+    pub(super) fn sign_rsa(&self, data: &[u8]) -> Option<Result<Vec<u8>, String>> {
+        let rsa = self.rsa.as_ref()?;
+        let mut signature = vec![0; rsa.public_modulus_len()];
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        Some(
+            rsa.sign(&aws_lc_rs::signature::RSA_PKCS1_SHA256, &rng, data, &mut signature)
+                .map(|()| signature)
+                .map_err(|e| format!("RSA signing failed: {e}")),
+        )
+    }
 }
 
 impl fmt::Debug for Key {
@@ -223,7 +262,9 @@ impl KeyStore {
 /// Parses one PEM private key file.
 pub fn load_key(path: &Path, domain: &str, selector: &str) -> Result<Key, String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    let (signing, algorithm, public_key) = parse_private_key(&pem)?;
+    let (key, algorithm, public_key) = parse_private_key(&pem)?;
+    let der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| format!("not a PEM private key: {e}"))?;
+    let signing = Signer::new(key, &der)?;
     Ok(Key {
         info: KeyInfo {
             domain: domain.to_string(),

@@ -117,17 +117,28 @@ pub enum Signed {
 }
 
 /// Borrows a loaded key for mail-auth's signer, which wants to own one.
-struct KeyRef<'a>(&'a DkimKey);
+struct KeyRef<'a>(&'a keys::Signer);
 
 impl SigningKey for KeyRef<'_> {
     type Hasher = <DkimKey as SigningKey>::Hasher;
 
     fn sign(&self, input: impl Writable) -> mail_auth::Result<Vec<u8>> {
-        self.0.sign(input)
+        if self.0.rsa.is_none() {
+            return self.0.key.sign(input);
+        }
+        // The canonicalized header fields (a few hundred octets), hashed
+        // and signed by aws-lc.
+        let mut data = Vec::with_capacity(512);
+        input.write(&mut data);
+        match self.0.sign_rsa(&data) {
+            Some(Ok(signature)) => Ok(signature),
+            Some(Err(e)) => Err(mail_auth::Error::Crypto(mail_auth::common::crypto::CryptoError::Library(e))),
+            None => unreachable!("an RSA key has its aws-lc key pair"),
+        }
     }
 
     fn algorithm(&self) -> MaAlgorithm {
-        self.0.algorithm()
+        self.0.key.algorithm()
     }
 }
 
