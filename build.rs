@@ -1,8 +1,9 @@
 //! Builds the shipped plugins for `wasm32-wasip2` and hands them to the
 //! binary, so a plain `cargo build` produces a relay that works with nothing
 //! else installed. `PLUGINS` is the one list of them: it writes
-//! `builtin.rs` (names and `include_bytes!`), which src/config/mod.rs and
-//! src/pipeline/mod.rs include.
+//! `builtin_names.rs` (included by src/config/mod.rs) and
+//! `builtin_components.rs` (`include_bytes!` of each, included by
+//! src/pipeline/mod.rs).
 
 use std::env;
 use std::path::PathBuf;

@@ -306,7 +306,7 @@ fn rsa_key(der: PrivateKeyDer<'_>) -> Result<(DkimKey, Algorithm, Vec<u8>), Stri
         if e.contains("TooSmall") {
             format!("the RSA key is smaller than {MIN_RSA_BITS} bits, which receivers treat as no signature (RFC 8301); create a new one with `mailferry dkim keygen`")
         } else if e.contains("TooLarge") {
-            "the RSA key is larger than 8192 bits; use 2048 or 4096".to_string()
+            "the RSA key is larger than 4096 bits, the most this server signs with; use 2048 (or 4096)".to_string()
         } else {
             format!("not a usable RSA or Ed25519 private key ({e})")
         }

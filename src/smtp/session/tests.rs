@@ -1,8 +1,9 @@
 //! The session's state machine, driven in memory: the server side runs over
 //! one end of a `tokio::io::duplex` pipe, a scripted client over the other,
 //! with the real plugins (auth-flat-file, smtp-forward to an outbox folder)
-//! and real TLS for STARTTLS. No sockets, no binary: each test takes
-//! milliseconds and shows the protocol rules one by one.
+//! and real TLS for STARTTLS. No sockets, no binary: the plugins are
+//! compiled once for all the tests, and each test shows the protocol
+//! rules one by one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,20 +31,32 @@ struct Server {
     shutdown: tokio::sync::watch::Sender<bool>,
 }
 
+/// One state folder for all the tests, so the plugins are compiled once
+/// (its `plugin-cache`); the lock keeps two tests from compiling them at
+/// the same moment.
+fn shared_state() -> &'static (tempfile::TempDir, tokio::sync::Mutex<()>) {
+    static STATE: std::sync::OnceLock<(tempfile::TempDir, tokio::sync::Mutex<()>)> = std::sync::OnceLock::new();
+    STATE.get_or_init(|| (tempfile::tempdir().unwrap(), tokio::sync::Mutex::new(())))
+}
+
 /// `listener` is the body of the one `[[listeners]]` table.
 async fn server(listener: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
+    let (state_dir, compiling) = shared_state();
     std::fs::create_dir_all(root.join("auth")).unwrap();
     std::fs::write(root.join("auth/users"), format!("{USER}:{{PLAIN}}{PASSWORD}\n")).unwrap();
     let text = format!(
         r#"
 [server]
 hostname = "mx.test"
-state_dir = "var"
+state_dir = {state_dir:?}
 
 [limits]
 max_errors = 8
+
+[auth_limits]
+failure_delay_ms = 0
 
 [[listeners]]
 name = "test"
@@ -67,11 +80,15 @@ relay = "outbox"
 [relays.outbox]
 kind = "outbox"
 dir = "outbox"
-"#
+"#,
+        state_dir = state_dir.path().display().to_string(),
     );
     let config = Arc::new(Config::parse(&text, &root.join("mailferry.toml"), root).unwrap());
     let services = Arc::new(Services::none(&config).unwrap());
-    let pipeline = Arc::new(Pipeline::start(config.clone(), services).await.unwrap());
+    let pipeline = {
+        let _compiling = compiling.lock().await;
+        Arc::new(Pipeline::start(config.clone(), services).await.unwrap())
+    };
 
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let cert_der = cert.cert.der().clone();
