@@ -1,0 +1,7 @@
+#!/bin/sh
+# Nightly for the fuzz build; stable for the wasm32-wasip2 plugin build
+# that mailferry's build.rs starts (marked by the profile it sets).
+if [ "$CARGO_PROFILE_RELEASE_STRIP" = debuginfo ]; then
+    exec rustup run stable rustc "$@"
+fi
+exec rustup run nightly rustc "$@"
