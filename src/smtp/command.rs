@@ -130,7 +130,10 @@ fn is_helo_name(name: &str) -> bool {
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let s = s.trim_start();
-    if s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix) {
+    // Compared as octets: `s` may hold a multi-octet character where the
+    // prefix ends (`RCPT TO\u{85}`). The prefix is ASCII, so a match ends
+    // on a character boundary.
+    if s.as_bytes().get(..prefix.len()).is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes())) {
         // RFC 5321 allows no space after the colon, but many clients send one.
         Some(s[prefix.len()..].trim_start())
     } else {
@@ -251,6 +254,13 @@ mod tests {
             "RCPT TO:<a@b.example>SIZE=1",
         ] {
             assert_eq!(parse(bad.as_bytes()).unwrap_err().code, 501, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_character_across_the_end_of_from_or_to_is_a_syntax_error() {
+        for line in ["RCPT TO\u{85}", "RCPT TO\u{85}:<a@b.example>", "MAIL FROM\u{e9}:<>", "MAIL FRO\u{20ac}"] {
+            assert_eq!(parse(line.as_bytes()).unwrap_err().code, 501, "{line:?}");
         }
     }
 

@@ -177,59 +177,63 @@ impl DataReader {
     }
 }
 
-/// Checks (and in normalize mode repairs) a message received with BDAT,
-/// where no end marker exists but the same rules apply to what we pass on.
 /// A bare CR or LF found in reject mode.
 #[derive(Debug, PartialEq, Eq)]
 pub struct BareLineEnding;
 
-/// Fails for a bare CR or LF in reject mode.
+/// Checks (and in normalize mode repairs) a message received with BDAT,
+/// where no end marker exists but the same rules apply to what we pass on.
+/// Fails for a bare CR or LF in reject mode. NUL octets and over-long lines
+/// are those of the text passed on, after any repair, as the DATA reader
+/// counts them: a bare CR ends a line there too.
 pub fn check_bdat(
     message: &mut Vec<u8>,
     mode: BareLineEndings,
     max_line: usize,
     defects: &mut Defects,
 ) -> Result<(), BareLineEnding> {
+    let has_bare = message.iter().enumerate().any(|(i, &b)| match b {
+        b'\r' => message.get(i + 1) != Some(&b'\n'),
+        b'\n' => i == 0 || message[i - 1] != b'\r',
+        _ => false,
+    });
+    if has_bare {
+        if mode == BareLineEndings::Reject {
+            return Err(BareLineEnding);
+        }
+        let mut out = Vec::with_capacity(message.len() + 64);
+        let mut i = 0;
+        while i < message.len() {
+            match message[i] {
+                b'\r' if message.get(i + 1) == Some(&b'\n') => {
+                    out.extend_from_slice(b"\r\n");
+                    i += 2;
+                    continue;
+                }
+                b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        *message = out;
+    }
     let max_line = max_line.saturating_sub(2);
-    let mut has_bare = false;
     let mut line_len = 0usize;
-    for (i, &b) in message.iter().enumerate() {
+    for &b in message.iter() {
         match b {
-            b'\r' if message.get(i + 1) != Some(&b'\n') => has_bare = true,
-            b'\n' if i == 0 || message[i - 1] != b'\r' => has_bare = true,
-            0 => defects.nul = true,
-            _ => {}
-        }
-        if b == b'\n' {
-            line_len = 0;
-        } else if b != b'\r' {
-            line_len += 1;
-            if line_len > max_line {
-                defects.long_line = true;
+            b'\n' => line_len = 0,
+            b'\r' => {}
+            _ => {
+                if b == 0 {
+                    defects.nul = true;
+                }
+                line_len += 1;
+                if line_len > max_line {
+                    defects.long_line = true;
+                }
             }
         }
     }
-    if !has_bare {
-        return Ok(());
-    }
-    if mode == BareLineEndings::Reject {
-        return Err(BareLineEnding);
-    }
-    let mut out = Vec::with_capacity(message.len() + 64);
-    let mut i = 0;
-    while i < message.len() {
-        match message[i] {
-            b'\r' if message.get(i + 1) == Some(&b'\n') => {
-                out.extend_from_slice(b"\r\n");
-                i += 2;
-                continue;
-            }
-            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    *message = out;
     Ok(())
 }
 
@@ -344,5 +348,30 @@ mod tests {
         assert_eq!(m, b"a\r\nb\r\nc\r\nd\r\n");
         let mut ok = b"a\r\n".to_vec();
         assert!(check_bdat(&mut ok, BareLineEndings::Reject, 1000, &mut d).is_ok());
+    }
+
+    #[test]
+    fn bdat_defects_are_those_of_the_repaired_text() {
+        // Two 600-octet lines joined by a bare CR: two lines once repaired,
+        // each within the limit, as the DATA reader sees them.
+        let text = [vec![b'x'; 600], b"\r".to_vec(), vec![b'y'; 600], b"\r\n".to_vec()].concat();
+        let mut m = text.clone();
+        let mut d = Defects::default();
+        check_bdat(&mut m, BareLineEndings::Normalize, 1000, &mut d).unwrap();
+        assert_eq!(d, Defects::default());
+        let mut r = DataReader::new(BareLineEndings::Normalize, 1 << 20, 1000);
+        assert_eq!(r.feed(&[&text[..], b".\r\n"].concat()).1, DataStep::End);
+        assert_eq!((r.message, r.defects), (m, d));
+        // The fuzzer's smallest case: NUL, bare CR, two octets; lines of at most 2.
+        let mut m = b"\0\rdd".to_vec();
+        let mut d = Defects::default();
+        check_bdat(&mut m, BareLineEndings::Normalize, 4, &mut d).unwrap();
+        assert_eq!(m, b"\0\r\ndd");
+        assert_eq!(d, Defects { nul: true, ..Defects::default() });
+        // Over-long lines and NULs are still found.
+        let mut m = [vec![b'x'; 999], b"\r\n\0\r\n".to_vec()].concat();
+        let mut d = Defects::default();
+        check_bdat(&mut m, BareLineEndings::Reject, 1000, &mut d).unwrap();
+        assert_eq!(d, Defects { nul: true, long_line: true, too_big: false });
     }
 }

@@ -204,7 +204,7 @@ impl Session {
         let timeout = self.config().limits.command_timeout;
         match self.t.read_line(limit, timeout).await {
             Ok(Line::Ok(l)) if l == b"*" => Err(AuthAbort::Reply(Reply::new(501, "5.0.0", "authentication cancelled"))),
-            Ok(Line::Ok(l)) => decode_b64(&l),
+            Ok(Line::Ok(l)) => Ok(decode_b64(&l)?),
             Ok(Line::TooLong) => {
                 Err(AuthAbort::Reply(Reply::new(500, "5.5.6", "authentication exchange line too long")))
             }
@@ -214,29 +214,10 @@ impl Session {
 
     pub(super) async fn auth_plain(&mut self, initial: Option<String>) -> Result<(String, String), AuthAbort> {
         let raw = match initial {
-            Some(s) if s == "=" => Vec::new(),
-            Some(s) => decode_b64(s.as_bytes())?,
+            Some(s) => plain_initial(&s)?,
             None => self.auth_continue("").await?,
         };
-        let parts: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
-        let [authzid, authcid, password] = parts.as_slice() else {
-            return Err(AuthAbort::Reply(Reply::new(
-                501,
-                "5.5.2",
-                "malformed PLAIN response: expected authzid NUL login NUL password",
-            )));
-        };
-        let login = check_login(utf8(authcid)?)?;
-        let password = check_password(utf8(password)?)?;
-        let authzid = utf8(authzid)?;
-        if !authzid.is_empty() && authzid != login {
-            return Err(AuthAbort::Reply(Reply::new(
-                535,
-                "5.7.8",
-                "authorization identity must be empty or equal the login",
-            )));
-        }
-        Ok((login, password))
+        Ok(plain_credentials(&raw)?)
     }
 
     pub(super) async fn auth_login(&mut self, initial: Option<String>) -> Result<(String, String), AuthAbort> {
@@ -245,7 +226,7 @@ impl Session {
             None => self.auth_continue("VXNlcm5hbWU6").await?,
         };
         let password = self.auth_continue("UGFzc3dvcmQ6").await?;
-        Ok((check_login(utf8(&login)?)?, check_password(utf8(&password)?)?))
+        Ok(login_credentials(&login, &password)?)
     }
 }
 
@@ -254,36 +235,107 @@ pub(super) enum AuthAbort {
     Close,
 }
 
-pub(super) fn decode_b64(s: &[u8]) -> Result<Vec<u8>, AuthAbort> {
+impl From<Reply> for AuthAbort {
+    fn from(r: Reply) -> AuthAbort {
+        AuthAbort::Reply(r)
+    }
+}
+
+// The decoding below is pure (no session, no I/O): the fuzz targets call it.
+
+/// PLAIN's initial response on the AUTH line, decoded: `=` is an empty one.
+pub fn plain_initial(s: &str) -> Result<Vec<u8>, Reply> {
+    if s == "=" {
+        Ok(Vec::new())
+    } else {
+        decode_b64(s.as_bytes())
+    }
+}
+
+/// The login and password in a decoded PLAIN response (RFC 4616):
+/// `authzid NUL login NUL password`, the authzid empty or the login.
+pub fn plain_credentials(raw: &[u8]) -> Result<(String, String), Reply> {
+    let parts: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
+    let [authzid, authcid, password] = parts.as_slice() else {
+        return Err(Reply::new(501, "5.5.2", "malformed PLAIN response: expected authzid NUL login NUL password"));
+    };
+    let login = check_login(utf8(authcid)?)?;
+    let password = check_password(utf8(password)?)?;
+    let authzid = utf8(authzid)?;
+    if !authzid.is_empty() && authzid != login {
+        return Err(Reply::new(535, "5.7.8", "authorization identity must be empty or equal the login"));
+    }
+    Ok((login, password))
+}
+
+/// The login and password of a LOGIN exchange, from its two decoded responses.
+pub fn login_credentials(login: &[u8], password: &[u8]) -> Result<(String, String), Reply> {
+    Ok((check_login(utf8(login)?)?, check_password(utf8(password)?)?))
+}
+
+/// One base64 response (an initial response or a continuation line).
+pub fn decode_b64(s: &[u8]) -> Result<Vec<u8>, Reply> {
     base64::engine::general_purpose::STANDARD
         .decode(s)
-        .map_err(|_| AuthAbort::Reply(Reply::new(501, "5.5.2", "cannot decode base64 response")))
+        .map_err(|_| Reply::new(501, "5.5.2", "cannot decode base64 response"))
 }
 
 /// A login is one printable token: it becomes the session's identity and
 /// goes into logs (a newline in it could forge a fail2ban line).
-pub(super) fn check_login(login: String) -> Result<String, AuthAbort> {
+pub fn check_login(login: String) -> Result<String, Reply> {
     if login.is_empty() || login.len() > 256 || login.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(AuthAbort::Reply(Reply::new(
-            501,
-            "5.5.2",
-            "the login must be 1 to 256 printable characters without spaces",
-        )));
+        return Err(Reply::new(501, "5.5.2", "the login must be 1 to 256 printable characters without spaces"));
     }
     Ok(login)
 }
 
 /// Longer passwords are refused before any hashing: some schemes
 /// (SHA-crypt) cost time in proportion to the password's length.
-pub(super) fn check_password(password: String) -> Result<String, AuthAbort> {
+pub fn check_password(password: String) -> Result<String, Reply> {
     if password.len() > MAX_PASSWORD {
-        return Err(AuthAbort::Reply(Reply::new(535, "5.7.8", "authentication credentials invalid")));
+        return Err(Reply::new(535, "5.7.8", "authentication credentials invalid"));
     }
     Ok(password)
 }
 
-pub(super) const MAX_PASSWORD: usize = 1024;
+pub const MAX_PASSWORD: usize = 1024;
 
-pub(super) fn utf8(b: &[u8]) -> Result<String, AuthAbort> {
-    String::from_utf8(b.to_vec()).map_err(|_| AuthAbort::Reply(Reply::new(501, "5.5.2", "credentials must be UTF-8")))
+pub fn utf8(b: &[u8]) -> Result<String, Reply> {
+    String::from_utf8(b.to_vec()).map_err(|_| Reply::new(501, "5.5.2", "credentials must be UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(s: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    #[test]
+    fn plain_responses() {
+        let raw = plain_initial(&b64(b"\0alice\0secret")).unwrap();
+        assert_eq!(plain_credentials(&raw).unwrap(), ("alice".into(), "secret".into()));
+        let raw = plain_initial(&b64(b"alice\0alice\0pw with spaces")).unwrap();
+        assert_eq!(plain_credentials(&raw).unwrap(), ("alice".into(), "pw with spaces".into()));
+        assert_eq!(plain_credentials(b"bob\0alice\0pw").unwrap_err().code, 535);
+        assert_eq!(plain_initial("=").unwrap(), b"");
+        for bad in [&b""[..], b"\0alice", b"\0alice\0pw\0", b"\0\0pw", b"\0al ice\0pw", b"\0al\nice\0pw", b"\0\xff\0pw"]
+        {
+            assert_eq!(plain_credentials(bad).unwrap_err().code, 501, "{:?}", bad.escape_ascii().to_string());
+        }
+        assert_eq!(plain_initial("not base64!").unwrap_err().code, 501);
+        let long = format!("\0alice\0{}", "p".repeat(MAX_PASSWORD + 1));
+        assert_eq!(plain_credentials(long.as_bytes()).unwrap_err().code, 535);
+    }
+
+    #[test]
+    fn login_responses() {
+        assert_eq!(login_credentials(b"alice", b"").unwrap(), ("alice".into(), "".into()));
+        assert_eq!(login_credentials(b"", b"pw").unwrap_err().code, 501);
+        assert_eq!(login_credentials(&[b'a'; 257], b"pw").unwrap_err().code, 501);
+        assert_eq!(login_credentials(b"alice", b"\xc3").unwrap_err().code, 501);
+        assert_eq!(decode_b64(b"YWxpY2U=").unwrap(), b"alice");
+        assert_eq!(decode_b64(b"YWxpY2U").unwrap_err().code, 501);
+    }
 }

@@ -4,7 +4,8 @@
 //! without AUTH or a trusted network) are enforced here and cannot be
 //! overridden by configuration mistakes.
 
-mod auth;
+#[doc(hidden)]
+pub mod auth;
 #[cfg(test)]
 mod tests;
 mod transaction;
