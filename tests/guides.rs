@@ -98,7 +98,6 @@ fn certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 /// you@example.com, its [tls] lines turned on with the test certificate.
 /// Returns it and the CA that signed its certificate.
 fn start() -> (Server, PathBuf) {
-    std::env::set_var(mailferry::init::PASSWORD_VAR, "unused: mail goes to the outbox");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("mf");
     let mut init = Command::new(BIN)
@@ -134,7 +133,11 @@ fn start() -> (Server, PathBuf) {
     c = replace(&c, "route = \"sendgrid\"", "route = \"outbox\"");
     c.push_str("\n[relays.outbox]\nkind = \"outbox\"\ndir = \"../outbox\"\n");
     std::fs::write(&config, c).unwrap();
-    let server = Server::try_serve(tmp, &config, 3).unwrap_or_else(|logs| panic!("serve failed:\n{logs}"));
+    // The sendgrid relay stays in the configuration, unused: its password
+    // must still resolve.
+    let env = [(mailferry::init::PASSWORD_VAR, "unused: mail goes to the outbox")];
+    let server =
+        Server::try_serve_with_env(tmp, &config, 3, &env).unwrap_or_else(|logs| panic!("serve failed:\n{logs}"));
     (server, ca)
 }
 

@@ -13,24 +13,21 @@ mod common;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use common::upstream::*;
 use common::*;
 use mailferry::init::PASSWORD_VAR;
 
-/// The server under test reads the relay's password from the environment it
-/// inherits, like the systemd unit's EnvironmentFile; set it once. Commands
-/// that must do without it remove it.
-fn export_relay_password() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| std::env::set_var(PASSWORD_VAR, UP_PASSWORD));
-}
+/// The relay's password, which the server under test and the commands read
+/// from their environment, like the systemd unit's EnvironmentFile gives it.
+const RELAY_ENV: [(&str, &str); 1] = [(PASSWORD_VAR, UP_PASSWORD)];
 
+/// `mailferry ARGS` with [`RELAY_ENV`]; commands that must do without the
+/// password remove it.
 fn mailferry(args: &[&str]) -> Command {
     let mut c = Command::new(BIN);
-    c.args(args);
+    c.args(args).envs(RELAY_ENV);
     c
 }
 
@@ -141,7 +138,6 @@ fn header_value(message: &str, name: &str) -> Option<String> {
 
 #[test]
 fn ses_folder_passes_check_serves_and_relays() {
-    export_relay_password();
     let upstream = Upstream::start();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("mailferry");
@@ -249,7 +245,8 @@ fn ses_folder_passes_check_serves_and_relays() {
     assert!(o.status.success(), "{}", text(&o));
 
     std::fs::write(&config, for_this_machine(&config_text, "ses", &upstream)).unwrap();
-    let server = Server::try_serve(tmp, &config, 3).unwrap_or_else(|logs| panic!("serve failed:\n{logs}"));
+    let server =
+        Server::try_serve_with_env(tmp, &config, 3, &RELAY_ENV).unwrap_or_else(|logs| panic!("serve failed:\n{logs}"));
     server.wait_log(&["plugins loaded", "dkim_keys\":1"]);
 
     // 587: STARTTLS, then AUTH as the user init created.
@@ -318,7 +315,6 @@ fn ses_folder_passes_check_serves_and_relays() {
 
 #[test]
 fn every_preset_passes_check() {
-    export_relay_password();
     for (relay, extra, name) in [
         ("sendgrid", &[][..], "sendgrid"),
         ("resend", &["--region", "eu-west-1"][..], "resend"),
@@ -345,7 +341,6 @@ fn every_preset_passes_check() {
 /// both; this machine has none to find.)
 #[test]
 fn commands_find_the_configuration_without_config() {
-    export_relay_password();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("config");
     init(&dir, &["--domain", "example.com", "--relay", "sendgrid"], "");
@@ -365,7 +360,6 @@ fn commands_find_the_configuration_without_config() {
 
 #[test]
 fn a_relay_login_not_given_comes_from_the_env_file() {
-    export_relay_password();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("mf");
     let out = init(&dir, &["--domain", "example.com", "--relay", "ses", "--region", "us-east-1"], "");

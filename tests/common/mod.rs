@@ -208,11 +208,25 @@ impl Server {
     /// Serves a configuration file the test made itself (in `dir`, which the
     /// server owns from now on), once its `expected` listeners listen.
     pub fn try_serve(dir: tempfile::TempDir, config: &Path, expected: usize) -> Result<Server, String> {
+        Self::try_serve_with_env(dir, config, expected, &[])
+    }
+
+    /// [`Server::try_serve`] with `env` added to the environment the server
+    /// inherits, for the `${VAR}`s its configuration reads. The test
+    /// process's own environment is shared by every test: a value that is
+    /// not the same for all of them goes to its server here.
+    pub fn try_serve_with_env(
+        dir: tempfile::TempDir,
+        config: &Path,
+        expected: usize,
+        env: &[(&str, &str)],
+    ) -> Result<Server, String> {
         install_crypto();
         let mut child = Command::new(BIN)
             .args(["--log-format", "json", "serve", "--config"])
             .arg(config)
             .env("MAILFERRY_LOG", "debug,wasmtime=warn,cranelift=warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
