@@ -3,13 +3,11 @@
 //! counters that move as mail flows; `/healthz` for load balancers; fetched
 //! with curl, as a scraper or health checker would.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn start() -> (Server, SocketAddr) {
     let server = Server::start(Setup {

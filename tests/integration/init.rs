@@ -8,15 +8,13 @@
 //! Every test passes `--state-dir state` (inside the folder) so nothing is
 //! written to /var/lib/mailferry, the production default.
 
-mod common;
-
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::upstream::*;
-use common::*;
+use crate::common::upstream::*;
+use crate::common::*;
 use mailferry::init::PASSWORD_VAR;
 
 /// The relay's password, which the server under test and the commands read

@@ -3,8 +3,6 @@
 //! server started by the test (UDP and TCP on one 127.0.0.1 port) that serves a zone built from
 //! those printed records, then broken one record at a time.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -15,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use mail_auth::hickory_resolver::proto::op::{Edns, Message, ResponseCode};
 use mail_auth::hickory_resolver::proto::rr::rdata::{CNAME, MX, TXT};
 use mail_auth::hickory_resolver::proto::rr::{Name, RData, Record as DnsRecord, RecordType};

@@ -6,12 +6,10 @@
 //! The clients are required, not optional: a missing one fails the test
 //! (.ci/run installs them).
 
-mod common;
-
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 

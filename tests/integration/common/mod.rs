@@ -571,7 +571,7 @@ impl Client {
     }
 }
 
-#[path = "../support/no_verify.rs"]
+#[path = "../../support/no_verify.rs"]
 mod no_verify;
 use no_verify::NoVerify;
 

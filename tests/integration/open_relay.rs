@@ -2,8 +2,7 @@
 //! accepted, whatever form the address takes. Tried on a listener that does
 //! not require AUTH (the server decides at RCPT) and on one that does (at MAIL).
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::net::SocketAddr;
 
 const FORMS: &[&str] = &[

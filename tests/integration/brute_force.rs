@@ -9,10 +9,9 @@
 //! Client addresses other than 127.0.0.1 are presented through a
 //! `proxy_protocol` listener, as a load balancer would.
 
-mod common;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn start(extra: &str) -> Server {
     Server::start(Setup {

@@ -5,12 +5,11 @@
 //! `trusted_senders`. And the shipped configuration runs it before
 //! `dkim-sign`.
 
-mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const SENDER_POLICY: &str = r#"
 [[plugins]]

@@ -6,13 +6,11 @@
 //! before must still deliver mail; a broken replacement must change nothing
 //! but the log.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const HOST: &str = "mx.test.example";
 

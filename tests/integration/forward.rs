@@ -3,12 +3,10 @@
 //! SendGrid requires STARTTLS and AUTH and stores every message it accepts
 //! byte for byte. Each test starts its own upstream and its own mailferry.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::upstream::*;
-use common::*;
+use crate::common::upstream::*;
+use crate::common::*;
 
 // ---------------------------------------------------------------------------
 // Helpers.

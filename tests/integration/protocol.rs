@@ -1,8 +1,7 @@
 //! SMTP protocol behaviour of the real server: every reply path of the
 //! command set, limits, pipelining, BDAT, and the trace headers we add.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 fn local(s: &Server) -> Client {
     let mut c = Client::connect(s.addr("local")).greeting();

@@ -4,8 +4,7 @@
 //! server's parser. Each test shows the client address from the header is
 //! the one the server judges, limits, logs and writes into `Received:`.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv6Addr, SocketAddr, TcpStream};

@@ -5,9 +5,8 @@
 //! /metrics counts them, while a changed password, a removed user and a
 //! wrong password (counted toward a ban) get past it at once.
 
-mod common;
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 
 fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)

@@ -4,12 +4,10 @@
 //! paths, state folder, admin port, stop timeout above the shutdown grace).
 //! The image itself is not built here: that compiles wasmtime in release.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use mailferry::config::defaults::SHUTDOWN_GRACE_SECS;
 use mailferry::init::{ADMIN_ADDRESS, DEFAULT_STATE_DIR, SERVICE_CONFIG_DIR};
 

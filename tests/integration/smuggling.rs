@@ -4,8 +4,7 @@
 //! never treat the smuggled commands as commands, or keep them inside the
 //! one message with every line ending repaired (normalize mode).
 
-mod common;
-use common::*;
+use crate::common::*;
 
 /// (name, the bytes between the first message's text and the smuggled MAIL FROM)
 const CASES: &[(&str, &[u8])] = &[

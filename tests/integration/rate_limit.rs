@@ -4,8 +4,7 @@
 //! one real Redis count together (and, for comparison, two that do not,
 //! apart); and what happens when Redis is down.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 /// A server whose rate-limit plugin has `limits`, with `extra` TOML.
 fn start(limits: &str, extra: &str) -> Server {

@@ -12,12 +12,10 @@
 //! A server that cannot be reached fails these tests with a message saying
 //! so: they are never skipped.
 
-mod common;
-
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use common::*;
+use crate::common::*;
 use sqlx::{AssertSqlSafe, Connection};
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -8,13 +8,11 @@
 //!
 //! msmtp, swaks, python3 and openssl are required (.ci/run installs them).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const PASSWORD: &str = "Gu1des-pw";

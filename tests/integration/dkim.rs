@@ -5,14 +5,12 @@
 //! dkimpy (tests/support/dkim_verify.py), each given the DNS records that
 //! keygen printed.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::upstream::*;
-use common::*;
+use crate::common::upstream::*;
+use crate::common::*;
 
 /// A keys folder with keys made by the CLI, and the records it printed.
 struct Keys {

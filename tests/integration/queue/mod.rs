@@ -4,8 +4,6 @@
 //! bounces with a DSN, and survives `kill -9` without losing what it
 //! acknowledged. Each test starts its own upstream and its own mailferry.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -14,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::upstream::*;
-use common::*;
+use crate::common::upstream::*;
+use crate::common::*;
 
 // ---------------------------------------------------------------------------
 // Helpers.

@@ -3,11 +3,9 @@
 //! finishes with what it started with; a configuration that does not load
 //! is refused with its reason and the running one keeps serving.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn plugin(name: &str, extra: &str) -> String {
     format!("\n[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n{extra}\n", test_plugin("scripted").display())
@@ -166,7 +164,7 @@ fn a_listener_address_change_waits_for_a_restart() {
 /// delivers the queue, without a restart.
 #[test]
 fn a_fixed_relay_password_delivers_the_queue_after_sighup() {
-    use common::upstream::*;
+    use crate::common::upstream::*;
     let up = Upstream::start();
     export_upstream_password();
     let good_relay = up.verified_relay();

@@ -2,8 +2,7 @@
 //! replies, notes, header edits, capability grants, and fault isolation with
 //! deliberately bad plugins (tests/plugins: trap, spin, hog).
 
-mod common;
-use common::*;
+use crate::common::*;
 
 fn plugin(name: &str, path_of: &str, extra: &str) -> String {
     format!("\n[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n{extra}\n", test_plugin(path_of).display())

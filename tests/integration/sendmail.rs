@@ -5,14 +5,12 @@
 //! what fails is judged by the exit status (sysexits) and the one line on
 //! standard error.
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 // ---------------------------------------------------------------------------
 // Helpers.
