@@ -1,7 +1,6 @@
 //! Test harness: starts the real `mailferry` binary on ephemeral ports with a
 //! configuration written for the test, and speaks SMTP to it over plain TCP
-//! or TLS. Shared by every end-to-end test file.
-#![allow(dead_code)]
+//! or TLS. Shared by every end-to-end test module.
 
 pub mod upstream;
 
