@@ -61,7 +61,7 @@ fn stdout(out: &Output) -> String {
 fn init(dir: &Path, args: &[&str], stdin: &str) -> String {
     let out = run(mailferry(&["init"]).arg(dir).args(args).args(["--state-dir", "state"]), stdin);
     assert!(out.status.success(), "init {args:?}: {}", text(&out));
-    // The compiled plugins of every test are shared (see tests/common).
+    // The compiled plugins of every test are shared (see tests/integration/common).
     std::fs::create_dir_all(dir.join("state")).unwrap();
     std::os::unix::fs::symlink(shared_cache(), dir.join("state/plugin-cache")).unwrap();
     stdout(&out)

@@ -1,7 +1,7 @@
 //! The `sql` capability's limits against the real PostgreSQL and MariaDB
-//! servers on this machine (127.0.0.1, as for tests/sql.rs), driven through
-//! the library: a statement past `query_timeout_ms` is stopped by the
-//! server itself, not only abandoned by the host; a value over
+//! servers on this machine (127.0.0.1, as for tests/integration/sql),
+//! driven through the library: a statement past `query_timeout_ms` is
+//! stopped by the server itself, not only abandoned by the host; a value over
 //! `max_result_bytes` is a clear permanent error, and the pool goes on.
 //! SQLite's side of the same limits is tested beside the code
 //! (src/sql/mod.rs), since it runs in the process.
