@@ -1,6 +1,6 @@
 //! A TLS certificate verifier that accepts every certificate, for tests and
 //! benchmarks that talk to a server with a self-signed one (shared by
-//! tests/common and benches/queue.rs through `#[path]`).
+//! tests/integration/common and benches/queue.rs through `#[path]`).
 
 #[derive(Debug)]
 pub struct NoVerify;
