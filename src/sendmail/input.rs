@@ -265,6 +265,16 @@ fn fit_lines(m: &mut Message, text_line: usize) -> Result<(), String> {
     }
     let long = m.body.split(|&b| b == b'\n').position(|l| l.strip_suffix(b"\r").unwrap_or(l).len() > max);
     let Some(at) = long else { return Ok(()) };
+    if !m.is_separated() {
+        // The header section ends at a line that is no field, and the body
+        // starts with it. Quoted-printable could make that line a field
+        // (`X-\xe9t\xe9:` becomes `X-=C3=A9t=C3=A9:`), and every field-like
+        // line after it, a `Bcc:` among them, with it.
+        return Err(format!(
+            "line {} of the body is longer than the {max} octets the server takes (limits.text_line), and the header section ends at a line that is not a header field instead of an empty line, so the body cannot be re-encoded; end the header section with an empty line, or wrap the line",
+            at + 1
+        ));
+    }
     if !reencodable(m) {
         return Err(format!(
             "line {} of the body is longer than the {max} octets the server takes (limits.text_line), and the message is MIME-encoded already; wrap the line or encode that part as quoted-printable or base64",
@@ -437,6 +447,21 @@ mod tests {
         let body = &m[m.find("\r\n\r\n").unwrap() + 4..];
         let decoded = mail_parser::decoders::quoted_printable::quoted_printable_decode(body.as_bytes()).unwrap();
         assert_eq!(String::from_utf8(decoded).unwrap(), format!("short\r\n{long}\r\nend=\r\n"));
+    }
+
+    #[test]
+    fn a_body_after_a_malformed_header_line_is_not_reencoded() {
+        // Non-ASCII in a field name: the header section ends at that line.
+        let text = "Subject: s\nX-\u{e9}t\u{e9}: no field\nBcc: hidden@x.example\n";
+        let long = "x".repeat(1500);
+        let raw = read(format!("{text}{long}\n").as_bytes(), true, 1 << 20).unwrap();
+        let f = Finish { domain: "h.example", extract: false, from: "m@h.example", full_name: None, text_line: 1000 };
+        let e = finish(raw, &f).unwrap_err();
+        assert!(e.contains("line 3 of the body") && e.contains("empty line"), "{e}");
+        // Within the limit, the body is passed on as written: still no field.
+        let (m, _) = finish_str(&format!("{text}body\n"), false);
+        assert!(m.ends_with("\r\nX-\u{e9}t\u{e9}: no field\r\nBcc: hidden@x.example\r\nbody\r\n"), "{m}");
+        assert!(!Message::parse(m.into_bytes()).has_header("Bcc"));
     }
 
     #[test]
