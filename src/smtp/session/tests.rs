@@ -191,6 +191,23 @@ impl Client {
         self.io = Box::new(tls);
     }
 
+    /// Greeting, EHLO, STARTTLS and EHLO again.
+    async fn secured(&mut self) {
+        assert!(self.reply().await.unwrap().starts_with("220 "));
+        assert!(self.say("EHLO client.test").await.starts_with("250"));
+        assert!(self.say("STARTTLS").await.starts_with("220 "));
+        self.start_tls().await;
+        assert!(self.say("EHLO client.test").await.starts_with("250"));
+    }
+
+    /// One recipient and the message, after MAIL FROM: it is relayed.
+    async fn rcpt_and_data(&mut self) {
+        assert!(self.say("RCPT TO:<b@example.org>").await.starts_with("250"));
+        assert!(self.say("DATA").await.starts_with("354"));
+        self.send(MESSAGE).await;
+        assert!(self.reply().await.unwrap().starts_with("250 2.0.0 queued upstream"));
+    }
+
     /// Waits for the session to end (the server closed its side).
     async fn closed(mut self) {
         assert_eq!(self.reply().await, None);
@@ -246,10 +263,7 @@ async fn rset_ends_the_transaction_and_the_session_goes_on() {
     assert!(c.say("DATA").await.starts_with("503 5.5.1 need MAIL FROM first"));
     assert!(c.say("MAIL FROM:<a@mx.test>").await.starts_with("250"));
     assert!(c.say("DATA").await.starts_with("554 5.5.1 no valid recipients"));
-    assert!(c.say("RCPT TO:<b@example.org>").await.starts_with("250"));
-    assert!(c.say("DATA").await.starts_with("354"));
-    c.send(MESSAGE).await;
-    assert!(c.reply().await.unwrap().starts_with("250 2.0.0 queued upstream"));
+    c.rcpt_and_data().await;
     assert_eq!(s.outbox().len(), 1);
 }
 
@@ -297,10 +311,7 @@ async fn starttls_forgets_what_came_before_it_and_then_auth_works() {
         .starts_with("503 5.5.1 already authenticated"));
     assert!(!c.say("EHLO client.test").await.contains("AUTH"), "no AUTH offered once logged in");
     assert!(c.say("MAIL FROM:<a@mx.test>").await.starts_with("250"));
-    assert!(c.say("RCPT TO:<b@example.org>").await.starts_with("250"));
-    assert!(c.say("DATA").await.starts_with("354"));
-    c.send(MESSAGE).await;
-    assert!(c.reply().await.unwrap().starts_with("250 2.0.0 queued upstream"));
+    c.rcpt_and_data().await;
     assert_eq!(s.outbox().len(), 1);
 }
 
@@ -308,22 +319,14 @@ async fn starttls_forgets_what_came_before_it_and_then_auth_works() {
 async fn auth_login_takes_its_answers_after_the_challenges() {
     let s = server(SUBMISSION).await;
     let mut c = s.connect("192.0.2.7:40000");
-    c.reply().await.unwrap();
-    c.say("EHLO client.test").await;
-    c.say("STARTTLS").await;
-    c.start_tls().await;
-    c.say("EHLO client.test").await;
+    c.secured().await;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     assert_eq!(c.say("AUTH LOGIN").await, "334 VXNlcm5hbWU6\r\n");
     assert_eq!(c.say(&b64(USER)).await, "334 UGFzc3dvcmQ6\r\n");
     assert!(c.say(&b64(PASSWORD)).await.starts_with("235"));
     // A cancelled exchange is an error, and the session goes on.
     let mut c = s.connect("192.0.2.8:40000");
-    c.reply().await.unwrap();
-    c.say("EHLO client.test").await;
-    c.say("STARTTLS").await;
-    c.start_tls().await;
-    c.say("EHLO client.test").await;
+    c.secured().await;
     assert!(c.say("AUTH PLAIN").await.starts_with("334"));
     assert!(c.say("*").await.starts_with("501 5.0.0 authentication cancelled"));
     assert_eq!(c.say("NOOP").await, "250 2.0.0 OK\r\n");
